@@ -1,0 +1,29 @@
+//! # mydata-protocol
+//!
+//! The protocol core of the MyData platform (個人化資料自主運用): identifiers,
+//! parameter encryption, the MyData-API JWE, DP and SP data packages, return
+//! codes and identity levels. It performs no network or file I/O of its own —
+//! package functions read from and write to caller-supplied `Read`/`Write`
+//! values — and it never reads the clock: every time-dependent check takes a
+//! [`date::UnixTime`].
+//!
+//! The wire formats follow the platform in service; `spec/` in the repository
+//! documents them and every decision this crate makes where the platform's
+//! documents are silent.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod catalogue;
+pub mod codes;
+pub mod date;
+pub mod error;
+pub mod ids;
+pub mod jwe;
+pub mod package;
+pub mod param;
+pub mod person;
+mod random;
+pub mod resources;
+
+pub use error::{Error, IdKind, Result};

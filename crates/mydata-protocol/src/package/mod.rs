@@ -1,0 +1,115 @@
+//! Data packages: the DP package ([`dp`]) and the package the SP receives ([`sp`]).
+//!
+//! Both are zips read from a caller-supplied `Read + Seek` and written to a
+//! caller-supplied `Write + Seek`. Reading is streaming: data files are hashed
+//! in fixed-size chunks and never held whole in memory. Every hostile-input
+//! rule of spec D6/D7 is enforced here ([`Limits`], [`names`]).
+
+pub mod dp;
+pub mod manifest;
+pub mod names;
+pub mod sp;
+mod window;
+
+use std::io::{Read, Seek};
+
+use crate::error::{Error, Result};
+
+/// Size of the read buffer used while hashing.
+pub(crate) const CHUNK: usize = 256 * 1024;
+
+/// Resource limits applied while reading packages (spec D6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most entries one zip may hold.
+    pub max_entries: usize,
+    /// Most uncompressed bytes one package may hold, counted while reading.
+    pub max_total_bytes: u64,
+    /// Highest uncompressed:compressed ratio of one entry.
+    pub max_ratio: u64,
+    /// Largest `manifest.xml`.
+    pub max_manifest_bytes: u64,
+    /// Largest signature entry.
+    pub max_signature_bytes: u64,
+    /// Largest certificate entry.
+    pub max_certificate_bytes: u64,
+    /// Largest compressed inner DP package that may be read into memory (stored ones are read in place).
+    pub max_inner_in_memory: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_entries: 1000,
+            max_total_bytes: 8 << 30,
+            max_ratio: 1024,
+            max_manifest_bytes: 1 << 20,
+            max_signature_bytes: 64 << 10,
+            max_certificate_bytes: 64 << 10,
+            max_inner_in_memory: 256 << 20,
+        }
+    }
+}
+
+/// One entry of a zip as seen before reading its data.
+#[derive(Debug, Clone)]
+pub(crate) struct EntryInfo {
+    pub index: usize,
+    pub name: String,
+    pub size: u64,
+    pub stored: bool,
+    pub is_dir: bool,
+}
+
+/// Opens a zip and checks entry count, names, declared sizes and ratios.
+pub(crate) fn scan<R: Read + Seek>(reader: R, limits: &Limits) -> Result<(zip::ZipArchive<R>, Vec<EntryInfo>)> {
+    let mut zip = zip::ZipArchive::new(reader).map_err(|e| Error::Zip(e.to_string()))?;
+    if zip.len() > limits.max_entries {
+        return Err(Error::TooManyEntries { limit: limits.max_entries });
+    }
+    let mut entries = Vec::with_capacity(zip.len());
+    let mut declared = 0u64;
+    for index in 0..zip.len() {
+        let f = zip.by_index_raw(index).map_err(|e| Error::Zip(e.to_string()))?;
+        let name = String::from_utf8(f.name_raw().to_vec()).map_err(|_| Error::UnsafeEntryName {
+            name: String::from_utf8_lossy(f.name_raw()).into_owned(),
+            reason: "not UTF-8",
+        })?;
+        let is_dir = f.is_dir();
+        let (size, compressed) = (f.size(), f.compressed_size());
+        let stored = f.compression() == zip::CompressionMethod::Stored;
+        drop(f);
+        declared = declared.saturating_add(size);
+        if declared > limits.max_total_bytes {
+            return Err(Error::TooLarge { what: "declared uncompressed size".into(), limit: limits.max_total_bytes });
+        }
+        if !stored && size > compressed.saturating_mul(limits.max_ratio).max(4096) {
+            return Err(Error::ZipBomb {
+                name,
+                reason: format!("declared ratio above {}:1", limits.max_ratio),
+            });
+        }
+        entries.push(EntryInfo { index, name, size, stored, is_dir });
+    }
+    Ok((zip, entries))
+}
+
+/// Reads a small entry whole, refusing more than `limit` bytes.
+pub(crate) fn read_small<R: Read + Seek>(zip: &mut zip::ZipArchive<R>, index: usize, limit: u64, what: &str) -> Result<Vec<u8>> {
+    let f = zip.by_index(index).map_err(|e| Error::Zip(e.to_string()))?;
+    let mut buf = Vec::new();
+    f.take(limit + 1).read_to_end(&mut buf).map_err(zip_io)?;
+    if buf.len() as u64 > limit {
+        return Err(Error::TooLarge { what: what.to_owned(), limit });
+    }
+    Ok(buf)
+}
+
+/// I/O errors raised by the zip reader (CRC mismatch, truncated data) are zip errors.
+pub(crate) fn zip_io(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::InvalidData || e.kind() == std::io::ErrorKind::UnexpectedEof {
+        Error::Zip(e.to_string())
+    } else {
+        Error::Io(e)
+    }
+}
