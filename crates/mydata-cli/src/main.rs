@@ -1,1 +1,21 @@
-fn main(){}
+//! `mydata`: the command-line tool of the MyData reference implementation.
+//!
+//! Exit status: 0 success, 1 a verification or decryption failure (the
+//! message names the file or rule), 2 a usage error.
+
+#![forbid(unsafe_code)]
+
+mod commands;
+
+use clap::Parser;
+
+fn main() {
+    let cli = commands::Cli::parse();
+    match commands::run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("mydata: error: {e}");
+            std::process::exit(2);
+        }
+    }
+}

@@ -113,3 +113,29 @@ pub(crate) fn zip_io(e: std::io::Error) -> Error {
         Error::Io(e)
     }
 }
+
+/// Which kind of package a zip is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageKind {
+    /// A DP package: carries a manifest signature.
+    Dp,
+    /// An SP package: a manifest and no signature of its own.
+    Sp,
+}
+
+/// Tells a DP package from an SP package by its metadata entries (without reading data).
+pub fn detect<R: Read + Seek>(reader: R) -> Result<PackageKind> {
+    let zip = zip::ZipArchive::new(reader).map_err(|e| Error::Zip(e.to_string()))?;
+    let names: Vec<String> = zip
+        .file_names_raw()
+        .map(|n| names::normalise_meta(&String::from_utf8_lossy(n)).into_owned())
+        .collect();
+    if names.iter().any(|n| n == names::SIGNATURE) {
+        Ok(PackageKind::Dp)
+    } else if names.iter().any(|n| n == names::MANIFEST) {
+        Ok(PackageKind::Sp)
+    } else {
+        Err(Error::MissingMetadata(names::MANIFEST))
+    }
+}
