@@ -10,9 +10,12 @@ use mydata_protocol::codes::DatasetCode;
 use mydata_protocol::date::UnixTime;
 use mydata_protocol::ids::{CbcIv, ClientId, ResourceId, SecretKey};
 use mydata_protocol::jwe::{self, ContentIv, JweMode};
-use mydata_protocol::package::dp::{self, BuildOptions, DpPackageBuilder, DpSigner, FileCompression, SignatureEncoding, TrustAnchors, VerifyOptions};
-use mydata_protocol::package::sp::{self, Dataset, Outcome, PackagingMode};
 use mydata_protocol::package::Limits;
+use mydata_protocol::package::dp::{
+    self, BuildOptions, DpPackageBuilder, DpSigner, FileCompression, SignatureEncoding,
+    TrustAnchors, VerifyOptions,
+};
+use mydata_protocol::package::sp::{self, Dataset, Outcome, PackagingMode};
 use mydata_protocol::param::{ParamCipher, ParamMode};
 use serde_json::json;
 
@@ -217,7 +220,9 @@ fn read_input(p: &Path) -> CliResult<Vec<u8>> {
     if p == Path::new("-") {
         std::io::stdin().read_to_end(&mut v)?;
     } else {
-        File::open(p).map_err(|e| format!("{}: {e}", p.display()))?.read_to_end(&mut v)?;
+        File::open(p)
+            .map_err(|e| format!("{}: {e}", p.display()))?
+            .read_to_end(&mut v)?;
     }
     Ok(v)
 }
@@ -229,7 +234,11 @@ fn read_path(p: &Path) -> CliResult<Vec<u8>> {
 fn package_build(a: BuildArgs) -> CliResult<i32> {
     let signer = DpSigner::from_pem(&read_path(&a.key)?, &read_path(&a.cert)?)?;
     let opts = BuildOptions {
-        signature: if a.base64_signature { SignatureEncoding::Base64 } else { SignatureEncoding::Binary },
+        signature: if a.base64_signature {
+            SignatureEncoding::Base64
+        } else {
+            SignatureEncoding::Binary
+        },
         backslash_meta: a.backslash,
         compression: match a.compression {
             Compression::Auto => FileCompression::Auto,
@@ -238,7 +247,10 @@ fn package_build(a: BuildArgs) -> CliResult<i32> {
         },
     };
     let tmp = a.out.with_extension("zip.partial");
-    let out = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?);
+    let out = BufWriter::with_capacity(
+        1 << 20,
+        File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?,
+    );
     let result = (|| -> CliResult<()> {
         let mut b = DpPackageBuilder::new(out, &signer, opts);
         for spec in &a.files {
@@ -246,7 +258,11 @@ fn package_build(a: BuildArgs) -> CliResult<i32> {
                 Some((n, p)) => (n.to_owned(), PathBuf::from(p)),
                 None => {
                     let p = PathBuf::from(spec);
-                    let n = p.file_name().ok_or_else(|| format!("{spec}: not a file"))?.to_string_lossy().into_owned();
+                    let n = p
+                        .file_name()
+                        .ok_or_else(|| format!("{spec}: not a file"))?
+                        .to_string_lossy()
+                        .into_owned();
                     (n, p)
                 }
             };
@@ -274,7 +290,9 @@ fn package_build_sp(a: BuildSpArgs) -> CliResult<i32> {
     let mut bufs = Vec::new();
     let mut specs = Vec::new();
     for d in &a.datasets {
-        let (id, rest) = d.split_once('=').ok_or_else(|| format!("{d}: expected RESOURCE_ID=PATH|CODE[@NAME]"))?;
+        let (id, rest) = d
+            .split_once('=')
+            .ok_or_else(|| format!("{d}: expected RESOURCE_ID=PATH|CODE[@NAME]"))?;
         let id: ResourceId = id.parse()?;
         let (what, name) = match rest.split_once('@') {
             Some((w, n)) => (w, n.to_owned()),
@@ -283,7 +301,9 @@ fn package_build_sp(a: BuildSpArgs) -> CliResult<i32> {
         match what.parse::<u16>() {
             Ok(204) => specs.push((id, name, None, Some(DatasetCode::NoData))),
             Ok(c) => {
-                let code = DatasetCode::from_wire(c).filter(|c| c.is_failure()).ok_or_else(|| format!("{c} is not a failure code"))?;
+                let code = DatasetCode::from_wire(c)
+                    .filter(|c| c.is_failure())
+                    .ok_or_else(|| format!("{c} is not a failure code"))?;
                 specs.push((id, name, None, Some(code)));
             }
             Err(_) => {
@@ -303,7 +323,11 @@ fn package_build_sp(a: BuildSpArgs) -> CliResult<i32> {
                 (None, Some(c)) => Outcome::Failed(c),
                 (None, None) => Outcome::NoData,
             };
-            Dataset { resource_id, resource_name, outcome }
+            Dataset {
+                resource_id,
+                resource_name,
+                outcome,
+            }
         })
         .collect();
     let mode = match a.mode {
@@ -313,7 +337,10 @@ fn package_build_sp(a: BuildSpArgs) -> CliResult<i32> {
     let out = File::create(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
     let (_, summary) = sp::build(out, mode, datasets)?;
     if a.json {
-        println!("{}", json!({"manifest": summary.manifest, "withheld": summary.withheld, "unable_to_deliver": summary.unable_to_deliver()}));
+        println!(
+            "{}",
+            json!({"manifest": summary.manifest, "withheld": summary.withheld, "unable_to_deliver": summary.unable_to_deliver()})
+        );
     } else {
         println!("{}", a.out.display());
     }
@@ -321,13 +348,20 @@ fn package_build_sp(a: BuildSpArgs) -> CliResult<i32> {
 }
 
 fn now() -> UnixTime {
-    UnixTime(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default())
+    UnixTime(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default(),
+    )
 }
 
 /// Peak resident memory of this process in KiB (Linux `VmHWM`), when known.
 fn peak_rss_kib() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 fn error_json(e: &mydata_protocol::Error) -> serde_json::Value {
@@ -337,7 +371,10 @@ fn error_json(e: &mydata_protocol::Error) -> serde_json::Value {
 fn is_sp_package(path: &Path) -> CliResult<bool> {
     let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     // An unreadable zip is reported by the DP verifier with its precise error.
-    Ok(matches!(mydata_protocol::package::detect(f), Ok(mydata_protocol::package::PackageKind::Sp)))
+    Ok(matches!(
+        mydata_protocol::package::detect(f),
+        Ok(mydata_protocol::package::PackageKind::Sp)
+    ))
 }
 
 fn package_verify(a: VerifyArgs) -> CliResult<i32> {
@@ -345,17 +382,27 @@ fn package_verify(a: VerifyArgs) -> CliResult<i32> {
         Some(s) => UnixTime::parse(s)?,
         None => now(),
     };
-    let pems: Vec<Vec<u8>> = a.trust.iter().map(|p| read_path(p)).collect::<CliResult<_>>()?;
+    let pems: Vec<Vec<u8>> = a
+        .trust
+        .iter()
+        .map(|p| read_path(p))
+        .collect::<CliResult<_>>()?;
     let anchors = if pems.is_empty() {
         None
     } else {
-        Some(TrustAnchors::from_pem(&pems.iter().map(Vec::as_slice).collect::<Vec<_>>())?)
+        Some(TrustAnchors::from_pem(
+            &pems.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+        )?)
     };
     let mut limits = Limits::default();
     if let Some(m) = a.max_total_bytes {
         limits.max_total_bytes = m;
     }
-    let opts = VerifyOptions { at, trust: anchors.as_ref(), limits };
+    let opts = VerifyOptions {
+        at,
+        trust: anchors.as_ref(),
+        limits,
+    };
     let started = Instant::now();
     let sp_kind = is_sp_package(&a.package)?;
     let file = File::open(&a.package).map_err(|e| format!("{}: {e}", a.package.display()))?;
@@ -363,7 +410,11 @@ fn package_verify(a: VerifyArgs) -> CliResult<i32> {
         match sp::verify(file, &opts) {
             Ok(reports) => {
                 let ok = reports.iter().all(|r| r.ok());
-                let bytes = reports.iter().filter_map(|r| r.package.as_ref()?.as_ref().ok()).map(|p| p.data_bytes).sum::<u64>();
+                let bytes = reports
+                    .iter()
+                    .filter_map(|r| r.package.as_ref()?.as_ref().ok())
+                    .map(|p| p.data_bytes)
+                    .sum::<u64>();
                 let datasets: Vec<_> = reports
                     .iter()
                     .map(|r| {
@@ -376,9 +427,17 @@ fn package_verify(a: VerifyArgs) -> CliResult<i32> {
                         v
                     })
                     .collect();
-                (ok, json!({"ok": ok, "kind": "sp", "datasets": datasets}), bytes)
+                (
+                    ok,
+                    json!({"ok": ok, "kind": "sp", "datasets": datasets}),
+                    bytes,
+                )
             }
-            Err(e) => (false, json!({"ok": false, "kind": "sp", "error": error_json(&e)}), 0),
+            Err(e) => (
+                false,
+                json!({"ok": false, "kind": "sp", "error": error_json(&e)}),
+                0,
+            ),
         }
     } else {
         match dp::verify(file, &opts) {
@@ -386,7 +445,11 @@ fn package_verify(a: VerifyArgs) -> CliResult<i32> {
                 let bytes = p.data_bytes;
                 (true, json!({"ok": true, "kind": "dp", "package": p}), bytes)
             }
-            Err(e) => (false, json!({"ok": false, "kind": "dp", "error": error_json(&e)}), 0),
+            Err(e) => (
+                false,
+                json!({"ok": false, "kind": "dp", "error": error_json(&e)}),
+                0,
+            ),
         }
     };
     let secs = started.elapsed().as_secs_f64();
@@ -414,9 +477,19 @@ fn print_human(path: &Path, r: &serde_json::Value) {
     if let Some(e) = r.get("error") {
         println!("{}: {}", path.display(), fail(e));
     } else if let Some(p) = r.get("package") {
-        println!("{}: OK ({} files, signed by {})", path.display(), p["files"].as_array().map_or(0, Vec::len), p["signer"]["subject"].as_str().unwrap_or("?"));
+        println!(
+            "{}: OK ({} files, signed by {})",
+            path.display(),
+            p["files"].as_array().map_or(0, Vec::len),
+            p["signer"]["subject"].as_str().unwrap_or("?")
+        );
         for f in p["files"].as_array().into_iter().flatten() {
-            println!("  {}  {}  {} bytes", f["digest"].as_str().unwrap_or(""), f["name"].as_str().unwrap_or(""), f["size"]);
+            println!(
+                "  {}  {}  {} bytes",
+                f["digest"].as_str().unwrap_or(""),
+                f["name"].as_str().unwrap_or(""),
+                f["size"]
+            );
         }
     } else {
         let ok = r["ok"].as_bool().unwrap_or(false);
@@ -427,7 +500,12 @@ fn print_human(path: &Path, r: &serde_json::Value) {
                 (None, true) => "no file".to_owned(),
                 (None, false) => "OK".to_owned(),
             };
-            println!("  {} code {} {}: {status}", d["resource_id"].as_str().unwrap_or(""), d["code"], d["resource_name"].as_str().unwrap_or(""));
+            println!(
+                "  {} code {} {}: {status}",
+                d["resource_id"].as_str().unwrap_or(""),
+                d["code"],
+                d["resource_name"].as_str().unwrap_or("")
+            );
         }
     }
     if let Some(s) = r.get("stats") {
@@ -442,9 +520,17 @@ fn print_human(path: &Path, r: &serde_json::Value) {
 }
 
 fn param(a: ParamArgs, encrypt: bool) -> CliResult<i32> {
-    let mode = if a.gcm { ParamMode::Gcm } else { ParamMode::Cbc };
+    let mode = if a.gcm {
+        ParamMode::Gcm
+    } else {
+        ParamMode::Cbc
+    };
     let c = ParamCipher::from_raw(&a.secret, &a.iv, mode)?;
-    let result = if encrypt { c.encrypt(&a.value) } else { c.decrypt(&a.value) };
+    let result = if encrypt {
+        c.encrypt(&a.value)
+    } else {
+        c.decrypt(&a.value)
+    };
     match result {
         Ok(v) => {
             println!("{v}");
@@ -466,7 +552,11 @@ fn jwe_encrypt(a: JweEncryptArgs) -> CliResult<i32> {
     let out = if a.raw {
         jwe::encrypt_compact(&input, &key, mode, content_iv)?
     } else {
-        let cid: ClientId = a.client_id.as_deref().ok_or("--client-id is required unless --raw")?.parse()?;
+        let cid: ClientId = a
+            .client_id
+            .as_deref()
+            .ok_or("--client-id is required unless --raw")?
+            .parse()?;
         jwe::encrypt_package(&cid, &input, &key, mode, content_iv)?
     };
     println!("{out}");

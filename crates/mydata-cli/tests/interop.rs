@@ -17,25 +17,38 @@ fn python() -> PathBuf {
         return p.into();
     }
     let venv = repo().join("target/interop-venv/bin/python");
-    assert!(venv.exists(), "the interop peers need the Python venv: run `bash tests/run.sh` (it creates target/interop-venv)");
+    assert!(
+        venv.exists(),
+        "the interop peers need the Python venv: run `bash tests/run.sh` (it creates target/interop-venv)"
+    );
     venv
 }
 
 fn interop_dir() -> PathBuf {
-    std::env::var("MYDATA_INTEROP_DIR").map(PathBuf::from).unwrap_or_else(|_| repo().join("tests/interop"))
+    std::env::var("MYDATA_INTEROP_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join("tests/interop"))
 }
 
 fn fixture(name: &str) -> String {
-    repo().join("fixtures/pki").join(name).to_string_lossy().into_owned()
+    repo()
+        .join("fixtures/pki")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn run(mut c: Command) -> Output {
-    let out = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
-    out
+    c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"))
 }
 
 fn ok(out: Output, what: &str) -> Vec<u8> {
-    assert!(out.status.success(), "{what} failed: {}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
     out.stdout
 }
 
@@ -77,19 +90,49 @@ const AT: &str = "2027-01-01";
 
 #[test]
 fn openssl_enc_agrees_with_our_cbc_parameter() {
-    let ours = text(ok(mydata(&["param", "encrypt", "--secret", SECRET, "--iv", IV, "A123456789"]), "mydata param"));
+    let ours = text(ok(
+        mydata(&[
+            "param",
+            "encrypt",
+            "--secret",
+            SECRET,
+            "--iv",
+            IV,
+            "A123456789",
+        ]),
+        "mydata param",
+    ));
     let d = tmp();
     std::fs::write(d.path().join("pid"), "A123456789").unwrap();
     let key_hex = hex::encode(format!("{SECRET}{SECRET}"));
     let iv_hex = hex::encode(IV);
-    let theirs = ok(openssl(&["enc", "-aes-256-cbc", "-K", &key_hex, "-iv", &iv_hex, "-in", &p(d.path(), "pid"), "-base64", "-A"]), "openssl enc");
+    let theirs = ok(
+        openssl(&[
+            "enc",
+            "-aes-256-cbc",
+            "-K",
+            &key_hex,
+            "-iv",
+            &iv_hex,
+            "-in",
+            &p(d.path(), "pid"),
+            "-base64",
+            "-A",
+        ]),
+        "openssl enc",
+    );
     assert_eq!(ours, text(theirs));
 }
 
 #[test]
 fn python_cryptography_parameters_both_ways() {
     for (mode, extra) in [("cbc", vec![]), ("gcm", vec!["--gcm"])] {
-        for pid in ["A123456789", "F228710436", "tx-7f3c2a1e-0b9d-4c1e-9a2b-3c4d5e6f7a8b", "王大明"] {
+        for pid in [
+            "A123456789",
+            "F228710436",
+            "tx-7f3c2a1e-0b9d-4c1e-9a2b-3c4d5e6f7a8b",
+            "王大明",
+        ] {
             let mut a = vec!["param", "encrypt", "--secret", SECRET, "--iv", IV];
             a.extend(&extra);
             a.push(pid);
@@ -97,7 +140,11 @@ fn python_cryptography_parameters_both_ways() {
             let mut b = vec!["decrypt", "--secret", SECRET, "--iv", IV];
             b.extend(&extra);
             b.push(&ours);
-            assert_eq!(text(ok(py("param.py", &b), "param.py decrypt")), pid, "{mode}");
+            assert_eq!(
+                text(ok(py("param.py", &b), "param.py decrypt")),
+                pid,
+                "{mode}"
+            );
 
             let mut c = vec!["encrypt", "--secret", SECRET, "--iv", IV];
             c.extend(&extra);
@@ -112,8 +159,22 @@ fn python_cryptography_parameters_both_ways() {
         }
     }
     // A wrong secret is refused with the protocol's 400.
-    let enc = text(ok(py("param.py", &["encrypt", "--secret", SECRET, "--iv", IV, "A123456789"]), "param.py"));
-    let out = mydata(&["param", "decrypt", "--secret", "zzzzEFGH12345678", "--iv", IV, &enc]);
+    let enc = text(ok(
+        py(
+            "param.py",
+            &["encrypt", "--secret", SECRET, "--iv", IV, "A123456789"],
+        ),
+        "param.py",
+    ));
+    let out = mydata(&[
+        "param",
+        "decrypt",
+        "--secret",
+        "zzzzEFGH12345678",
+        "--iv",
+        IV,
+        &enc,
+    ]);
     if !out.status.success() {
         assert_eq!(out.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&out.stderr).contains("400"));
@@ -129,7 +190,18 @@ fn our_package(dir: &Path) -> String {
     std::fs::write(&pdf, b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n").unwrap();
     let out = p(dir, "ours.zip");
     ok(
-        mydata(&["package", "build", "--key", &fixture("dp-moi.key"), "--cert", &fixture("dp-moi.pem"), "-o", &out, &data, &pdf]),
+        mydata(&[
+            "package",
+            "build",
+            "--key",
+            &fixture("dp-moi.key"),
+            "--cert",
+            &fixture("dp-moi.pem"),
+            "-o",
+            &out,
+            &data,
+            &pdf,
+        ]),
         "mydata package build",
     );
     out
@@ -146,46 +218,118 @@ fn unzip(zip_path: &str, name: &str, to: &str) {
 fn openssl_verifies_our_manifest_signature_and_digests() {
     let d = tmp();
     let pkg = our_package(d.path());
-    let (m, s, c) = (p(d.path(), "manifest.xml"), p(d.path(), "sig"), p(d.path(), "cert.pem"));
+    let (m, s, c) = (
+        p(d.path(), "manifest.xml"),
+        p(d.path(), "sig"),
+        p(d.path(), "cert.pem"),
+    );
     unzip(&pkg, "META-INFO/manifest.xml", &m);
     unzip(&pkg, "META-INFO/manifest.sha256withrsa", &s);
     unzip(&pkg, "META-INFO/certificate.cer", &c);
-    let pubkey = ok(openssl(&["x509", "-in", &c, "-pubkey", "-noout"]), "openssl x509");
+    let pubkey = ok(
+        openssl(&["x509", "-in", &c, "-pubkey", "-noout"]),
+        "openssl x509",
+    );
     std::fs::write(p(d.path(), "pub.pem"), pubkey).unwrap();
-    let v = ok(openssl(&["dgst", "-sha256", "-verify", &p(d.path(), "pub.pem"), "-signature", &s, &m]), "openssl dgst -verify");
+    let v = ok(
+        openssl(&[
+            "dgst",
+            "-sha256",
+            "-verify",
+            &p(d.path(), "pub.pem"),
+            "-signature",
+            &s,
+            &m,
+        ]),
+        "openssl dgst -verify",
+    );
     assert_eq!(text(v), "Verified OK");
     // The certificate chains to the sandbox root, per openssl.
     let at = "1798761600";
-    ok(openssl(&["verify", "-attime", at, "-CAfile", &fixture("sandbox-root-ca.pem"), &c]), "openssl verify");
+    ok(
+        openssl(&[
+            "verify",
+            "-attime",
+            at,
+            "-CAfile",
+            &fixture("sandbox-root-ca.pem"),
+            &c,
+        ]),
+        "openssl verify",
+    );
     // Each digest in the manifest is openssl's SHA-256 of the file.
     let manifest = std::fs::read_to_string(&m).unwrap();
     for name in ["household.json", "household.pdf"] {
         let extracted = p(d.path(), &format!("x-{name}"));
         unzip(&pkg, name, &extracted);
-        let dg = text(ok(openssl(&["dgst", "-sha256", "-r", &extracted]), "openssl dgst"));
+        let dg = text(ok(
+            openssl(&["dgst", "-sha256", "-r", &extracted]),
+            "openssl dgst",
+        ));
         let hexd = dg.split_whitespace().next().unwrap();
-        assert!(manifest.contains(&format!("<filename>{name}</filename><digest>{hexd}</digest>")), "{manifest}");
+        assert!(
+            manifest.contains(&format!(
+                "<filename>{name}</filename><digest>{hexd}</digest>"
+            )),
+            "{manifest}"
+        );
     }
     // A flipped signature bit no longer verifies with openssl either.
     let mut sig = std::fs::read(&s).unwrap();
     sig[0] ^= 1;
     std::fs::write(&s, sig).unwrap();
-    assert!(!openssl(&["dgst", "-sha256", "-verify", &p(d.path(), "pub.pem"), "-signature", &s, &m]).status.success());
+    assert!(
+        !openssl(&[
+            "dgst",
+            "-sha256",
+            "-verify",
+            &p(d.path(), "pub.pem"),
+            "-signature",
+            &s,
+            &m
+        ])
+        .status
+        .success()
+    );
 }
 
 #[test]
 fn python_verifies_our_packages() {
     let d = tmp();
     let pkg = our_package(d.path());
-    let out = text(ok(py("verify_package.py", &[&pkg, "--ca", &fixture("sandbox-root-ca.pem")]), "verify_package.py"));
+    let out = text(ok(
+        py(
+            "verify_package.py",
+            &[&pkg, "--ca", &fixture("sandbox-root-ca.pem")],
+        ),
+        "verify_package.py",
+    ));
     assert_eq!(out, "OK");
     // And our SP package, with each DP package inside.
     let sp = p(d.path(), "sp.zip");
     ok(
-        mydata(&["package", "build-sp", "--mode", "b", "-o", &sp, "--dataset", &format!("API.HOUSEHOLD1={pkg}@個人戶籍資料"), "--dataset", "API.TAXDATA001=504@所得"]),
+        mydata(&[
+            "package",
+            "build-sp",
+            "--mode",
+            "b",
+            "-o",
+            &sp,
+            "--dataset",
+            &format!("API.HOUSEHOLD1={pkg}@個人戶籍資料"),
+            "--dataset",
+            "API.TAXDATA001=504@所得",
+        ]),
         "build-sp",
     );
-    let summary: Value = serde_json::from_slice(&ok(py("sp_package.py", &[&sp, "--ca", &fixture("sandbox-root-ca.pem")]), "sp_package.py")).unwrap();
+    let summary: Value = serde_json::from_slice(&ok(
+        py(
+            "sp_package.py",
+            &[&sp, "--ca", &fixture("sandbox-root-ca.pem")],
+        ),
+        "sp_package.py",
+    ))
+    .unwrap();
     let ds = summary["datasets"].as_array().unwrap();
     assert_eq!(ds.len(), 2);
     assert_eq!(ds[0]["resource_id"], "API.HOUSEHOLD1");
@@ -199,7 +343,10 @@ fn verify_json(pkg: &str, extra: &[&str]) -> (i32, Value) {
     let mut a = vec!["package", "verify", "--json", "--at", AT, pkg];
     a.extend(extra);
     let out = mydata(&a);
-    (out.status.code().unwrap(), serde_json::from_slice(&out.stdout).unwrap())
+    (
+        out.status.code().unwrap(),
+        serde_json::from_slice(&out.stdout).unwrap(),
+    )
 }
 
 #[test]
@@ -212,24 +359,42 @@ fn we_verify_python_built_packages_and_name_tampered_files() {
     let (key, cert) = (fixture("dp-nhi.key"), fixture("dp-nhi.pem"));
     let build = |name: &str, extra: &[&str]| -> String {
         let out = p(d.path(), name);
-        let mut args = vec!["--key", key.as_str(), "--cert", cert.as_str(), "--out", out.as_str()];
+        let mut args = vec![
+            "--key",
+            key.as_str(),
+            "--cert",
+            cert.as_str(),
+            "--out",
+            out.as_str(),
+        ];
         args.extend(extra);
         args.push(&a);
         args.push(&b);
         ok(py("build_package.py", &args), "build_package.py");
         out
     };
-    for (name, extra) in [("plain.zip", vec![]), ("b64.zip", vec!["--base64-signature"]), ("bs.zip", vec!["--backslash"]), ("der.zip", vec!["--der-cert"])] {
+    for (name, extra) in [
+        ("plain.zip", vec![]),
+        ("b64.zip", vec!["--base64-signature"]),
+        ("bs.zip", vec!["--backslash"]),
+        ("der.zip", vec!["--der-cert"]),
+    ] {
         let pkg = build(name, &extra);
         let (code, v) = verify_json(&pkg, &["--trust", &fixture("sandbox-root-ca.pem")]);
         assert_eq!(code, 0, "{name}: {v}");
         assert_eq!(v["package"]["files"].as_array().unwrap().len(), 2);
         // Human output says OK.
-        let human = text(ok(mydata(&["package", "verify", "--at", AT, &pkg]), "verify"));
+        let human = text(ok(
+            mydata(&["package", "verify", "--at", AT, &pkg]),
+            "verify",
+        ));
         assert!(human.contains(": OK"), "{human}");
     }
     let (code, v) = verify_json(&build("b64.zip", &["--base64-signature"]), &[]);
-    assert_eq!((code, v["package"]["signature_encoding"].as_str()), (0, Some("base64")));
+    assert_eq!(
+        (code, v["package"]["signature_encoding"].as_str()),
+        (0, Some("base64"))
+    );
 
     let tampered = build("tampered.zip", &["--tamper", "b.csv"]);
     let (code, v) = verify_json(&tampered, &[]);
@@ -241,15 +406,46 @@ fn we_verify_python_built_packages_and_name_tampered_files() {
     assert!(String::from_utf8_lossy(&human.stdout).contains("FAILED: b.csv"));
 
     let (code, v) = verify_json(&build("extra.zip", &["--extra", "smuggled.txt"]), &[]);
-    assert_eq!((code, v["error"]["kind"].as_str(), v["error"]["file"].as_str()), (1, Some("extra_file"), Some("smuggled.txt")));
+    assert_eq!(
+        (
+            code,
+            v["error"]["kind"].as_str(),
+            v["error"]["file"].as_str()
+        ),
+        (1, Some("extra_file"), Some("smuggled.txt"))
+    );
     let (code, v) = verify_json(&build("omit.zip", &["--omit", "a.json"]), &[]);
-    assert_eq!((code, v["error"]["kind"].as_str(), v["error"]["file"].as_str()), (1, Some("missing_file"), Some("a.json")));
+    assert_eq!(
+        (
+            code,
+            v["error"]["kind"].as_str(),
+            v["error"]["file"].as_str()
+        ),
+        (1, Some("missing_file"), Some("a.json"))
+    );
     // Signed by a DP outside the sandbox CA: fine without anchors, refused with them.
     let other = p(d.path(), "untrusted.zip");
-    ok(py("build_package.py", &["--key", &fixture("dp-untrusted.key"), "--cert", &fixture("dp-untrusted.pem"), "--out", &other, &a]), "build");
+    ok(
+        py(
+            "build_package.py",
+            &[
+                "--key",
+                &fixture("dp-untrusted.key"),
+                "--cert",
+                &fixture("dp-untrusted.pem"),
+                "--out",
+                &other,
+                &a,
+            ],
+        ),
+        "build",
+    );
     assert_eq!(verify_json(&other, &[]).0, 0);
     let (code, v) = verify_json(&other, &["--trust", &fixture("sandbox-root-ca.pem")]);
-    assert_eq!((code, v["error"]["kind"].as_str()), (1, Some("untrusted_certificate")));
+    assert_eq!(
+        (code, v["error"]["kind"].as_str()),
+        (1, Some("untrusted_certificate"))
+    );
 }
 
 #[test]
@@ -271,11 +467,40 @@ fn jwcrypto_decrypts_our_jwe_in_both_modes() {
         let pf = p(d.path(), &format!("{mode}.json"));
         std::fs::write(&pf, &payload).unwrap();
         let zip_out = p(d.path(), &format!("{mode}.zip"));
-        let name = text(ok(py("jwe.py", &["unpayload", "--in", &pf, "--out", &zip_out, "--client-id", CLIENT]), "unpayload"));
+        let name = text(ok(
+            py(
+                "jwe.py",
+                &[
+                    "unpayload",
+                    "--in",
+                    &pf,
+                    "--out",
+                    &zip_out,
+                    "--client-id",
+                    CLIENT,
+                ],
+            ),
+            "unpayload",
+        ));
         assert_eq!(name, format!("{CLIENT}.zip"));
-        assert_eq!(std::fs::read(&zip_out).unwrap(), std::fs::read(&pkg).unwrap(), "{mode}");
+        assert_eq!(
+            std::fs::read(&zip_out).unwrap(),
+            std::fs::read(&pkg).unwrap(),
+            "{mode}"
+        );
         // The wrong key fails in jwcrypto too.
-        let wrong = py("jwe.py", &["decrypt", "--key", "zzzzzzzzzzABCDEFGHIJ0123456789xy", "--in", &jf, "--mode", mode]);
+        let wrong = py(
+            "jwe.py",
+            &[
+                "decrypt",
+                "--key",
+                "zzzzzzzzzzABCDEFGHIJ0123456789xy",
+                "--in",
+                &jf,
+                "--mode",
+                mode,
+            ],
+        );
         assert!(!wrong.status.success());
     }
 }
@@ -284,15 +509,33 @@ fn jwcrypto_decrypts_our_jwe_in_both_modes() {
 fn we_decrypt_jwcrypto_jwe_in_both_modes() {
     let d = tmp();
     let pkg = our_package(d.path());
-    let payload = ok(py("jwe.py", &["payload", "--client-id", CLIENT, "--zip", &pkg]), "jwe.py payload");
+    let payload = ok(
+        py("jwe.py", &["payload", "--client-id", CLIENT, "--zip", &pkg]),
+        "jwe.py payload",
+    );
     let pf = p(d.path(), "payload.json");
     std::fs::write(&pf, payload).unwrap();
     for (mode, flag) in [("cbc", None), ("gcm", Some("--gcm"))] {
-        let jwe = ok(py("jwe.py", &["encrypt", "--key", KEY, "--mode", mode, "--in", &pf]), "jwe.py encrypt");
+        let jwe = ok(
+            py(
+                "jwe.py",
+                &["encrypt", "--key", KEY, "--mode", mode, "--in", &pf],
+            ),
+            "jwe.py encrypt",
+        );
         let jf = p(d.path(), &format!("{mode}.jwe"));
         std::fs::write(&jf, jwe).unwrap();
         let out = p(d.path(), &format!("{mode}-out.zip"));
-        let mut a = vec!["jwe", "decrypt", "--key", KEY, "--client-id", CLIENT, "-o", &out];
+        let mut a = vec![
+            "jwe",
+            "decrypt",
+            "--key",
+            KEY,
+            "--client-id",
+            CLIENT,
+            "-o",
+            &out,
+        ];
         a.extend(flag);
         a.push(&jf);
         ok(mydata(&a), "mydata jwe decrypt");
@@ -307,11 +550,21 @@ fn we_decrypt_jwcrypto_jwe_in_both_modes() {
         wrong.push(&jf);
         assert_eq!(mydata(&wrong).status.code(), Some(1), "{mode}");
         // Another client's id: refused.
-        let mut other = vec!["jwe", "decrypt", "--key", KEY, "--client-id", "CLI.OTHERCLI01"];
+        let mut other = vec![
+            "jwe",
+            "decrypt",
+            "--key",
+            KEY,
+            "--client-id",
+            "CLI.OTHERCLI01",
+        ];
         other.extend(flag);
         other.push(&jf);
         let out = mydata(&other);
         assert_eq!(out.status.code(), Some(1), "{mode}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("CLI.OTHERCLI01.zip"), "{mode}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("CLI.OTHERCLI01.zip"),
+            "{mode}"
+        );
     }
 }

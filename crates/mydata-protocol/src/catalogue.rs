@@ -59,21 +59,31 @@ pub struct Catalogue {
 impl Catalogue {
     /// Parses and checks a catalogue: unique ids and scopes, at least one method and one format per dataset.
     pub fn from_json(json: &str) -> Result<Self> {
-        let c: Catalogue = serde_json::from_str(json).map_err(|e| Error::Catalogue(e.to_string()))?;
+        let c: Catalogue =
+            serde_json::from_str(json).map_err(|e| Error::Catalogue(e.to_string()))?;
         if c.version != 1 {
-            return Err(Error::Catalogue(format!("unsupported version {}", c.version)));
+            return Err(Error::Catalogue(format!(
+                "unsupported version {}",
+                c.version
+            )));
         }
         let mut ids = HashSet::new();
         let mut scopes = HashSet::new();
         for d in &c.datasets {
             if !ids.insert(d.resource_id.as_str()) {
-                return Err(Error::Catalogue(format!("duplicate resource_id {}", d.resource_id)));
+                return Err(Error::Catalogue(format!(
+                    "duplicate resource_id {}",
+                    d.resource_id
+                )));
             }
             if !scopes.insert(d.scope.as_str()) {
                 return Err(Error::Catalogue(format!("duplicate scope {}", d.scope)));
             }
             if d.identity_methods.is_empty() || d.formats.is_empty() {
-                return Err(Error::Catalogue(format!("{} lists no identity method or no format", d.resource_id)));
+                return Err(Error::Catalogue(format!(
+                    "{} lists no identity method or no format",
+                    d.resource_id
+                )));
             }
         }
         Ok(c)

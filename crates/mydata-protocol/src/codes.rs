@@ -213,9 +213,7 @@ impl MyDataApiStatus {
 pub const DEFAULT_RETRY_AFTER_SECS: u64 = 60;
 
 /// Identity verification strength as coded in service (brief §9.8): 0 is strongest.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct IdentityLevel(u8);
 
@@ -414,7 +412,9 @@ mod tests {
         let wires: Vec<u16> = ReturnCode::ALL.iter().map(|c| c.wire()).collect();
         assert_eq!(
             wires,
-            [200, 205, 206, 400, 401, 403, 404, 408, 409, 410, 423, 501, 504]
+            [
+                200, 205, 206, 400, 401, 403, 404, 408, 409, 410, 423, 501, 504
+            ]
         );
         for c in ReturnCode::ALL {
             assert_eq!(ReturnCode::from_wire(c.wire()), Some(c));
@@ -496,7 +496,10 @@ mod tests {
             required_level(&[land, low_income]),
             Some(IdentityLevel::NHI_CARD)
         );
-        assert_eq!(required_level(&[low_income]), Some(IdentityLevel::TWO_DOCUMENTS));
+        assert_eq!(
+            required_level(&[low_income]),
+            Some(IdentityLevel::TWO_DOCUMENTS)
+        );
         assert_eq!(required_level(&[]), None);
         assert_eq!(required_level(&[&[]]), None);
         assert!(methods_for_all(&[]).is_empty());
@@ -513,7 +516,10 @@ mod tests {
             ReturnCode::BadRequest
         );
         assert_eq!(Error::ParamBase64.return_code(), ReturnCode::BadRequest);
-        assert_eq!(Error::ParamDecrypt("x").return_code(), ReturnCode::BadRequest);
+        assert_eq!(
+            Error::ParamDecrypt("x").return_code(),
+            ReturnCode::BadRequest
+        );
         assert_eq!(Error::BadSignature.return_code(), ReturnCode::DpSystemError);
         assert_eq!(Error::BadSignature.dataset_code(), DatasetCode::DpError);
     }

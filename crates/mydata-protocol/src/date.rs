@@ -20,7 +20,12 @@ impl UnixTime {
         if let Ok(n) = s.parse::<i64>() {
             return Ok(UnixTime(n));
         }
-        let bad = || Error::invalid(IdKind::Date, "expected unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ");
+        let bad = || {
+            Error::invalid(
+                IdKind::Date,
+                "expected unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ",
+            )
+        };
         let (date, time) = match s.split_once('T') {
             Some((d, t)) => (d, Some(t.strip_suffix('Z').ok_or_else(bad)?)),
             None => (s, None),
@@ -33,7 +38,11 @@ impl UnixTime {
                 if parts.len() != 3 || parts.iter().any(|p| p.len() != 2) {
                     return Err(bad());
                 }
-                let n: Vec<i64> = parts.iter().map(|p| p.parse::<i64>()).collect::<std::result::Result<_, _>>().map_err(|_| bad())?;
+                let n: Vec<i64> = parts
+                    .iter()
+                    .map(|p| p.parse::<i64>())
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(|_| bad())?;
                 if n[0] > 23 || n[1] > 59 || n[2] > 60 {
                     return Err(bad());
                 }
@@ -50,7 +59,14 @@ impl fmt::Display for UnixTime {
         let days = self.0.div_euclid(86_400);
         let s = self.0.rem_euclid(86_400);
         let d = CivilDate::from_days_since_epoch(days);
-        write!(f, "{}T{:02}:{:02}:{:02}Z", d.iso(), s / 3600, s / 60 % 60, s % 60)
+        write!(
+            f,
+            "{}T{:02}:{:02}:{:02}Z",
+            d.iso(),
+            s / 3600,
+            s / 60 % 60,
+            s % 60
+        )
     }
 }
 
@@ -109,14 +125,22 @@ impl CivilDate {
     /// A date from a ROC (民國) year, month and day; ROC year 1 is 1912.
     pub fn from_roc(roc_year: i32, month: u8, day: u8) -> Result<Self> {
         if roc_year < 1 {
-            return Err(Error::invalid(IdKind::Date, "ROC years before 1 (1912) are not supported"));
+            return Err(Error::invalid(
+                IdKind::Date,
+                "ROC years before 1 (1912) are not supported",
+            ));
         }
         Self::new(roc_year + 1911, month, day)
     }
 
     /// Parses a ROC date: `0770101`, `770101` (ROC year below 100), `077/01/01` or `77/01/01`.
     pub fn parse_roc(s: &str) -> Result<Self> {
-        let bad = || Error::invalid(IdKind::Date, "expected a ROC date such as 0770101 or 077/01/01");
+        let bad = || {
+            Error::invalid(
+                IdKind::Date,
+                "expected a ROC date such as 0770101 or 077/01/01",
+            )
+        };
         let digits = |p: &str| -> Result<i32> {
             if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(bad());
@@ -125,7 +149,11 @@ impl CivilDate {
         };
         let (y, m, d) = if s.contains('/') {
             let parts: Vec<&str> = s.split('/').collect();
-            if parts.len() != 3 || !(2..=3).contains(&parts[0].len()) || parts[1].len() != 2 || parts[2].len() != 2 {
+            if parts.len() != 3
+                || !(2..=3).contains(&parts[0].len())
+                || parts[1].len() != 2
+                || parts[2].len() != 2
+            {
                 return Err(bad());
             }
             (digits(parts[0])?, digits(parts[1])?, digits(parts[2])?)
@@ -136,7 +164,11 @@ impl CivilDate {
                 _ => return Err(bad()),
             }
         };
-        Self::from_roc(y, u8::try_from(m).map_err(|_| bad())?, u8::try_from(d).map_err(|_| bad())?)
+        Self::from_roc(
+            y,
+            u8::try_from(m).map_err(|_| bad())?,
+            u8::try_from(d).map_err(|_| bad())?,
+        )
     }
 
     /// Gregorian year.
@@ -208,7 +240,9 @@ impl FromStr for CivilDate {
         let bad = || Error::invalid(IdKind::Date, "expected YYYY-MM-DD, YYYY/MM/DD or YYYYMMDD");
         let b = s.as_bytes();
         let (y, m, d) = match b.len() {
-            10 if (b[4] == b'-' && b[7] == b'-') || (b[4] == b'/' && b[7] == b'/') => (&s[..4], &s[5..7], &s[8..]),
+            10 if (b[4] == b'-' && b[7] == b'-') || (b[4] == b'/' && b[7] == b'/') => {
+                (&s[..4], &s[5..7], &s[8..])
+            }
             8 => (&s[..4], &s[4..6], &s[6..]),
             _ => return Err(bad()),
         };
@@ -240,7 +274,19 @@ mod tests {
         assert_eq!(CivilDate::parse_roc("077/01/01").unwrap(), d);
         assert_eq!(CivilDate::parse_roc("77/01/01").unwrap(), d);
         assert_eq!(CivilDate::parse_roc("1130229").unwrap().iso(), "2024-02-29");
-        for bad in ["1120229", "0771301", "0770132", "0000101", "077011", "07701011", "077-01-01", "7/01/01", "a770101", "077/1/01", "+770101"] {
+        for bad in [
+            "1120229",
+            "0771301",
+            "0770132",
+            "0000101",
+            "077011",
+            "07701011",
+            "077-01-01",
+            "7/01/01",
+            "a770101",
+            "077/1/01",
+            "+770101",
+        ] {
             assert!(CivilDate::parse_roc(bad).is_err(), "{bad}");
         }
     }
@@ -253,13 +299,24 @@ mod tests {
         assert_eq!(d.render(DateFormat::Gregorian8), "19880101");
         assert_eq!(d.render(DateFormat::Iso), "1988-01-01");
         assert_eq!(d.render(DateFormat::GregorianSlash), "1988/01/01");
-        assert_eq!(CivilDate::new(2024, 12, 31).unwrap().render(DateFormat::Roc7), "1131231");
+        assert_eq!(
+            CivilDate::new(2024, 12, 31)
+                .unwrap()
+                .render(DateFormat::Roc7),
+            "1131231"
+        );
     }
 
     #[test]
     fn gregorian_parse_and_calendar_rules() {
-        assert_eq!("1988-01-01".parse::<CivilDate>().unwrap(), CivilDate::new(1988, 1, 1).unwrap());
-        assert_eq!("1988/01/01".parse::<CivilDate>().unwrap().iso(), "1988-01-01");
+        assert_eq!(
+            "1988-01-01".parse::<CivilDate>().unwrap(),
+            CivilDate::new(1988, 1, 1).unwrap()
+        );
+        assert_eq!(
+            "1988/01/01".parse::<CivilDate>().unwrap().iso(),
+            "1988-01-01"
+        );
         assert_eq!("19880101".parse::<CivilDate>().unwrap().iso(), "1988-01-01");
         assert!("2000-02-29".parse::<CivilDate>().is_ok());
         assert!("1900-02-29".parse::<CivilDate>().is_err());
@@ -272,18 +329,36 @@ mod tests {
     #[test]
     fn epoch_days_round_trip() {
         assert_eq!(CivilDate::new(1970, 1, 1).unwrap().days_since_epoch(), 0);
-        assert_eq!(CivilDate::new(2000, 3, 1).unwrap().days_since_epoch(), 11_017);
+        assert_eq!(
+            CivilDate::new(2000, 3, 1).unwrap().days_since_epoch(),
+            11_017
+        );
         for days in (-800_000..800_000).step_by(997) {
-            assert_eq!(CivilDate::from_days_since_epoch(days).days_since_epoch(), days);
+            assert_eq!(
+                CivilDate::from_days_since_epoch(days).days_since_epoch(),
+                days
+            );
         }
     }
 
     #[test]
     fn unix_time_parse_and_display() {
-        assert_eq!(UnixTime::parse("1700000000").unwrap(), UnixTime(1_700_000_000));
-        assert_eq!(UnixTime::parse("2026-01-01").unwrap(), UnixTime(1_767_225_600));
-        assert_eq!(UnixTime::parse("2026-01-01T01:02:03Z").unwrap(), UnixTime(1_767_225_600 + 3723));
-        assert_eq!(UnixTime(1_767_225_600 + 3723).to_string(), "2026-01-01T01:02:03Z");
+        assert_eq!(
+            UnixTime::parse("1700000000").unwrap(),
+            UnixTime(1_700_000_000)
+        );
+        assert_eq!(
+            UnixTime::parse("2026-01-01").unwrap(),
+            UnixTime(1_767_225_600)
+        );
+        assert_eq!(
+            UnixTime::parse("2026-01-01T01:02:03Z").unwrap(),
+            UnixTime(1_767_225_600 + 3723)
+        );
+        assert_eq!(
+            UnixTime(1_767_225_600 + 3723).to_string(),
+            "2026-01-01T01:02:03Z"
+        );
         assert!(UnixTime::parse("2026-01-01T01:02:03").is_err());
         assert!(UnixTime::parse("2026-01-01T25:00:00Z").is_err());
         assert!(UnixTime::parse("yesterday").is_err());

@@ -241,7 +241,15 @@ macro_rules! plain_debug {
         }
     )*};
 }
-plain_debug!(ClientId, ResourceId, TxId, PermissionTicket, CbcIv, Scope, CaseNumber);
+plain_debug!(
+    ClientId,
+    ResourceId,
+    TxId,
+    PermissionTicket,
+    CbcIv,
+    Scope,
+    CaseNumber
+);
 
 impl ClientId {
     /// A fresh random `client_id`.
@@ -317,7 +325,15 @@ mod tests {
     fn client_and_resource_ids() {
         assert!("CLI.abcDEF1234".parse::<ClientId>().is_ok());
         assert!("API.0123456789".parse::<ResourceId>().is_ok());
-        for bad in ["CLI.abc", "CLI.abcdefghijk", "cli.abcdefghij", "API.abcdefghij", "CLI.abcde-ghij", "CLI.abcdéfghi", ""] {
+        for bad in [
+            "CLI.abc",
+            "CLI.abcdefghijk",
+            "cli.abcdefghij",
+            "API.abcdefghij",
+            "CLI.abcde-ghij",
+            "CLI.abcdéfghi",
+            "",
+        ] {
             let e = bad.parse::<ClientId>().unwrap_err();
             assert_eq!(kind_of(e), IdKind::ClientId, "{bad}");
         }
@@ -327,7 +343,11 @@ mod tests {
 
     #[test]
     fn tx_ids() {
-        assert!("3f1c2a7e-1b2c-4d5e-8f90-0123456789ab".parse::<TxId>().is_ok());
+        assert!(
+            "3f1c2a7e-1b2c-4d5e-8f90-0123456789ab"
+                .parse::<TxId>()
+                .is_ok()
+        );
         assert!("a".parse::<TxId>().is_ok());
         assert!("A.b_c-9".parse::<TxId>().is_ok());
         assert!("".parse::<TxId>().is_err());
@@ -349,7 +369,11 @@ mod tests {
             "3f1c2a7e-1b2c-4d5e-8f90-0123456789a",
             "3f1c2a7e-1b2c-4d5e-8f90-0123456789ag",
         ] {
-            assert_eq!(kind_of(bad.parse::<PermissionTicket>().unwrap_err()), IdKind::PermissionTicket, "{bad}");
+            assert_eq!(
+                kind_of(bad.parse::<PermissionTicket>().unwrap_err()),
+                IdKind::PermissionTicket,
+                "{bad}"
+            );
         }
         let g = PermissionTicket::generate().unwrap();
         assert_eq!(g.as_str().parse::<PermissionTicket>().unwrap(), g);

@@ -95,14 +95,21 @@ pub fn payload_json(client_id: &ClientId, zip: &[u8]) -> String {
 
 /// Parses a payload JSON; the filename must be `{client_id}.zip` when `client_id` is given.
 pub fn parse_payload(json: &[u8], client_id: Option<&ClientId>) -> Result<DeliveredZip> {
-    let p: Payload = serde_json::from_slice(json).map_err(|e| Error::JwePayload(format!("not the {{filename, data}} object: {e}")))?;
+    let p: Payload = serde_json::from_slice(json)
+        .map_err(|e| Error::JwePayload(format!("not the {{filename, data}} object: {e}")))?;
     if let Some(c) = client_id
         && p.filename != format!("{c}.zip")
     {
-        return Err(Error::JwePayload(format!("filename {:?} is not {c}.zip", p.filename)));
+        return Err(Error::JwePayload(format!(
+            "filename {:?} is not {c}.zip",
+            p.filename
+        )));
     }
     if !p.filename.ends_with(".zip") {
-        return Err(Error::JwePayload(format!("filename {:?} does not end in .zip", p.filename)));
+        return Err(Error::JwePayload(format!(
+            "filename {:?} does not end in .zip",
+            p.filename
+        )));
     }
     let b64 = p
         .data
@@ -111,7 +118,10 @@ pub fn parse_payload(json: &[u8], client_id: Option<&ClientId>) -> Result<Delive
     let zip = URL_SAFE_NO_PAD
         .decode(b64.trim_end_matches('='))
         .map_err(|_| Error::JwePayload("data is not base64url".into()))?;
-    Ok(DeliveredZip { filename: p.filename, zip })
+    Ok(DeliveredZip {
+        filename: p.filename,
+        zip,
+    })
 }
 
 fn jose(e: josekit::JoseError) -> Error {
@@ -119,7 +129,12 @@ fn jose(e: josekit::JoseError) -> Error {
 }
 
 /// Encrypts a raw plaintext as a compact JWE under the SP's `secret_key`.
-pub fn encrypt_compact(plaintext: &[u8], key: &SecretKey, mode: JweMode, iv: ContentIv<'_>) -> Result<String> {
+pub fn encrypt_compact(
+    plaintext: &[u8],
+    key: &SecretKey,
+    mode: JweMode,
+    iv: ContentIv<'_>,
+) -> Result<String> {
     let kek = key.as_str().as_bytes();
     let encrypter: Box<dyn JweEncrypter> = match mode {
         JweMode::Cbc => Box::new(jwe::A256KW.encrypter_from_bytes(kek).map_err(jose)?),
@@ -142,9 +157,12 @@ pub fn encrypt_compact(plaintext: &[u8], key: &SecretKey, mode: JweMode, iv: Con
         .encrypt(&cek, &header, &mut out_header)
         .map_err(jose)?
         .ok_or_else(|| Error::Jwe("key wrap produced no encrypted key".into()))?;
-    let header_json = serde_json::to_string(out_header.claims_set()).map_err(|e| Error::Jwe(e.to_string()))?;
+    let header_json =
+        serde_json::to_string(out_header.claims_set()).map_err(|e| Error::Jwe(e.to_string()))?;
     let header_b64 = URL_SAFE_NO_PAD.encode(header_json);
-    let (ct, tag) = content.encrypt(&cek, Some(&civ), plaintext, header_b64.as_bytes()).map_err(jose)?;
+    let (ct, tag) = content
+        .encrypt(&cek, Some(&civ), plaintext, header_b64.as_bytes())
+        .map_err(jose)?;
     let tag = tag.ok_or_else(|| Error::Jwe("content encryption produced no tag".into()))?;
     Ok(format!(
         "{header_b64}.{}.{}.{}.{}",
@@ -156,7 +174,13 @@ pub fn encrypt_compact(plaintext: &[u8], key: &SecretKey, mode: JweMode, iv: Con
 }
 
 /// Encrypts a delivered zip for an SP: the MyData-API response body.
-pub fn encrypt_package(client_id: &ClientId, zip: &[u8], key: &SecretKey, mode: JweMode, iv: ContentIv<'_>) -> Result<String> {
+pub fn encrypt_package(
+    client_id: &ClientId,
+    zip: &[u8],
+    key: &SecretKey,
+    mode: JweMode,
+    iv: ContentIv<'_>,
+) -> Result<String> {
     encrypt_compact(payload_json(client_id, zip).as_bytes(), key, mode, iv)
 }
 
@@ -167,8 +191,8 @@ pub fn decrypt_compact(compact: &str, key: &SecretKey, mode: JweMode) -> Result<
     let header_raw = URL_SAFE_NO_PAD
         .decode(header_b64)
         .map_err(|_| Error::Jwe("protected header is not base64url".into()))?;
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&header_raw).map_err(|_| Error::Jwe("protected header is not a JSON object".into()))?;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header_raw)
+        .map_err(|_| Error::Jwe("protected header is not a JSON object".into()))?;
     let field = |k: &str| header.get(k).and_then(|v| v.as_str()).unwrap_or("");
     if field("alg") != mode.alg() || field("enc") != mode.enc() {
         return Err(Error::Jwe(format!(
@@ -184,22 +208,39 @@ pub fn decrypt_compact(compact: &str, key: &SecretKey, mode: JweMode) -> Result<
     }
     let kek = key.as_str().as_bytes();
     let (plain, _) = match mode {
-        JweMode::Cbc => jwe::deserialize_compact(compact, &jwe::A256KW.decrypter_from_bytes(kek).map_err(jose)?),
-        JweMode::Gcm => jwe::deserialize_compact(compact, &jwe::A256GCMKW.decrypter_from_bytes(kek).map_err(jose)?),
+        JweMode::Cbc => jwe::deserialize_compact(
+            compact,
+            &jwe::A256KW.decrypter_from_bytes(kek).map_err(jose)?,
+        ),
+        JweMode::Gcm => jwe::deserialize_compact(
+            compact,
+            &jwe::A256GCMKW.decrypter_from_bytes(kek).map_err(jose)?,
+        ),
     }
     .map_err(jose)?;
     Ok(plain)
 }
 
 /// Decrypts a MyData-API response body into the delivered zip.
-pub fn decrypt_package(compact: &str, key: &SecretKey, mode: JweMode, client_id: Option<&ClientId>) -> Result<DeliveredZip> {
+pub fn decrypt_package(
+    compact: &str,
+    key: &SecretKey,
+    mode: JweMode,
+    client_id: Option<&ClientId>,
+) -> Result<DeliveredZip> {
     parse_payload(&decrypt_compact(compact, key, mode)?, client_id)
 }
 
 /// The content IV of a compact JWE (its third part), for SPs that check it equals their `cbc_iv`.
 pub fn content_iv(compact: &str) -> Result<Vec<u8>> {
-    let part = compact.trim().split('.').nth(2).ok_or_else(|| Error::Jwe("not five parts".into()))?;
-    URL_SAFE_NO_PAD.decode(part).map_err(|_| Error::Jwe("IV is not base64url".into()))
+    let part = compact
+        .trim()
+        .split('.')
+        .nth(2)
+        .ok_or_else(|| Error::Jwe("not five parts".into()))?;
+    URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| Error::Jwe("IV is not base64url".into()))
 }
 
 /// Standard Base64 of bytes (re-exported helper for tools that print binary values).
@@ -219,18 +260,36 @@ mod tests {
     fn cbc_round_trip_with_sp_iv() {
         let cid: ClientId = "CLI.abcdefghij".parse().unwrap();
         let iv: CbcIv = "0123456789abcdef".parse().unwrap();
-        let jwe = encrypt_package(&cid, b"PK\x03\x04zip", &key(), JweMode::Cbc, ContentIv::SpCbcIv(&iv)).unwrap();
+        let jwe = encrypt_package(
+            &cid,
+            b"PK\x03\x04zip",
+            &key(),
+            JweMode::Cbc,
+            ContentIv::SpCbcIv(&iv),
+        )
+        .unwrap();
         assert_eq!(jwe.split('.').count(), 5);
         assert_eq!(content_iv(&jwe).unwrap(), b"0123456789abcdef");
-        let header: serde_json::Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(jwe.split('.').next().unwrap()).unwrap()).unwrap();
+        let header: serde_json::Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(jwe.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(header["alg"], "A256KW");
         assert_eq!(header["enc"], "A256CBC-HS512");
         let d = decrypt_package(&jwe, &key(), JweMode::Cbc, Some(&cid)).unwrap();
         assert_eq!(d.zip, b"PK\x03\x04zip");
         assert_eq!(d.filename, "CLI.abcdefghij.zip");
         // A fresh content key each time even with the same IV.
-        let again = encrypt_package(&cid, b"PK\x03\x04zip", &key(), JweMode::Cbc, ContentIv::SpCbcIv(&iv)).unwrap();
+        let again = encrypt_package(
+            &cid,
+            b"PK\x03\x04zip",
+            &key(),
+            JweMode::Cbc,
+            ContentIv::SpCbcIv(&iv),
+        )
+        .unwrap();
         assert_ne!(jwe.split('.').nth(1), again.split('.').nth(1));
     }
 
@@ -240,30 +299,59 @@ mod tests {
         let b = encrypt_compact(b"hello", &key(), JweMode::Gcm, ContentIv::Random).unwrap();
         assert_eq!(content_iv(&a).unwrap().len(), 12);
         assert_ne!(content_iv(&a).unwrap(), content_iv(&b).unwrap());
-        let ha: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(a.split('.').next().unwrap()).unwrap()).unwrap();
-        let hb: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(b.split('.').next().unwrap()).unwrap()).unwrap();
+        let ha: serde_json::Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(a.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        let hb: serde_json::Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(b.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(ha["alg"], "A256GCMKW");
-        assert_ne!(ha["iv"], hb["iv"], "the key-wrap IV must be fresh per message");
+        assert_ne!(
+            ha["iv"], hb["iv"],
+            "the key-wrap IV must be fresh per message"
+        );
         assert_eq!(decrypt_compact(&a, &key(), JweMode::Gcm).unwrap(), b"hello");
     }
 
     #[test]
     fn refuses_wrong_mode_key_tamper_and_zip() {
         let a = encrypt_compact(b"hello", &key(), JweMode::Cbc, ContentIv::Random).unwrap();
-        assert!(matches!(decrypt_compact(&a, &key(), JweMode::Gcm), Err(Error::Jwe(_))));
+        assert!(matches!(
+            decrypt_compact(&a, &key(), JweMode::Gcm),
+            Err(Error::Jwe(_))
+        ));
         let other: SecretKey = "zzzzzzzzzzABCDEFGHIJ0123456789xy".parse().unwrap();
-        assert!(matches!(decrypt_compact(&a, &other, JweMode::Cbc), Err(Error::Jwe(_))));
+        assert!(matches!(
+            decrypt_compact(&a, &other, JweMode::Cbc),
+            Err(Error::Jwe(_))
+        ));
         let mut parts: Vec<String> = a.split('.').map(str::to_owned).collect();
         let mut ct = URL_SAFE_NO_PAD.decode(&parts[3]).unwrap();
         ct[0] ^= 1;
         parts[3] = URL_SAFE_NO_PAD.encode(ct);
-        assert!(matches!(decrypt_compact(&parts.join("."), &key(), JweMode::Cbc), Err(Error::Jwe(_))));
-        let zip_header = URL_SAFE_NO_PAD.encode(r#"{"alg":"A256KW","enc":"A256CBC-HS512","zip":"DEF"}"#);
+        assert!(matches!(
+            decrypt_compact(&parts.join("."), &key(), JweMode::Cbc),
+            Err(Error::Jwe(_))
+        ));
+        let zip_header =
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"A256KW","enc":"A256CBC-HS512","zip":"DEF"}"#);
         parts[0] = zip_header;
         let e = decrypt_compact(&parts.join("."), &key(), JweMode::Cbc).unwrap_err();
         assert!(e.to_string().contains("zip"), "{e}");
         for junk in ["", "a.b", "!!!.a.b.c.d", "e30.a.b.c.d"] {
-            assert!(matches!(decrypt_compact(junk, &key(), JweMode::Cbc), Err(Error::Jwe(_))), "{junk}");
+            assert!(
+                matches!(
+                    decrypt_compact(junk, &key(), JweMode::Cbc),
+                    Err(Error::Jwe(_))
+                ),
+                "{junk}"
+            );
         }
     }
 
@@ -272,13 +360,33 @@ mod tests {
         let cid: ClientId = "CLI.abcdefghij".parse().unwrap();
         let other: ClientId = "CLI.zzzzzzzzzz".parse().unwrap();
         let json = payload_json(&cid, &[0xfb, 0xff]);
-        assert_eq!(json, r#"{"filename":"CLI.abcdefghij.zip","data":"application/zip;data:-_8"}"#);
-        assert_eq!(parse_payload(json.as_bytes(), Some(&cid)).unwrap().zip, [0xfb, 0xff]);
+        assert_eq!(
+            json,
+            r#"{"filename":"CLI.abcdefghij.zip","data":"application/zip;data:-_8"}"#
+        );
+        assert_eq!(
+            parse_payload(json.as_bytes(), Some(&cid)).unwrap().zip,
+            [0xfb, 0xff]
+        );
         assert!(parse_payload(json.as_bytes(), Some(&other)).is_err());
         let padded = r#"{"filename":"x.zip","data":"application/zip;data:-_8="}"#;
-        assert_eq!(parse_payload(padded.as_bytes(), None).unwrap().zip, [0xfb, 0xff]);
-        for bad in [r#"{"filename":"x.zip","data":"data:AA"}"#, r#"{"filename":"x.txt","data":"application/zip;data:AA"}"#, "[]", r#"{"filename":"x.zip","data":"application/zip;data:*"}"#] {
-            assert!(matches!(parse_payload(bad.as_bytes(), None), Err(Error::JwePayload(_))), "{bad}");
+        assert_eq!(
+            parse_payload(padded.as_bytes(), None).unwrap().zip,
+            [0xfb, 0xff]
+        );
+        for bad in [
+            r#"{"filename":"x.zip","data":"data:AA"}"#,
+            r#"{"filename":"x.txt","data":"application/zip;data:AA"}"#,
+            "[]",
+            r#"{"filename":"x.zip","data":"application/zip;data:*"}"#,
+        ] {
+            assert!(
+                matches!(
+                    parse_payload(bad.as_bytes(), None),
+                    Err(Error::JwePayload(_))
+                ),
+                "{bad}"
+            );
         }
     }
 }

@@ -44,7 +44,9 @@ pub struct ParamCipher {
 
 impl std::fmt::Debug for ParamCipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ParamCipher").field("mode", &self.mode).finish_non_exhaustive()
+        f.debug_struct("ParamCipher")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
     }
 }
 
@@ -65,10 +67,18 @@ impl ParamCipher {
     pub fn from_raw(secret: &str, iv: &str, mode: ParamMode) -> Result<Self> {
         let s = secret.as_bytes();
         if s.len() != 16 {
-            return Err(Error::KeySize { what: "client_secret (key = secret twice)", expected: 16, got: s.len() });
+            return Err(Error::KeySize {
+                what: "client_secret (key = secret twice)",
+                expected: 16,
+                got: s.len(),
+            });
         }
         if iv.len() != 16 {
-            return Err(Error::KeySize { what: "cbc_iv", expected: 16, got: iv.len() });
+            return Err(Error::KeySize {
+                what: "cbc_iv",
+                expected: 16,
+                got: iv.len(),
+            });
         }
         let mut key = [0u8; 32];
         key[..16].copy_from_slice(s);
@@ -102,7 +112,11 @@ impl ParamCipher {
     }
 
     /// GCM encryption with a caller-chosen nonce (for known-answer tests). Never reuse a nonce.
-    pub fn encrypt_gcm_with_nonce(&self, plain: &str, nonce: [u8; GCM_NONCE_LEN]) -> Result<String> {
+    pub fn encrypt_gcm_with_nonce(
+        &self,
+        plain: &str,
+        nonce: [u8; GCM_NONCE_LEN],
+    ) -> Result<String> {
         let cipher = Aes256Gcm::new(&self.key.into());
         let ct = cipher
             .encrypt(&Nonce::from(nonce), plain.as_bytes())
@@ -115,12 +129,20 @@ impl ParamCipher {
 
     /// Decrypts a parameter; a space is read as `+`, and missing padding is tolerated.
     pub fn decrypt(&self, encoded: &str) -> Result<String> {
-        let cleaned: String = encoded.trim_matches(['\r', '\n', '\t']).chars().map(|c| if c == ' ' { '+' } else { c }).collect();
-        let bytes = STANDARD_NO_PAD.decode(cleaned.trim_end_matches('=')).map_err(|_| Error::ParamBase64)?;
+        let cleaned: String = encoded
+            .trim_matches(['\r', '\n', '\t'])
+            .chars()
+            .map(|c| if c == ' ' { '+' } else { c })
+            .collect();
+        let bytes = STANDARD_NO_PAD
+            .decode(cleaned.trim_end_matches('='))
+            .map_err(|_| Error::ParamBase64)?;
         let plain = match self.mode {
             ParamMode::Cbc => {
                 if bytes.is_empty() || bytes.len() % 16 != 0 {
-                    return Err(Error::ParamDecrypt("ciphertext is not a whole number of AES blocks"));
+                    return Err(Error::ParamDecrypt(
+                        "ciphertext is not a whole number of AES blocks",
+                    ));
                 }
                 cbc::Decryptor::<Aes256>::new(&self.key.into(), &self.iv.into())
                     .decrypt_padded_vec::<Pkcs7>(&bytes)
@@ -131,10 +153,13 @@ impl ParamCipher {
                     return Err(Error::ParamDecrypt("too short for nonce and tag"));
                 }
                 let (nonce, ct) = bytes.split_at(GCM_NONCE_LEN);
-                let nonce: [u8; GCM_NONCE_LEN] = nonce.try_into().map_err(|_| Error::ParamDecrypt("nonce"))?;
+                let nonce: [u8; GCM_NONCE_LEN] =
+                    nonce.try_into().map_err(|_| Error::ParamDecrypt("nonce"))?;
                 Aes256Gcm::new(&self.key.into())
                     .decrypt(&Nonce::from(nonce), ct)
-                    .map_err(|_| Error::ParamDecrypt("GCM tag does not verify: wrong key or tampered"))?
+                    .map_err(|_| {
+                        Error::ParamDecrypt("GCM tag does not verify: wrong key or tampered")
+                    })?
             }
         };
         String::from_utf8(plain).map_err(|_| Error::ParamDecrypt("plaintext is not UTF-8"))
@@ -180,18 +205,33 @@ mod tests {
 
     #[test]
     fn wrong_key_sizes() {
-        assert!(matches!(ParamCipher::from_raw("short", "0123456789abcdef", ParamMode::Cbc), Err(Error::KeySize { expected: 16, got: 5, .. })));
-        assert!(matches!(ParamCipher::from_raw("abcdEFGH12345678", "0123", ParamMode::Cbc), Err(Error::KeySize { what: "cbc_iv", .. })));
+        assert!(matches!(
+            ParamCipher::from_raw("short", "0123456789abcdef", ParamMode::Cbc),
+            Err(Error::KeySize {
+                expected: 16,
+                got: 5,
+                ..
+            })
+        ));
+        assert!(matches!(
+            ParamCipher::from_raw("abcdEFGH12345678", "0123", ParamMode::Cbc),
+            Err(Error::KeySize { what: "cbc_iv", .. })
+        ));
     }
 
     #[test]
     fn bad_inputs_are_400() {
         let c = cbc();
-        let other = ParamCipher::from_raw("zzzzEFGH12345678", "0123456789abcdef", ParamMode::Cbc).unwrap();
+        let other =
+            ParamCipher::from_raw("zzzzEFGH12345678", "0123456789abcdef", ParamMode::Cbc).unwrap();
         let enc = c.encrypt("A123456789").unwrap();
         for (input, want_base64) in [("%%%", true), ("", false), ("AAAA", false)] {
             let e = c.decrypt(input).unwrap_err();
-            assert_eq!(matches!(e, Error::ParamBase64), want_base64, "{input}: {e:?}");
+            assert_eq!(
+                matches!(e, Error::ParamBase64),
+                want_base64,
+                "{input}: {e:?}"
+            );
             assert_eq!(e.return_code(), ReturnCode::BadRequest);
         }
         // A wrong key almost always breaks the padding; when it does not, the text is not the pid.
@@ -203,7 +243,8 @@ mod tests {
 
     #[test]
     fn gcm_round_trip_and_tamper() {
-        let g = ParamCipher::from_raw("abcdEFGH12345678", "0123456789abcdef", ParamMode::Gcm).unwrap();
+        let g =
+            ParamCipher::from_raw("abcdEFGH12345678", "0123456789abcdef", ParamMode::Gcm).unwrap();
         let a = g.encrypt("A123456789").unwrap();
         let b = g.encrypt("A123456789").unwrap();
         assert_ne!(a, b, "fresh nonce per message");
@@ -211,8 +252,14 @@ mod tests {
         let mut raw = STANDARD.decode(&a).unwrap();
         let last = raw.len() - 1;
         raw[last] ^= 1;
-        assert!(matches!(g.decrypt(&STANDARD.encode(&raw)), Err(Error::ParamDecrypt(_))));
-        assert!(matches!(g.decrypt(&STANDARD.encode([0u8; 20])), Err(Error::ParamDecrypt(_))));
+        assert!(matches!(
+            g.decrypt(&STANDARD.encode(&raw)),
+            Err(Error::ParamDecrypt(_))
+        ));
+        assert!(matches!(
+            g.decrypt(&STANDARD.encode([0u8; 20])),
+            Err(Error::ParamDecrypt(_))
+        ));
         let fixed = g.encrypt_gcm_with_nonce("x", [7; 12]).unwrap();
         assert_eq!(&STANDARD.decode(&fixed).unwrap()[..12], &[7; 12]);
         assert_eq!(g.decrypt(&fixed).unwrap(), "x");

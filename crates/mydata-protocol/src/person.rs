@@ -76,11 +76,16 @@ impl FromStr for NationalId {
     fn from_str(s: &str) -> Result<Self> {
         let (b, code) = normalise(s, IdKind::NationalId)?;
         if !matches!(b[1], b'1' | b'2') {
-            return Err(Error::invalid(IdKind::NationalId, "the second character must be 1 or 2"));
+            return Err(Error::invalid(
+                IdKind::NationalId,
+                "the second character must be 1 or 2",
+            ));
         }
         let d = with_second(u32::from(b[1] - b'0'), tail_digits(&b));
         if !checksum_ok(code, &d) {
-            return Err(Error::CheckDigit { kind: IdKind::NationalId });
+            return Err(Error::CheckDigit {
+                kind: IdKind::NationalId,
+            });
         }
         Ok(NationalId(String::from_utf8_lossy(&b).into_owned()))
     }
@@ -127,13 +132,18 @@ impl FromStr for ResidentCertificate {
             c @ b'A'..=b'D' => letter_code(c).map(|v| v % 10).unwrap_or_default(),
             c @ (b'8' | b'9') => u32::from(c - b'0'),
             _ => {
-                return Err(Error::invalid(KIND, "the second character must be A-D (old format) or 8/9 (new format)"));
+                return Err(Error::invalid(
+                    KIND,
+                    "the second character must be A-D (old format) or 8/9 (new format)",
+                ));
             }
         };
         if !checksum_ok(code, &with_second(second, tail_digits(&b))) {
             return Err(Error::CheckDigit { kind: KIND });
         }
-        Ok(ResidentCertificate(String::from_utf8_lossy(&b).into_owned()))
+        Ok(ResidentCertificate(
+            String::from_utf8_lossy(&b).into_owned(),
+        ))
     }
 }
 
@@ -260,12 +270,19 @@ mod tests {
         // A123456789 is the textbook valid example.
         let id: NationalId = "A123456789".parse().unwrap();
         assert!(id.is_male());
-        assert_eq!("a123456789".parse::<NationalId>().unwrap().as_str(), "A123456789");
+        assert_eq!(
+            "a123456789".parse::<NationalId>().unwrap().as_str(),
+            "A123456789"
+        );
         assert!(matches!(
             "A123456788".parse::<NationalId>(),
-            Err(Error::CheckDigit { kind: IdKind::NationalId })
+            Err(Error::CheckDigit {
+                kind: IdKind::NationalId
+            })
         ));
-        let f: NationalId = "F223456781".parse().unwrap_or_else(|_| complete("F22345678").parse().unwrap());
+        let f: NationalId = "F223456781"
+            .parse()
+            .unwrap_or_else(|_| complete("F22345678").parse().unwrap());
         assert!(!f.is_male());
     }
 
@@ -282,9 +299,26 @@ mod tests {
 
     #[test]
     fn national_id_form_errors() {
-        for bad in ["", "A12345678", "A1234567890", "1123456789", "A323456789", "A12345678X", "Á12345678"] {
+        for bad in [
+            "",
+            "A12345678",
+            "A1234567890",
+            "1123456789",
+            "A323456789",
+            "A12345678X",
+            "Á12345678",
+        ] {
             let e = bad.parse::<NationalId>().unwrap_err();
-            assert!(matches!(e, Error::InvalidId { kind: IdKind::NationalId, .. }), "{bad}: {e:?}");
+            assert!(
+                matches!(
+                    e,
+                    Error::InvalidId {
+                        kind: IdKind::NationalId,
+                        ..
+                    }
+                ),
+                "{bad}: {e:?}"
+            );
         }
     }
 
@@ -303,31 +337,55 @@ mod tests {
             .map(|d| format!("AC0123456{d}"))
             .find(|s| s.parse::<ResidentCertificate>().is_ok())
             .unwrap();
-        let sum: u32 = 1 + 2 * 8 + [0, 1, 2, 3, 4, 5, 6].iter().zip([7, 6, 5, 4, 3, 2, 1]).map(|(a, b)| a * b).sum::<u32>();
+        let sum: u32 = 1
+            + 2 * 8
+            + [0, 1, 2, 3, 4, 5, 6]
+                .iter()
+                .zip([7, 6, 5, 4, 3, 2, 1])
+                .map(|(a, b)| a * b)
+                .sum::<u32>();
         let check = (10 - sum % 10) % 10;
         assert_eq!(old, format!("AC0123456{check}"));
-        assert_eq!(old.parse::<ResidentCertificate>().unwrap().format(), ResidentFormat::Old);
+        assert_eq!(
+            old.parse::<ResidentCertificate>().unwrap().format(),
+            ResidentFormat::Old
+        );
         assert!("AE01234567".parse::<ResidentCertificate>().is_err());
         assert!("A101234567".parse::<ResidentCertificate>().is_err());
         let wrong = format!("AC0123456{}", (check + 1) % 10);
-        assert!(matches!(wrong.parse::<ResidentCertificate>(), Err(Error::CheckDigit { .. })));
+        assert!(matches!(
+            wrong.parse::<ResidentCertificate>(),
+            Err(Error::CheckDigit { .. })
+        ));
     }
 
     #[test]
     fn personal_id_dispatch() {
-        assert!(matches!("A123456789".parse::<PersonalId>().unwrap(), PersonalId::National(_)));
-        let new = (0..10).map(|d| format!("A90000001{d}")).find(|s| s.parse::<ResidentCertificate>().is_ok()).unwrap();
+        assert!(matches!(
+            "A123456789".parse::<PersonalId>().unwrap(),
+            PersonalId::National(_)
+        ));
+        let new = (0..10)
+            .map(|d| format!("A90000001{d}"))
+            .find(|s| s.parse::<ResidentCertificate>().is_ok())
+            .unwrap();
         let p: PersonalId = new.parse().unwrap();
         assert_eq!(p.id_type(), "resident_certificate");
         assert!("A123456788".parse::<PersonalId>().is_err());
-        assert_eq!("a123456789".parse::<PersonalId>().unwrap().to_string(), "A123456789");
+        assert_eq!(
+            "a123456789".parse::<PersonalId>().unwrap().to_string(),
+            "A123456789"
+        );
     }
 
     #[test]
     fn business_numbers() {
         // 04595257: sum 1*0 + 2*4=8 + 1*5 + 2*9=18→9 + 1*5 + 2*2=4 + 4*5=20→2 + 1*7 = 0+8+5+9+5+4+2+7 = 40.
         assert!("04595257".parse::<BusinessNumber>().is_ok());
-        assert!(matches!("04595258".parse::<BusinessNumber>(), Err(Error::CheckDigit { .. })));
+        assert!(matches!(
+            "04595258".parse::<BusinessNumber>(),
+            Err(Error::CheckDigit { .. })
+        ));
         // 7th digit 7: 10458575 → 1+0+4+1+5+1+(28→10→1... ) either sum or sum+1 divisible by 5.
         let with7: Vec<String> = (0..10_000u32)
             .map(|n| format!("1{n:04}07{}", n % 10))
@@ -336,7 +394,10 @@ mod tests {
             .collect();
         assert!(!with7.is_empty());
         for bad in ["", "1234567", "123456789", "1234567a"] {
-            assert!(matches!(bad.parse::<BusinessNumber>(), Err(Error::InvalidId { .. })), "{bad}");
+            assert!(
+                matches!(bad.parse::<BusinessNumber>(), Err(Error::InvalidId { .. })),
+                "{bad}"
+            );
         }
     }
 

@@ -44,7 +44,9 @@ impl ResourceList {
             return Err(Error::MalformedResources("empty segment"));
         }
         if segment.len() > MAX_SEGMENT_LEN {
-            return Err(Error::MalformedResources("segment longer than 1024 characters"));
+            return Err(Error::MalformedResources(
+                "segment longer than 1024 characters",
+            ));
         }
         let normalised: String = segment
             .chars()
@@ -58,7 +60,8 @@ impl ResourceList {
         let bytes = STANDARD_NO_PAD
             .decode(trimmed)
             .map_err(|_| Error::MalformedResources("not valid Base64"))?;
-        let text = String::from_utf8(bytes).map_err(|_| Error::MalformedResources("not valid UTF-8"))?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| Error::MalformedResources("not valid UTF-8"))?;
         let ids = text
             .split(':')
             .map(|s| s.parse::<ResourceId>())
@@ -76,7 +79,10 @@ impl ResourceList {
     }
 
     /// Checks every id against the service's registered datasets.
-    pub fn check_allowed<'a>(&self, registered: impl IntoIterator<Item = &'a ResourceId> + Clone) -> Result<()> {
+    pub fn check_allowed<'a>(
+        &self,
+        registered: impl IntoIterator<Item = &'a ResourceId> + Clone,
+    ) -> Result<()> {
         for id in &self.0 {
             if !registered.clone().into_iter().any(|r| r == id) {
                 return Err(Error::ResourceNotAllowed(id.to_string()));
@@ -117,7 +123,11 @@ mod tests {
         // ASCII letters, digits, '.' and ':' never produce Base64 sextets 62 or 63,
         // so a valid segment never holds '+' or '/' and is safe in a URL path as is.
         for _ in 0..2000 {
-            let l = ResourceList::new(vec![ResourceId::generate().unwrap(), ResourceId::generate().unwrap()]).unwrap();
+            let l = ResourceList::new(vec![
+                ResourceId::generate().unwrap(),
+                ResourceId::generate().unwrap(),
+            ])
+            .unwrap();
             let seg = l.encode();
             assert!(!seg.contains(['+', '/']), "{seg}");
             assert_eq!(ResourceList::decode(&seg).unwrap(), l);
@@ -131,12 +141,21 @@ mod tests {
         assert!(matches!(e, Error::DuplicateResource(ref s) if s == "API.abcdefghij"));
         assert_eq!(e.return_code(), ReturnCode::BadRequest);
 
-        for seg in ["", "!!!", &STANDARD.encode([0xff, 0xfe]), &STANDARD.encode("API.short"), &STANDARD.encode("API.abcdefghij:")] {
+        for seg in [
+            "",
+            "!!!",
+            &STANDARD.encode([0xff, 0xfe]),
+            &STANDARD.encode("API.short"),
+            &STANDARD.encode("API.abcdefghij:"),
+        ] {
             let e = ResourceList::decode(seg).unwrap_err();
             assert_eq!(e.return_code(), ReturnCode::BadRequest, "{seg}");
         }
         let too_long = "A".repeat(MAX_SEGMENT_LEN + 1);
-        assert!(matches!(ResourceList::decode(&too_long), Err(Error::MalformedResources(_))));
+        assert!(matches!(
+            ResourceList::decode(&too_long),
+            Err(Error::MalformedResources(_))
+        ));
         let many: Vec<String> = (0..33).map(|i| format!("API.{i:010}")).collect();
         let e = ResourceList::decode(&STANDARD.encode(many.join(":"))).unwrap_err();
         assert!(matches!(e, Error::MalformedResources(_)));

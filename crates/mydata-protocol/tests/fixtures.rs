@@ -9,7 +9,9 @@ use mydata_protocol::person::{BusinessNumber, NationalId, PersonalId};
 use serde_json::Value;
 
 fn read(name: &str) -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(name);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -21,14 +23,32 @@ fn catalogue_has_the_105_datasets_of_seed_002() {
     assert_eq!(idx, (1..=105).collect::<Vec<_>>());
     let first = &c.datasets[0];
     assert_eq!(first.name, "個人戶籍資料");
-    assert_eq!(first.identity_methods, [IdentityMethod::CitizenCertificate, IdentityMethod::TwFido]);
+    assert_eq!(
+        first.identity_methods,
+        [IdentityMethod::CitizenCertificate, IdentityMethod::TwFido]
+    );
     assert_eq!(first.delivery, Delivery::Instant);
     assert_eq!(c.get(&first.resource_id).unwrap().index, 1);
     // Some datasets accept the two-documents method; none is unlockable only by OTP.
-    assert!(c.datasets.iter().any(|d| d.identity_methods.contains(&IdentityMethod::TwoDocuments)));
+    assert!(
+        c.datasets
+            .iter()
+            .any(|d| d.identity_methods.contains(&IdentityMethod::TwoDocuments))
+    );
     for d in &c.datasets {
-        assert!(required_level(&[&d.identity_methods]).is_some(), "{}", d.resource_id);
-        assert!(d.formats.iter().all(|f| ["json", "pdf", "csv", "xml", "zip"].contains(&f.as_str())), "{}: {:?}", d.resource_id, d.formats);
+        assert!(
+            required_level(&[&d.identity_methods]).is_some(),
+            "{}",
+            d.resource_id
+        );
+        assert!(
+            d.formats
+                .iter()
+                .all(|f| ["json", "pdf", "csv", "xml", "zip"].contains(&f.as_str())),
+            "{}: {:?}",
+            d.resource_id,
+            d.formats
+        );
     }
 }
 
@@ -56,14 +76,34 @@ fn sandbox_citizens_are_valid() {
         if let PersonalId::National(n) = &id {
             assert_eq!(n.is_male(), c["sex"] == "M", "{id}");
         }
-        tags.extend(c["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_owned()));
+        tags.extend(
+            c["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap().to_owned()),
+        );
     }
-    for t in ["ordinary", "low_income", "disability", "no_data", "resident"] {
+    for t in [
+        "ordinary",
+        "low_income",
+        "disability",
+        "no_data",
+        "resident",
+    ] {
         assert!(tags.iter().any(|x| x == t), "no citizen tagged {t}");
     }
     for lp in v["legal_persons"].as_array().unwrap() {
-        lp["business_number"].as_str().unwrap().parse::<BusinessNumber>().unwrap();
-        let rep: NationalId = lp["representative_national_id"].as_str().unwrap().parse().unwrap();
+        lp["business_number"]
+            .as_str()
+            .unwrap()
+            .parse::<BusinessNumber>()
+            .unwrap();
+        let rep: NationalId = lp["representative_national_id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(citizens.iter().any(|c| c["national_id"] == rep.as_str()));
     }
 }

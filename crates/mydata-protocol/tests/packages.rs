@@ -7,13 +7,18 @@ use mydata_protocol::Error;
 use mydata_protocol::codes::DatasetCode;
 use mydata_protocol::date::UnixTime;
 use mydata_protocol::package::Limits;
-use mydata_protocol::package::dp::{self, BuildOptions, DpPackageBuilder, DpSigner, FileCompression, SignatureEncoding, TrustAnchors, VerifyOptions};
+use mydata_protocol::package::dp::{
+    self, BuildOptions, DpPackageBuilder, DpSigner, FileCompression, SignatureEncoding,
+    TrustAnchors, VerifyOptions,
+};
 use mydata_protocol::package::manifest;
 use mydata_protocol::package::sp::{self, Dataset, Outcome, PackagingMode};
 use zip::write::SimpleFileOptions;
 
 fn pki(name: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/pki").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/pki")
+        .join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -26,7 +31,10 @@ const AT: UnixTime = UnixTime(1_798_761_600);
 
 fn files() -> Vec<(&'static str, Vec<u8>)> {
     vec![
-        ("household.json", r#"{"name":"王大明","id":"A120345672"}"#.as_bytes().to_vec()),
+        (
+            "household.json",
+            r#"{"name":"王大明","id":"A120345672"}"#.as_bytes().to_vec(),
+        ),
         ("household.pdf", b"%PDF-1.7 not really".to_vec()),
         ("records/land.csv", b"a,b\n1,2\n".to_vec()),
     ]
@@ -65,8 +73,16 @@ fn entries(pkg: &[u8]) -> Vec<(String, Vec<u8>)> {
 fn zip_of(items: &[(String, Vec<u8>, bool)]) -> Vec<u8> {
     let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
     for (n, d, deflate) in items {
-        let m = if *deflate { zip::CompressionMethod::Deflated } else { zip::CompressionMethod::Stored };
-        w.start_file(n.as_str(), SimpleFileOptions::default().compression_method(m)).unwrap();
+        let m = if *deflate {
+            zip::CompressionMethod::Deflated
+        } else {
+            zip::CompressionMethod::Stored
+        };
+        w.start_file(
+            n.as_str(),
+            SimpleFileOptions::default().compression_method(m),
+        )
+        .unwrap();
         w.write_all(d).unwrap();
     }
     w.finish().unwrap().into_inner()
@@ -74,7 +90,10 @@ fn zip_of(items: &[(String, Vec<u8>, bool)]) -> Vec<u8> {
 
 /// Rebuilds a package through `f`, which may change entries.
 fn rezip(pkg: &[u8], f: impl FnOnce(&mut Vec<(String, Vec<u8>, bool)>)) -> Vec<u8> {
-    let mut items: Vec<_> = entries(pkg).into_iter().map(|(n, d)| (n, d, true)).collect();
+    let mut items: Vec<_> = entries(pkg)
+        .into_iter()
+        .map(|(n, d)| (n, d, true))
+        .collect();
     f(&mut items);
     zip_of(&items)
 }
@@ -82,10 +101,25 @@ fn rezip(pkg: &[u8], f: impl FnOnce(&mut Vec<(String, Vec<u8>, bool)>)) -> Vec<u
 /// A package with a hand-made manifest, correctly signed by dp-moi.
 fn signed_with_manifest(manifest: &str, data: &[(&str, &[u8])]) -> Vec<u8> {
     let s = signer("dp-moi");
-    let mut items: Vec<(String, Vec<u8>, bool)> = data.iter().map(|(n, d)| (n.to_string(), d.to_vec(), true)).collect();
-    items.push(("META-INFO/manifest.xml".into(), manifest.as_bytes().to_vec(), true));
-    items.push(("META-INFO/manifest.sha256withrsa".into(), s.sign(manifest.as_bytes()).unwrap(), true));
-    items.push(("META-INFO/certificate.cer".into(), s.certificate_pem().to_vec(), true));
+    let mut items: Vec<(String, Vec<u8>, bool)> = data
+        .iter()
+        .map(|(n, d)| (n.to_string(), d.to_vec(), true))
+        .collect();
+    items.push((
+        "META-INFO/manifest.xml".into(),
+        manifest.as_bytes().to_vec(),
+        true,
+    ));
+    items.push((
+        "META-INFO/manifest.sha256withrsa".into(),
+        s.sign(manifest.as_bytes()).unwrap(),
+        true,
+    ));
+    items.push((
+        "META-INFO/certificate.cer".into(),
+        s.certificate_pem().to_vec(),
+        true,
+    ));
     zip_of(&items)
 }
 
@@ -94,24 +128,49 @@ fn builds_and_verifies() {
     let pkg = build();
     let v = verify(&pkg).unwrap();
     let names: Vec<_> = v.files.iter().map(|f| f.name.as_str()).collect();
-    assert_eq!(names, ["household.json", "household.pdf", "records/land.csv"]);
+    assert_eq!(
+        names,
+        ["household.json", "household.pdf", "records/land.csv"]
+    );
     assert_eq!(v.signature_encoding, SignatureEncoding::Binary);
-    assert!(v.signer.subject.contains("Sandbox DP MOI"), "{}", v.signer.subject);
+    assert!(
+        v.signer.subject.contains("Sandbox DP MOI"),
+        "{}",
+        v.signer.subject
+    );
     assert!(!v.signer.chain_checked);
     // The digests are plain SHA-256 of the file bytes.
     use sha2::Digest;
-    assert_eq!(v.files[0].digest, hex::encode(sha2::Sha256::digest(&files()[0].1)));
+    assert_eq!(
+        v.files[0].digest,
+        hex::encode(sha2::Sha256::digest(&files()[0].1))
+    );
     // Layout: data files, then the three metadata entries.
     let got: Vec<String> = entries(&pkg).into_iter().map(|e| e.0).collect();
-    assert_eq!(&got[3..], ["META-INFO/manifest.xml", "META-INFO/manifest.sha256withrsa", "META-INFO/certificate.cer"]);
+    assert_eq!(
+        &got[3..],
+        [
+            "META-INFO/manifest.xml",
+            "META-INFO/manifest.sha256withrsa",
+            "META-INFO/certificate.cer"
+        ]
+    );
 }
 
 #[test]
 fn legacy_forms_verify() {
     let s = signer("dp-nhi");
-    let opts = BuildOptions { signature: SignatureEncoding::Base64, backslash_meta: true, compression: FileCompression::Store };
+    let opts = BuildOptions {
+        signature: SignatureEncoding::Base64,
+        backslash_meta: true,
+        compression: FileCompression::Store,
+    };
     let pkg = build_with(&s, opts);
-    assert!(entries(&pkg).iter().any(|e| e.0 == "META-INFO\\manifest.xml"));
+    assert!(
+        entries(&pkg)
+            .iter()
+            .any(|e| e.0 == "META-INFO\\manifest.xml")
+    );
     let v = verify(&pkg).unwrap();
     assert_eq!(v.signature_encoding, SignatureEncoding::Base64);
     assert!(v.backslash_meta);
@@ -126,8 +185,17 @@ fn certificate_time_and_chain() {
         assert!(matches!(e, Error::CertificateExpired { .. }), "{e}");
     }
     let roots = TrustAnchors::from_pem(&[&pki("sandbox-root-ca.pem")]).unwrap();
-    let opts = VerifyOptions { at: AT, trust: Some(&roots), limits: Limits::default() };
-    assert!(dp::verify(Cursor::new(&pkg), &opts).unwrap().signer.chain_checked);
+    let opts = VerifyOptions {
+        at: AT,
+        trust: Some(&roots),
+        limits: Limits::default(),
+    };
+    assert!(
+        dp::verify(Cursor::new(&pkg), &opts)
+            .unwrap()
+            .signer
+            .chain_checked
+    );
 
     let untrusted = build_with(&signer("dp-untrusted"), BuildOptions::default());
     assert!(verify(&untrusted).is_ok(), "valid without anchors");
@@ -143,23 +211,32 @@ fn certificate_time_and_chain() {
 fn tampered_file_is_named() {
     let pkg = rezip(&build(), |items| items[1].1[0] ^= 1);
     let e = verify(&pkg).unwrap_err();
-    assert!(matches!(e, Error::DigestMismatch(ref f) if f == "household.pdf"), "{e}");
+    assert!(
+        matches!(e, Error::DigestMismatch(ref f) if f == "household.pdf"),
+        "{e}"
+    );
     assert_eq!(e.file(), Some("household.pdf"));
 }
 
 #[test]
 fn extra_missing_and_duplicate_files() {
-    let extra = rezip(&build(), |items| items.insert(0, ("zzz.txt".into(), b"x".to_vec(), true)));
+    let extra = rezip(&build(), |items| {
+        items.insert(0, ("zzz.txt".into(), b"x".to_vec(), true))
+    });
     assert!(matches!(verify(&extra).unwrap_err(), Error::ExtraFile(ref f) if f == "zzz.txt"));
 
     let missing = rezip(&build(), |items| {
         items.remove(2);
     });
-    assert!(matches!(verify(&missing).unwrap_err(), Error::MissingFile(ref f) if f == "records/land.csv"));
+    assert!(
+        matches!(verify(&missing).unwrap_err(), Error::MissingFile(ref f) if f == "records/land.csv")
+    );
 
     let d = "0".repeat(64);
     let dup = signed_with_manifest(
-        &format!("<files><file><filename>a</filename><digest>{d}</digest></file><file><filename>a</filename><digest>{d}</digest></file></files>"),
+        &format!(
+            "<files><file><filename>a</filename><digest>{d}</digest></file><file><filename>a</filename><digest>{d}</digest></file></files>"
+        ),
         &[("a", b"")],
     );
     assert!(matches!(verify(&dup).unwrap_err(), Error::DuplicateEntry(ref f) if f == "a"));
@@ -167,31 +244,46 @@ fn extra_missing_and_duplicate_files() {
     let no_meta = rezip(&build(), |items| {
         items.retain(|i| i.0 != "META-INFO/certificate.cer");
     });
-    assert!(matches!(verify(&no_meta).unwrap_err(), Error::MissingMetadata("META-INFO/certificate.cer")));
+    assert!(matches!(
+        verify(&no_meta).unwrap_err(),
+        Error::MissingMetadata("META-INFO/certificate.cer")
+    ));
 }
 
 #[test]
 fn bad_signatures() {
     let pkg = rezip(&build(), |items| {
-        let sig = items.iter_mut().find(|i| i.0.ends_with("sha256withrsa")).unwrap();
+        let sig = items
+            .iter_mut()
+            .find(|i| i.0.ends_with("sha256withrsa"))
+            .unwrap();
         sig.1[10] ^= 0x40;
     });
     assert!(matches!(verify(&pkg).unwrap_err(), Error::BadSignature));
     // Manifest changed after signing.
     let pkg = rezip(&build(), |items| {
-        let m = items.iter_mut().find(|i| i.0.ends_with("manifest.xml")).unwrap();
+        let m = items
+            .iter_mut()
+            .find(|i| i.0.ends_with("manifest.xml"))
+            .unwrap();
         m.1.extend_from_slice(b"<!-- -->");
     });
     assert!(matches!(verify(&pkg).unwrap_err(), Error::BadSignature));
     // Certificate of another DP.
     let pkg = rezip(&build(), |items| {
-        let c = items.iter_mut().find(|i| i.0.ends_with("certificate.cer")).unwrap();
+        let c = items
+            .iter_mut()
+            .find(|i| i.0.ends_with("certificate.cer"))
+            .unwrap();
         c.1 = pki("dp-nhi.pem");
     });
     assert!(matches!(verify(&pkg).unwrap_err(), Error::BadSignature));
     // Garbage certificate.
     let pkg = rezip(&build(), |items| {
-        let c = items.iter_mut().find(|i| i.0.ends_with("certificate.cer")).unwrap();
+        let c = items
+            .iter_mut()
+            .find(|i| i.0.ends_with("certificate.cer"))
+            .unwrap();
         c.1 = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_vec();
     });
     assert!(matches!(verify(&pkg).unwrap_err(), Error::Certificate(_)));
@@ -200,37 +292,89 @@ fn bad_signatures() {
 #[test]
 fn signed_dtd_and_entities_are_refused() {
     let dtd = "<?xml version=\"1.0\"?><!DOCTYPE files [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><files><file><filename>&e;</filename><digest>0</digest></file></files>";
-    assert!(matches!(verify(&signed_with_manifest(dtd, &[])).unwrap_err(), Error::XmlDtd));
+    assert!(matches!(
+        verify(&signed_with_manifest(dtd, &[])).unwrap_err(),
+        Error::XmlDtd
+    ));
     let ent = "<files><file><filename>&e;</filename><digest>0</digest></file></files>";
-    assert!(matches!(verify(&signed_with_manifest(ent, &[])).unwrap_err(), Error::XmlEntity(_)));
+    assert!(matches!(
+        verify(&signed_with_manifest(ent, &[])).unwrap_err(),
+        Error::XmlEntity(_)
+    ));
 }
 
 #[test]
 fn hostile_zips() {
-    let meta = |items: &mut Vec<(String, Vec<u8>, bool)>, name: &str| items.insert(0, (name.to_owned(), b"x".to_vec(), true));
-    for bad in ["../evil.json", "/etc/passwd", "C:/x", "a/../../b", "dir\\x.json"] {
+    let meta = |items: &mut Vec<(String, Vec<u8>, bool)>, name: &str| {
+        items.insert(0, (name.to_owned(), b"x".to_vec(), true))
+    };
+    for bad in [
+        "../evil.json",
+        "/etc/passwd",
+        "C:/x",
+        "a/../../b",
+        "dir\\x.json",
+    ] {
         let pkg = rezip(&build(), |items| meta(items, bad));
         let e = verify(&pkg).unwrap_err();
         assert!(matches!(e, Error::UnsafeEntryName { .. }), "{bad}: {e}");
         assert_eq!(e.file(), Some(bad));
     }
-    let few = Limits { max_entries: 3, ..Limits::default() };
-    let e = dp::verify(Cursor::new(build()), &VerifyOptions { at: AT, trust: None, limits: few }).unwrap_err();
+    let few = Limits {
+        max_entries: 3,
+        ..Limits::default()
+    };
+    let e = dp::verify(
+        Cursor::new(build()),
+        &VerifyOptions {
+            at: AT,
+            trust: None,
+            limits: few,
+        },
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::TooManyEntries { limit: 3 }));
-    let small = Limits { max_total_bytes: 20, ..Limits::default() };
-    let e = dp::verify(Cursor::new(build()), &VerifyOptions { at: AT, trust: None, limits: small }).unwrap_err();
+    let small = Limits {
+        max_total_bytes: 20,
+        ..Limits::default()
+    };
+    let e = dp::verify(
+        Cursor::new(build()),
+        &VerifyOptions {
+            at: AT,
+            trust: None,
+            limits: small,
+        },
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::TooLarge { .. }), "{e}");
     // 16 MiB of zeros deflates more than 1024:1.
-    let bomb = rezip(&build(), |items| items.insert(0, ("zeros.json".into(), vec![0u8; 16 << 20], true)));
+    let bomb = rezip(&build(), |items| {
+        items.insert(0, ("zeros.json".into(), vec![0u8; 16 << 20], true))
+    });
     let e = verify(&bomb).unwrap_err();
-    assert!(matches!(e, Error::ZipBomb { ref name, .. } if name == "zeros.json"), "{e}");
+    assert!(
+        matches!(e, Error::ZipBomb { ref name, .. } if name == "zeros.json"),
+        "{e}"
+    );
     // Not a zip at all, and a truncated one.
     assert!(matches!(verify(b"not a zip").unwrap_err(), Error::Zip(_)));
     let pkg = build();
     assert!(verify(&pkg[..pkg.len() / 2]).is_err());
     // A small metadata limit.
-    let tiny = Limits { max_certificate_bytes: 10, ..Limits::default() };
-    let e = dp::verify(Cursor::new(build()), &VerifyOptions { at: AT, trust: None, limits: tiny }).unwrap_err();
+    let tiny = Limits {
+        max_certificate_bytes: 10,
+        ..Limits::default()
+    };
+    let e = dp::verify(
+        Cursor::new(build()),
+        &VerifyOptions {
+            at: AT,
+            trust: None,
+            limits: tiny,
+        },
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::TooLarge { .. }), "{e}");
 }
 
@@ -239,17 +383,32 @@ fn builder_refuses_bad_names_and_keys() {
     let s = signer("dp-moi");
     let mut b = DpPackageBuilder::new(Cursor::new(Vec::new()), &s, BuildOptions::default());
     for bad in ["../x", "META-INFO/manifest.xml", "dir/", ""] {
-        assert!(matches!(b.add_file(bad, &mut &b"x"[..]), Err(Error::BadFileName { .. })), "{bad}");
+        assert!(
+            matches!(
+                b.add_file(bad, &mut &b"x"[..]),
+                Err(Error::BadFileName { .. })
+            ),
+            "{bad}"
+        );
     }
     b.add_file("a.json", &mut &b"{}"[..]).unwrap();
-    assert!(matches!(b.add_file("a.json", &mut &b"{}"[..]), Err(Error::BadFileName { .. })));
+    assert!(matches!(
+        b.add_file("a.json", &mut &b"{}"[..]),
+        Err(Error::BadFileName { .. })
+    ));
     // Key of one DP with the certificate of another.
     let e = DpSigner::from_pem(&pki("dp-moi.key"), &pki("dp-nhi.pem")).unwrap_err();
     assert!(matches!(e, Error::Signing(_)));
     // A 1024-bit key is refused.
     let small = openssl::rsa::Rsa::generate(1024).unwrap();
-    let pem = openssl::pkey::PKey::from_rsa(small).unwrap().private_key_to_pem_pkcs8().unwrap();
-    assert!(matches!(DpSigner::from_pem(&pem, &pki("dp-moi.pem")), Err(Error::Signing(_))));
+    let pem = openssl::pkey::PKey::from_rsa(small)
+        .unwrap()
+        .private_key_to_pem_pkcs8()
+        .unwrap();
+    assert!(matches!(
+        DpSigner::from_pem(&pem, &pki("dp-moi.pem")),
+        Err(Error::Signing(_))
+    ));
 }
 
 #[test]
@@ -277,12 +436,24 @@ fn sp_pkg(mode: PackagingMode, fail: bool) -> (Vec<u8>, sp::BuildSummary) {
     let b = build_with(&signer("dp-nhi"), BuildOptions::default());
     let (mut ra, mut rb) = (a.as_slice(), b.as_slice());
     let ds = vec![
-        Dataset { resource_id: "API.HOUSEHOLD1".parse().unwrap(), resource_name: "個人戶籍資料".into(), outcome: Outcome::Package(&mut ra) },
-        Dataset { resource_id: "API.NODATA0001".parse().unwrap(), resource_name: "無資料".into(), outcome: Outcome::NoData },
+        Dataset {
+            resource_id: "API.HOUSEHOLD1".parse().unwrap(),
+            resource_name: "個人戶籍資料".into(),
+            outcome: Outcome::Package(&mut ra),
+        },
+        Dataset {
+            resource_id: "API.NODATA0001".parse().unwrap(),
+            resource_name: "無資料".into(),
+            outcome: Outcome::NoData,
+        },
         Dataset {
             resource_id: "API.NHIDATA001".parse().unwrap(),
             resource_name: "健保".into(),
-            outcome: if fail { Outcome::Failed(DatasetCode::DpSystemError) } else { Outcome::Package(&mut rb) },
+            outcome: if fail {
+                Outcome::Failed(DatasetCode::DpSystemError)
+            } else {
+                Outcome::Package(&mut rb)
+            },
         },
     ];
     let (w, s) = sp::build(Cursor::new(Vec::new()), mode, ds).unwrap();
@@ -339,16 +510,28 @@ fn sp_package_names_a_tampered_dataset() {
     assert_eq!(bad.file(), Some("household.json"));
     assert!(bad.to_string().contains("API.NHIDATA001"), "{bad}");
 
-    let extra = rezip(&pkg, |items| items.push(("API.UNLISTED01.zip".into(), b"x".to_vec(), false)));
-    assert!(matches!(sp::verify(Cursor::new(&extra), &VerifyOptions::at(AT)).unwrap_err(), Error::ExtraFile(_)));
+    let extra = rezip(&pkg, |items| {
+        items.push(("API.UNLISTED01.zip".into(), b"x".to_vec(), false))
+    });
+    assert!(matches!(
+        sp::verify(Cursor::new(&extra), &VerifyOptions::at(AT)).unwrap_err(),
+        Error::ExtraFile(_)
+    ));
     let dup = sp::build(
         Cursor::new(Vec::new()),
         PackagingMode::B,
         vec![
-            Dataset { resource_id: "API.HOUSEHOLD1".parse().unwrap(), resource_name: String::new(), outcome: Outcome::NoData },
-            Dataset { resource_id: "API.HOUSEHOLD1".parse().unwrap(), resource_name: String::new(), outcome: Outcome::NoData },
+            Dataset {
+                resource_id: "API.HOUSEHOLD1".parse().unwrap(),
+                resource_name: String::new(),
+                outcome: Outcome::NoData,
+            },
+            Dataset {
+                resource_id: "API.HOUSEHOLD1".parse().unwrap(),
+                resource_name: String::new(),
+                outcome: Outcome::NoData,
+            },
         ],
     );
     assert!(matches!(dup, Err(Error::DuplicateResource(_))));
 }
-

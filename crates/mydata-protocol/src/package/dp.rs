@@ -66,7 +66,9 @@ pub struct DpSigner {
 
 impl std::fmt::Debug for DpSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DpSigner").field("subject", &name_text(self.cert.subject_name())).finish_non_exhaustive()
+        f.debug_struct("DpSigner")
+            .field("subject", &name_text(self.cert.subject_name()))
+            .finish_non_exhaustive()
     }
 }
 
@@ -75,24 +77,37 @@ impl DpSigner {
     ///
     /// Refuses a key that is not RSA of at least 2048 bits, or that does not match the certificate.
     pub fn from_pem(key_pem: &[u8], cert_pem: &[u8]) -> Result<Self> {
-        let key = PKey::private_key_from_pem(key_pem).map_err(|e| Error::Signing(format!("private key: {e}")))?;
-        let rsa = key.rsa().map_err(|_| Error::Signing("the key is not an RSA key".into()))?;
+        let key = PKey::private_key_from_pem(key_pem)
+            .map_err(|e| Error::Signing(format!("private key: {e}")))?;
+        let rsa = key
+            .rsa()
+            .map_err(|_| Error::Signing("the key is not an RSA key".into()))?;
         if rsa.size() < 256 {
-            return Err(Error::Signing("RSA keys under 2048 bits are refused".into()));
+            return Err(Error::Signing(
+                "RSA keys under 2048 bits are refused".into(),
+            ));
         }
         let cert = parse_cert(cert_pem)?;
         let public = cert.public_key().map_err(ssl)?;
         if !key.public_eq(&public) {
-            return Err(Error::Signing("the key does not match the certificate".into()));
+            return Err(Error::Signing(
+                "the key does not match the certificate".into(),
+            ));
         }
         let cert_pem = cert.to_pem().map_err(ssl)?;
-        Ok(DpSigner { key, cert, cert_pem })
+        Ok(DpSigner {
+            key,
+            cert,
+            cert_pem,
+        })
     }
 
     /// Signs bytes with SHA256withRSA (PKCS#1 v1.5).
     pub fn sign(&self, data: &[u8]) -> Result<Vec<u8>> {
-        let mut s = Signer::new(MessageDigest::sha256(), &self.key).map_err(|e| Error::Signing(e.to_string()))?;
-        s.sign_oneshot_to_vec(data).map_err(|e| Error::Signing(e.to_string()))
+        let mut s = Signer::new(MessageDigest::sha256(), &self.key)
+            .map_err(|e| Error::Signing(e.to_string()))?;
+        s.sign_oneshot_to_vec(data)
+            .map_err(|e| Error::Signing(e.to_string()))
     }
 
     /// The certificate in PEM.
@@ -146,30 +161,57 @@ pub struct DpPackageBuilder<'s, W: Write + Seek> {
 impl<'s, W: Write + Seek> DpPackageBuilder<'s, W> {
     /// A builder writing to `out`.
     pub fn new(out: W, signer: &'s DpSigner, opts: BuildOptions) -> Self {
-        DpPackageBuilder { zip: zip::ZipWriter::new(out), signer, opts, entries: Vec::new() }
+        DpPackageBuilder {
+            zip: zip::ZipWriter::new(out),
+            signer,
+            opts,
+            entries: Vec::new(),
+        }
     }
 
     /// Adds one data file, streaming it from `data` while hashing.
     pub fn add_file(&mut self, name: &str, data: &mut dyn Read) -> Result<&mut Self> {
-        names::check(name).map_err(|_| Error::BadFileName { name: name.into(), reason: "unsafe path (spec D7)" })?;
+        names::check(name).map_err(|_| Error::BadFileName {
+            name: name.into(),
+            reason: "unsafe path (spec D7)",
+        })?;
         if name.ends_with('/') {
-            return Err(Error::BadFileName { name: name.into(), reason: "a directory is not a data file" });
+            return Err(Error::BadFileName {
+                name: name.into(),
+                reason: "a directory is not a data file",
+            });
         }
         if name.starts_with("META-INFO/") || name == names::META_DIR {
-            return Err(Error::BadFileName { name: name.into(), reason: "META-INFO/ is reserved" });
+            return Err(Error::BadFileName {
+                name: name.into(),
+                reason: "META-INFO/ is reserved",
+            });
         }
         if self.entries.iter().any(|e| e.filename == name) {
-            return Err(Error::BadFileName { name: name.into(), reason: "added twice" });
+            return Err(Error::BadFileName {
+                name: name.into(),
+                reason: "added twice",
+            });
         }
         let lower = name.to_ascii_lowercase();
         let store = match self.opts.compression {
             FileCompression::Store => true,
             FileCompression::Deflate => false,
-            FileCompression::Auto => [".pdf", ".zip", ".png", ".jpg", ".jpeg", ".gz"].iter().any(|x| lower.ends_with(x)),
+            FileCompression::Auto => [".pdf", ".zip", ".png", ".jpg", ".jpeg", ".gz"]
+                .iter()
+                .any(|x| lower.ends_with(x)),
         };
-        let method = if store { zip::CompressionMethod::Stored } else { zip::CompressionMethod::Deflated };
-        let options = SimpleFileOptions::default().compression_method(method).large_file(true);
-        self.zip.start_file(name, options).map_err(|e| Error::Zip(e.to_string()))?;
+        let method = if store {
+            zip::CompressionMethod::Stored
+        } else {
+            zip::CompressionMethod::Deflated
+        };
+        let options = SimpleFileOptions::default()
+            .compression_method(method)
+            .large_file(true);
+        self.zip
+            .start_file(name, options)
+            .map_err(|e| Error::Zip(e.to_string()))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; CHUNK];
         loop {
@@ -180,7 +222,10 @@ impl<'s, W: Write + Seek> DpPackageBuilder<'s, W> {
             hasher.update(&buf[..n]);
             self.zip.write_all(&buf[..n])?;
         }
-        self.entries.push(DpManifestEntry { filename: name.to_owned(), digest: hex::encode(hasher.finalize()) });
+        self.entries.push(DpManifestEntry {
+            filename: name.to_owned(),
+            digest: hex::encode(hasher.finalize()),
+        });
         Ok(self)
     }
 
@@ -192,10 +237,23 @@ impl<'s, W: Write + Seek> DpPackageBuilder<'s, W> {
             SignatureEncoding::Binary => sig,
             SignatureEncoding::Base64 => STANDARD.encode(sig).into_bytes(),
         };
-        let meta = |n: &str| if self.opts.backslash_meta { n.replace('/', "\\") } else { n.to_owned() };
-        let deflate = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
-        for (name, bytes) in [(MANIFEST, manifest.as_bytes()), (SIGNATURE, &sig[..]), (CERTIFICATE, self.signer.certificate_pem())] {
-            self.zip.start_file(meta(name), deflate).map_err(|e| Error::Zip(e.to_string()))?;
+        let meta = |n: &str| {
+            if self.opts.backslash_meta {
+                n.replace('/', "\\")
+            } else {
+                n.to_owned()
+            }
+        };
+        let deflate =
+            SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        for (name, bytes) in [
+            (MANIFEST, manifest.as_bytes()),
+            (SIGNATURE, &sig[..]),
+            (CERTIFICATE, self.signer.certificate_pem()),
+        ] {
+            self.zip
+                .start_file(meta(name), deflate)
+                .map_err(|e| Error::Zip(e.to_string()))?;
             self.zip.write_all(bytes)?;
         }
         self.zip.finish().map_err(|e| Error::Zip(e.to_string()))
@@ -221,7 +279,9 @@ impl TrustAnchors {
             certs.extend(X509::stack_from_pem(p).map_err(ssl)?);
         }
         if certs.is_empty() {
-            return Err(Error::Certificate("no certificate in the trust anchor file".into()));
+            return Err(Error::Certificate(
+                "no certificate in the trust anchor file".into(),
+            ));
         }
         Ok(TrustAnchors { certs })
     }
@@ -233,7 +293,9 @@ impl TrustAnchors {
         }
         let mut param = openssl::x509::verify::X509VerifyParam::new().map_err(ssl)?;
         param.set_time(at.0 as _);
-        param.set_flags(X509VerifyFlags::PARTIAL_CHAIN).map_err(ssl)?;
+        param
+            .set_flags(X509VerifyFlags::PARTIAL_CHAIN)
+            .map_err(ssl)?;
         b.set_param(&param).map_err(ssl)?;
         Ok(b.build())
     }
@@ -253,7 +315,11 @@ pub struct VerifyOptions<'a> {
 impl<'a> VerifyOptions<'a> {
     /// Default limits, no trust anchors.
     pub fn at(at: UnixTime) -> Self {
-        VerifyOptions { at, trust: None, limits: Limits::default() }
+        VerifyOptions {
+            at,
+            trust: None,
+            limits: Limits::default(),
+        }
     }
 }
 
@@ -307,7 +373,11 @@ fn check_validity(cert: &X509, at: UnixTime) -> Result<()> {
     let before = nb.compare(&t).map_err(ssl)? == std::cmp::Ordering::Greater;
     let after = na.compare(&t).map_err(ssl)? == std::cmp::Ordering::Less;
     if before || after {
-        return Err(Error::CertificateExpired { at: at.0, not_before: nb.to_string(), not_after: na.to_string() });
+        return Err(Error::CertificateExpired {
+            at: at.0,
+            not_before: nb.to_string(),
+            not_after: na.to_string(),
+        });
     }
     Ok(())
 }
@@ -322,19 +392,35 @@ fn check_chain(cert: &X509, anchors: &TrustAnchors, at: UnixTime) -> Result<()> 
             Ok((ok, c.error().error_string().to_owned()))
         })
         .map_err(ssl)?;
-    if ok { Ok(()) } else { Err(Error::UntrustedCertificate(why)) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::UntrustedCertificate(why))
+    }
 }
 
-fn check_signature(public: &PKey<Public>, manifest: &[u8], sig_entry: &[u8]) -> Result<SignatureEncoding> {
-    let rsa = public.rsa().map_err(|_| Error::Certificate("the signing key is not RSA".into()))?;
+fn check_signature(
+    public: &PKey<Public>,
+    manifest: &[u8],
+    sig_entry: &[u8],
+) -> Result<SignatureEncoding> {
+    let rsa = public
+        .rsa()
+        .map_err(|_| Error::Certificate("the signing key is not RSA".into()))?;
     let modulus = rsa.size() as usize;
     if modulus < 256 {
-        return Err(Error::Certificate("RSA keys under 2048 bits are refused".into()));
+        return Err(Error::Certificate(
+            "RSA keys under 2048 bits are refused".into(),
+        ));
     }
     let (sig, enc) = if sig_entry.len() == modulus {
         (sig_entry.to_vec(), SignatureEncoding::Binary)
     } else {
-        let text: Vec<u8> = sig_entry.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+        let text: Vec<u8> = sig_entry
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
         let raw = STANDARD.decode(&text).map_err(|_| Error::BadSignature)?;
         (raw, SignatureEncoding::Base64)
     };
@@ -346,8 +432,16 @@ fn check_signature(public: &PKey<Public>, manifest: &[u8], sig_entry: &[u8]) -> 
 }
 
 /// Hashes one entry, streaming, enforcing its declared size and the package total.
-pub(crate) fn hash_entry<R: Read + Seek>(zip: &mut zip::ZipArchive<R>, e: &EntryInfo, total: &mut u64, limits: &Limits, buf: &mut [u8]) -> Result<String> {
-    let mut f = zip.by_index(e.index).map_err(|err| Error::Zip(err.to_string()))?;
+pub(crate) fn hash_entry<R: Read + Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    e: &EntryInfo,
+    total: &mut u64,
+    limits: &Limits,
+    buf: &mut [u8],
+) -> Result<String> {
+    let mut f = zip
+        .by_index(e.index)
+        .map_err(|err| Error::Zip(err.to_string()))?;
     let mut hasher = Sha256::new();
     let mut n_entry = 0u64;
     loop {
@@ -358,10 +452,16 @@ pub(crate) fn hash_entry<R: Read + Seek>(zip: &mut zip::ZipArchive<R>, e: &Entry
         n_entry += n as u64;
         *total += n as u64;
         if n_entry > e.size {
-            return Err(Error::ZipBomb { name: e.name.clone(), reason: "inflates beyond its declared size".into() });
+            return Err(Error::ZipBomb {
+                name: e.name.clone(),
+                reason: "inflates beyond its declared size".into(),
+            });
         }
         if *total > limits.max_total_bytes {
-            return Err(Error::TooLarge { what: "uncompressed data".into(), limit: limits.max_total_bytes });
+            return Err(Error::TooLarge {
+                what: "uncompressed data".into(),
+                limit: limits.max_total_bytes,
+            });
         }
         hasher.update(&buf[..n]);
     }
@@ -383,7 +483,9 @@ pub fn verify<R: Read + Seek>(reader: R, opts: &VerifyOptions<'_>) -> Result<Ver
         if e.is_dir {
             continue;
         }
-        let slot = [MANIFEST, SIGNATURE, CERTIFICATE].into_iter().find(|m| *m == norm);
+        let slot = [MANIFEST, SIGNATURE, CERTIFICATE]
+            .into_iter()
+            .find(|m| *m == norm);
         let dup = match slot {
             Some(m) => meta.insert(m, e).is_some(),
             None => data.insert(norm.clone().into_owned(), e).is_some(),
@@ -395,7 +497,12 @@ pub fn verify<R: Read + Seek>(reader: R, opts: &VerifyOptions<'_>) -> Result<Ver
     // (2) metadata present.
     let get = |m: &'static str| meta.get(m).copied().ok_or(Error::MissingMetadata(m));
     let (m_e, s_e, c_e) = (get(MANIFEST)?, get(SIGNATURE)?, get(CERTIFICATE)?);
-    let cert_bytes = read_small(&mut zip, c_e.index, limits.max_certificate_bytes, CERTIFICATE)?;
+    let cert_bytes = read_small(
+        &mut zip,
+        c_e.index,
+        limits.max_certificate_bytes,
+        CERTIFICATE,
+    )?;
     let sig_bytes = read_small(&mut zip, s_e.index, limits.max_signature_bytes, SIGNATURE)?;
     let manifest_bytes = read_small(&mut zip, m_e.index, limits.max_manifest_bytes, MANIFEST)?;
     // (3) certificate valid at the given time.
@@ -432,15 +539,30 @@ pub fn verify<R: Read + Seek>(reader: R, opts: &VerifyOptions<'_>) -> Result<Ver
         if digest != l.digest {
             return Err(Error::DigestMismatch(l.filename));
         }
-        files.push(VerifiedFile { name: l.filename, size: e.size, digest });
+        files.push(VerifiedFile {
+            name: l.filename,
+            size: e.size,
+            digest,
+        });
     }
     let signer = SignerInfo {
         subject: name_text(cert.subject_name()),
         issuer: name_text(cert.issuer_name()),
-        serial: cert.serial_number().to_bn().and_then(|b| b.to_hex_str()).map(|s| s.to_string()).unwrap_or_default(),
+        serial: cert
+            .serial_number()
+            .to_bn()
+            .and_then(|b| b.to_hex_str())
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
         not_before: cert.not_before().to_string(),
         not_after: cert.not_after().to_string(),
         chain_checked: opts.trust.is_some(),
     };
-    Ok(VerifiedPackage { files, signer, signature_encoding, backslash_meta, data_bytes: total })
+    Ok(VerifiedPackage {
+        files,
+        signer,
+        signature_encoding,
+        backslash_meta,
+        data_bytes: total,
+    })
 }

@@ -99,9 +99,13 @@ pub fn parse_records(bytes: &[u8]) -> Result<Vec<BTreeMap<String, String>>> {
                 let name = e.name().as_ref().to_owned();
                 match (depth, name.as_str()) {
                     (0, "files") if !seen_root => seen_root = true,
-                    (0, _) => return Err(err(format!("root element must be <files>, found <{name}>"))),
+                    (0, _) => {
+                        return Err(err(format!("root element must be <files>, found <{name}>")));
+                    }
                     (1, "file") => current = Some(BTreeMap::new()),
-                    (1, _) => return Err(err(format!("<files> may only hold <file>, found <{name}>"))),
+                    (1, _) => {
+                        return Err(err(format!("<files> may only hold <file>, found <{name}>")));
+                    }
                     (2, _) => field = Some((name, String::new())),
                     _ => return Err(err("elements nested too deep")),
                 }
@@ -117,7 +121,9 @@ pub fn parse_records(bytes: &[u8]) -> Result<Vec<BTreeMap<String, String>>> {
                 }
             }
             Event::End(_) => {
-                depth = depth.checked_sub(1).ok_or_else(|| err("unbalanced end tag"))?;
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or_else(|| err("unbalanced end tag"))?;
                 match depth {
                     2 => {
                         if let Some((k, v)) = field.take() {
@@ -183,7 +189,9 @@ fn push_text(field: &mut Option<(String, String)>, depth: usize, s: &str) -> Res
 }
 
 fn take(rec: &mut BTreeMap<String, String>, k: &str) -> Result<String> {
-    rec.remove(k).map(|v| v.trim().to_owned()).ok_or_else(|| err(format!("<file> without <{k}>")))
+    rec.remove(k)
+        .map(|v| v.trim().to_owned())
+        .ok_or_else(|| err(format!("<file> without <{k}>")))
 }
 
 /// Parses a DP manifest. Digests must be 64 hex characters (either case; returned lowercase).
@@ -194,7 +202,9 @@ pub fn parse_dp(bytes: &[u8]) -> Result<Vec<DpManifestEntry>> {
             let filename = take(&mut r, "filename")?;
             let digest = take(&mut r, "digest")?.to_ascii_lowercase();
             if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(err(format!("digest of {filename:?} is not 64 hex characters")));
+                return Err(err(format!(
+                    "digest of {filename:?} is not 64 hex characters"
+                )));
             }
             Ok(DpManifestEntry { filename, digest })
         })
@@ -208,15 +218,26 @@ pub fn parse_sp(bytes: &[u8]) -> Result<Vec<SpManifestEntry>> {
         .map(|mut r| {
             let filename = take(&mut r, "filename")?;
             let resource_id = take(&mut r, "resource_id")?;
-            let resource_name = r.remove("resource_name").unwrap_or_default().trim().to_owned();
+            let resource_name = r
+                .remove("resource_name")
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
             let code_text = take(&mut r, "code")?;
-            let code: u16 = code_text
-                .parse()
-                .map_err(|_| err(format!("code {code_text:?} of {resource_id} is not a number")))?;
+            let code: u16 = code_text.parse().map_err(|_| {
+                err(format!(
+                    "code {code_text:?} of {resource_id} is not a number"
+                ))
+            })?;
             if DatasetCode::from_wire(code).is_none() && !(100..=599).contains(&code) {
                 return Err(err(format!("code {code} of {resource_id} is out of range")));
             }
-            Ok(SpManifestEntry { filename, resource_id, resource_name, code })
+            Ok(SpManifestEntry {
+                filename,
+                resource_id,
+                resource_name,
+                code,
+            })
         })
         .collect()
 }
@@ -228,8 +249,14 @@ mod tests {
     #[test]
     fn dp_round_trip_with_escaping() {
         let entries = vec![
-            DpManifestEntry { filename: "a&b<c>.json".into(), digest: "ab".repeat(32) },
-            DpManifestEntry { filename: "戶籍.pdf".into(), digest: "00".repeat(32) },
+            DpManifestEntry {
+                filename: "a&b<c>.json".into(),
+                digest: "ab".repeat(32),
+            },
+            DpManifestEntry {
+                filename: "戶籍.pdf".into(),
+                digest: "00".repeat(32),
+            },
         ];
         let xml = write_dp(&entries);
         assert!(xml.contains("a&amp;b&lt;c&gt;.json"));
@@ -239,8 +266,18 @@ mod tests {
     #[test]
     fn sp_round_trip() {
         let entries = vec![
-            SpManifestEntry { filename: "API.abcdefghij.zip".into(), resource_id: "API.abcdefghij".into(), resource_name: "個人戶籍資料".into(), code: 200 },
-            SpManifestEntry { filename: String::new(), resource_id: "API.0123456789".into(), resource_name: "x".into(), code: 504 },
+            SpManifestEntry {
+                filename: "API.abcdefghij.zip".into(),
+                resource_id: "API.abcdefghij".into(),
+                resource_name: "個人戶籍資料".into(),
+                code: 200,
+            },
+            SpManifestEntry {
+                filename: String::new(),
+                resource_id: "API.0123456789".into(),
+                resource_name: "x".into(),
+                code: 504,
+            },
         ];
         assert_eq!(parse_sp(write_sp(&entries).as_bytes()).unwrap(), entries);
     }
@@ -250,8 +287,13 @@ mod tests {
         let xml = "\u{feff}<?xml version=\"1.0\"?>\n<!-- c -->\n<files>\n  <file>\n    <filename> a.json </filename>\n    <digest>ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789</digest>\n  </file>\n</files>\n";
         let p = parse_dp(xml.as_bytes()).unwrap();
         assert_eq!(p[0].filename, "a.json");
-        assert_eq!(p[0].digest, "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789");
-        let refs = "<files><file><filename>a&#x41;&#66;&quot;</filename><digest>".to_owned() + &"0".repeat(64) + "</digest></file></files>";
+        assert_eq!(
+            p[0].digest,
+            "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789"
+        );
+        let refs = "<files><file><filename>a&#x41;&#66;&quot;</filename><digest>".to_owned()
+            + &"0".repeat(64)
+            + "</digest></file></files>";
         assert_eq!(parse_dp(refs.as_bytes()).unwrap()[0].filename, "aAB\"");
     }
 
@@ -274,8 +316,12 @@ mod tests {
             "<files><x/></files>".to_owned(),
             "<files><file><filename>a</filename></file></files>".to_owned(),
             "<files><file><filename>a</filename><digest>zz</digest></file></files>".to_owned(),
-            format!("<files><file><filename>a</filename><filename>b</filename><digest>{d}</digest></file></files>"),
-            format!("<files><file><filename><b>a</b></filename><digest>{d}</digest></file></files>"),
+            format!(
+                "<files><file><filename>a</filename><filename>b</filename><digest>{d}</digest></file></files>"
+            ),
+            format!(
+                "<files><file><filename><b>a</b></filename><digest>{d}</digest></file></files>"
+            ),
             format!("<files>text<file><filename>a</filename><digest>{d}</digest></file></files>"),
             "<files><file>".to_owned(),
             "<?pi x?><files/>".to_owned(),

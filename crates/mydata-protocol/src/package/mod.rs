@@ -62,26 +62,37 @@ pub(crate) struct EntryInfo {
 }
 
 /// Opens a zip and checks entry count, names, declared sizes and ratios.
-pub(crate) fn scan<R: Read + Seek>(reader: R, limits: &Limits) -> Result<(zip::ZipArchive<R>, Vec<EntryInfo>)> {
+pub(crate) fn scan<R: Read + Seek>(
+    reader: R,
+    limits: &Limits,
+) -> Result<(zip::ZipArchive<R>, Vec<EntryInfo>)> {
     let mut zip = zip::ZipArchive::new(reader).map_err(|e| Error::Zip(e.to_string()))?;
     if zip.len() > limits.max_entries {
-        return Err(Error::TooManyEntries { limit: limits.max_entries });
+        return Err(Error::TooManyEntries {
+            limit: limits.max_entries,
+        });
     }
     let mut entries = Vec::with_capacity(zip.len());
     let mut declared = 0u64;
     for index in 0..zip.len() {
-        let f = zip.by_index_raw(index).map_err(|e| Error::Zip(e.to_string()))?;
-        let name = String::from_utf8(f.name_raw().to_vec()).map_err(|_| Error::UnsafeEntryName {
-            name: String::from_utf8_lossy(f.name_raw()).into_owned(),
-            reason: "not UTF-8",
-        })?;
+        let f = zip
+            .by_index_raw(index)
+            .map_err(|e| Error::Zip(e.to_string()))?;
+        let name =
+            String::from_utf8(f.name_raw().to_vec()).map_err(|_| Error::UnsafeEntryName {
+                name: String::from_utf8_lossy(f.name_raw()).into_owned(),
+                reason: "not UTF-8",
+            })?;
         let is_dir = f.is_dir();
         let (size, compressed) = (f.size(), f.compressed_size());
         let stored = f.compression() == zip::CompressionMethod::Stored;
         drop(f);
         declared = declared.saturating_add(size);
         if declared > limits.max_total_bytes {
-            return Err(Error::TooLarge { what: "declared uncompressed size".into(), limit: limits.max_total_bytes });
+            return Err(Error::TooLarge {
+                what: "declared uncompressed size".into(),
+                limit: limits.max_total_bytes,
+            });
         }
         if !stored && size > compressed.saturating_mul(limits.max_ratio).max(4096) {
             return Err(Error::ZipBomb {
@@ -89,25 +100,40 @@ pub(crate) fn scan<R: Read + Seek>(reader: R, limits: &Limits) -> Result<(zip::Z
                 reason: format!("declared ratio above {}:1", limits.max_ratio),
             });
         }
-        entries.push(EntryInfo { index, name, size, stored, is_dir });
+        entries.push(EntryInfo {
+            index,
+            name,
+            size,
+            stored,
+            is_dir,
+        });
     }
     Ok((zip, entries))
 }
 
 /// Reads a small entry whole, refusing more than `limit` bytes.
-pub(crate) fn read_small<R: Read + Seek>(zip: &mut zip::ZipArchive<R>, index: usize, limit: u64, what: &str) -> Result<Vec<u8>> {
+pub(crate) fn read_small<R: Read + Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    index: usize,
+    limit: u64,
+    what: &str,
+) -> Result<Vec<u8>> {
     let f = zip.by_index(index).map_err(|e| Error::Zip(e.to_string()))?;
     let mut buf = Vec::new();
     f.take(limit + 1).read_to_end(&mut buf).map_err(zip_io)?;
     if buf.len() as u64 > limit {
-        return Err(Error::TooLarge { what: what.to_owned(), limit });
+        return Err(Error::TooLarge {
+            what: what.to_owned(),
+            limit,
+        });
     }
     Ok(buf)
 }
 
 /// I/O errors raised by the zip reader (CRC mismatch, truncated data) are zip errors.
 pub(crate) fn zip_io(e: std::io::Error) -> Error {
-    if e.kind() == std::io::ErrorKind::InvalidData || e.kind() == std::io::ErrorKind::UnexpectedEof {
+    if e.kind() == std::io::ErrorKind::InvalidData || e.kind() == std::io::ErrorKind::UnexpectedEof
+    {
         Error::Zip(e.to_string())
     } else {
         Error::Io(e)

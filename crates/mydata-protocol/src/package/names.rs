@@ -24,7 +24,12 @@ pub fn normalise_meta(name: &str) -> std::borrow::Cow<'_, str> {
 
 /// Checks a (normalised) entry name against spec D7.
 pub fn check(name: &str) -> Result<()> {
-    let bad = |reason| Err(Error::UnsafeEntryName { name: name.to_owned(), reason });
+    let bad = |reason| {
+        Err(Error::UnsafeEntryName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
     if name.is_empty() {
         return bad("empty name");
     }
@@ -61,7 +66,14 @@ mod tests {
 
     #[test]
     fn accepts_plain_names() {
-        for ok in ["a.json", "資料.pdf", "dir/b.csv", "META-INFO/manifest.xml", "dir/", "a..b.txt"] {
+        for ok in [
+            "a.json",
+            "資料.pdf",
+            "dir/b.csv",
+            "META-INFO/manifest.xml",
+            "dir/",
+            "a..b.txt",
+        ] {
             check(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
     }
@@ -69,7 +81,18 @@ mod tests {
     #[test]
     fn refuses_hostile_names() {
         for bad in [
-            "", "/etc/passwd", "\\evil", "../up", "a/../../b", "a/./b", "C:evil", "c:/x", "a//b", "a\\b", "nul\0", "tab\tname",
+            "",
+            "/etc/passwd",
+            "\\evil",
+            "../up",
+            "a/../../b",
+            "a/./b",
+            "C:evil",
+            "c:/x",
+            "a//b",
+            "a\\b",
+            "nul\0",
+            "tab\tname",
             &"x".repeat(256),
         ] {
             let e = check(bad).unwrap_err();
@@ -80,7 +103,10 @@ mod tests {
 
     #[test]
     fn legacy_backslash_meta() {
-        assert_eq!(normalise_meta("META-INFO\\manifest.xml"), "META-INFO/manifest.xml");
+        assert_eq!(
+            normalise_meta("META-INFO\\manifest.xml"),
+            "META-INFO/manifest.xml"
+        );
         assert_eq!(normalise_meta("META-INFO\\a\\b"), "META-INFO\\a\\b");
         assert_eq!(normalise_meta("x\\y"), "x\\y");
         assert!(check(&normalise_meta("META-INFO\\..\\x")).is_err());

@@ -68,7 +68,10 @@ impl BuildSummary {
         if self.withheld {
             self.failed.iter().map(ToString::to_string).collect()
         } else if !shipped && !self.failed.is_empty() {
-            self.manifest.iter().map(|m| m.resource_id.clone()).collect()
+            self.manifest
+                .iter()
+                .map(|m| m.resource_id.clone())
+                .collect()
         } else {
             Vec::new()
         }
@@ -76,7 +79,11 @@ impl BuildSummary {
 }
 
 /// Writes an SP package. DP packages are copied unchanged and stored (not recompressed).
-pub fn build<W: Write + Seek>(out: W, mode: PackagingMode, datasets: Vec<Dataset<'_>>) -> Result<(W, BuildSummary)> {
+pub fn build<W: Write + Seek>(
+    out: W,
+    mode: PackagingMode,
+    datasets: Vec<Dataset<'_>>,
+) -> Result<(W, BuildSummary)> {
     let mut seen = std::collections::HashSet::new();
     for d in &datasets {
         if !seen.insert(d.resource_id.clone()) {
@@ -90,14 +97,17 @@ pub fn build<W: Write + Seek>(out: W, mode: PackagingMode, datasets: Vec<Dataset
         .collect();
     let withheld = mode == PackagingMode::A && !failed.is_empty();
     let mut zip = zip::ZipWriter::new(out);
-    let stored = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(true);
+    let stored = SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .large_file(true);
     let mut lines = Vec::with_capacity(datasets.len());
     let mut buf = vec![0u8; CHUNK];
     for d in datasets {
         let (filename, code) = match d.outcome {
             Outcome::Package(r) if !withheld => {
                 let name = format!("{}.zip", d.resource_id);
-                zip.start_file(name.as_str(), stored).map_err(|e| Error::Zip(e.to_string()))?;
+                zip.start_file(name.as_str(), stored)
+                    .map_err(|e| Error::Zip(e.to_string()))?;
                 loop {
                     let n = r.read(&mut buf)?;
                     if n == 0 {
@@ -111,13 +121,26 @@ pub fn build<W: Write + Seek>(out: W, mode: PackagingMode, datasets: Vec<Dataset
             Outcome::NoData => (String::new(), DatasetCode::NoData),
             Outcome::Failed(c) => (String::new(), c),
         };
-        lines.push(SpManifestEntry { filename, resource_id: d.resource_id.to_string(), resource_name: d.resource_name, code: code.wire() });
+        lines.push(SpManifestEntry {
+            filename,
+            resource_id: d.resource_id.to_string(),
+            resource_name: d.resource_name,
+            code: code.wire(),
+        });
     }
     let deflate = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
-    zip.start_file(MANIFEST, deflate).map_err(|e| Error::Zip(e.to_string()))?;
+    zip.start_file(MANIFEST, deflate)
+        .map_err(|e| Error::Zip(e.to_string()))?;
     zip.write_all(manifest::write_sp(&lines).as_bytes())?;
     let w = zip.finish().map_err(|e| Error::Zip(e.to_string()))?;
-    Ok((w, BuildSummary { manifest: lines, failed, withheld }))
+    Ok((
+        w,
+        BuildSummary {
+            manifest: lines,
+            failed,
+            withheld,
+        },
+    ))
 }
 
 /// The verification result of one dataset of an SP package.
@@ -156,8 +179,15 @@ pub fn verify<R: Read + Seek>(reader: R, opts: &VerifyOptions<'_>) -> Result<Vec
             return Err(Error::DuplicateEntry(norm));
         }
     }
-    let m = by_name.remove(MANIFEST).ok_or(Error::MissingMetadata(MANIFEST))?;
-    let lines = manifest::parse_sp(&read_small(&mut zip, m.index, limits.max_manifest_bytes, MANIFEST)?)?;
+    let m = by_name
+        .remove(MANIFEST)
+        .ok_or(Error::MissingMetadata(MANIFEST))?;
+    let lines = manifest::parse_sp(&read_small(
+        &mut zip,
+        m.index,
+        limits.max_manifest_bytes,
+        MANIFEST,
+    )?)?;
     let mut wanted = Vec::new();
     let mut listed = std::collections::HashSet::new();
     for l in &lines {
@@ -167,7 +197,9 @@ pub fn verify<R: Read + Seek>(reader: R, opts: &VerifyOptions<'_>) -> Result<Vec
         if !listed.insert(l.filename.clone()) {
             return Err(Error::DuplicateEntry(l.filename.clone()));
         }
-        let e = by_name.get(&l.filename).ok_or_else(|| Error::MissingFile(l.filename.clone()))?;
+        let e = by_name
+            .get(&l.filename)
+            .ok_or_else(|| Error::MissingFile(l.filename.clone()))?;
         wanted.push(e.clone());
     }
     if let Some(extra) = by_name.keys().find(|k| !listed.contains(*k)) {
@@ -177,7 +209,9 @@ pub fn verify<R: Read + Seek>(reader: R, opts: &VerifyOptions<'_>) -> Result<Vec
     let mut places = HashMap::new();
     for e in &wanted {
         let start = if e.stored {
-            let f = zip.by_index_raw(e.index).map_err(|x| Error::Zip(x.to_string()))?;
+            let f = zip
+                .by_index_raw(e.index)
+                .map_err(|x| Error::Zip(x.to_string()))?;
             f.data_start()
         } else {
             None
@@ -187,11 +221,19 @@ pub fn verify<R: Read + Seek>(reader: R, opts: &VerifyOptions<'_>) -> Result<Vec
     let mut in_memory: HashMap<String, Vec<u8>> = HashMap::new();
     for e in wanted.iter().filter(|e| places[&e.name].is_none()) {
         if e.size > limits.max_inner_in_memory {
-            return Err(Error::TooLarge { what: format!("compressed inner package {}", e.name), limit: limits.max_inner_in_memory });
+            return Err(Error::TooLarge {
+                what: format!("compressed inner package {}", e.name),
+                limit: limits.max_inner_in_memory,
+            });
         }
-        let mut f = zip.by_index(e.index).map_err(|x| Error::Zip(x.to_string()))?;
+        let mut f = zip
+            .by_index(e.index)
+            .map_err(|x| Error::Zip(x.to_string()))?;
         let mut v = Vec::new();
-        (&mut f).take(limits.max_inner_in_memory + 1).read_to_end(&mut v).map_err(zip_io)?;
+        (&mut f)
+            .take(limits.max_inner_in_memory + 1)
+            .read_to_end(&mut v)
+            .map_err(zip_io)?;
         in_memory.insert(e.name.clone(), v);
     }
     let mut inner = zip.into_inner();
@@ -199,15 +241,26 @@ pub fn verify<R: Read + Seek>(reader: R, opts: &VerifyOptions<'_>) -> Result<Vec
         .into_iter()
         .map(|entry| {
             if entry.filename.is_empty() {
-                return DatasetReport { entry, package: None };
+                return DatasetReport {
+                    entry,
+                    package: None,
+                };
             }
-            let e = wanted.iter().find(|w| w.name == entry.filename).map(|w| (w.size, places[&w.name]));
+            let e = wanted
+                .iter()
+                .find(|w| w.name == entry.filename)
+                .map(|w| (w.size, places[&w.name]));
             let result = match (e, in_memory.remove(&entry.filename)) {
                 (_, Some(bytes)) => dp::verify(Cursor::new(bytes), opts),
-                (Some((size, Some(start))), None) => dp::verify(Window::new(&mut inner, start, size), opts),
+                (Some((size, Some(start))), None) => {
+                    dp::verify(Window::new(&mut inner, start, size), opts)
+                }
                 _ => Err(Error::MissingFile(entry.filename.clone())),
             };
-            let package = Some(result.map_err(|source| Error::Dataset { resource_id: entry.resource_id.clone(), source: Box::new(source) }));
+            let package = Some(result.map_err(|source| Error::Dataset {
+                resource_id: entry.resource_id.clone(),
+                source: Box::new(source),
+            }));
             DatasetReport { entry, package }
         })
         .collect();

@@ -11,7 +11,12 @@ pub(crate) struct Window<'a, R> {
 
 impl<'a, R: Read + Seek> Window<'a, R> {
     pub(crate) fn new(inner: &'a mut R, start: u64, len: u64) -> Self {
-        Window { inner, start, len, pos: 0 }
+        Window {
+            inner,
+            start,
+            len,
+            pos: 0,
+        }
     }
 }
 
@@ -40,7 +45,10 @@ impl<R: Read + Seek> Seek for Window<'_, R> {
                 self.pos = t;
                 Ok(t)
             }
-            None => Err(io::Error::new(io::ErrorKind::InvalidInput, "seek before start of window")),
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before start of window",
+            )),
         }
     }
 }
