@@ -535,3 +535,79 @@ fn sp_package_names_a_tampered_dataset() {
     );
     assert!(matches!(dup, Err(Error::DuplicateResource(_))));
 }
+
+#[test]
+fn empty_manifest_and_lenient_base64_signature() {
+    let empty = signed_with_manifest("<files></files>", &[]);
+    assert!(matches!(verify(&empty).unwrap_err(), Error::Manifest(_)));
+    // A Base64 signature without its padding still verifies (spec D8).
+    let s = signer("dp-moi");
+    let pkg = build_with(
+        &s,
+        BuildOptions {
+            signature: SignatureEncoding::Base64,
+            ..BuildOptions::default()
+        },
+    );
+    let unpadded = rezip(&pkg, |items| {
+        let sig = items
+            .iter_mut()
+            .find(|i| i.0.ends_with("sha256withrsa"))
+            .unwrap();
+        while sig.1.last() == Some(&b'=') {
+            sig.1.pop();
+        }
+        // And wrapped at 64 columns, as PEM-minded tools write it.
+        let wrapped: Vec<u8> = sig
+            .1
+            .chunks(64)
+            .flat_map(|c| c.iter().copied().chain(*b"\r\n"))
+            .collect();
+        sig.1 = wrapped;
+    });
+    assert_eq!(
+        verify(&unpadded).unwrap().signature_encoding,
+        SignatureEncoding::Base64
+    );
+}
+
+#[test]
+fn certificate_entry_may_carry_its_chain() {
+    // certificate.cer = DP certificate + the sandbox root: the chain check uses both.
+    let pkg = rezip(&build(), |items| {
+        let c = items
+            .iter_mut()
+            .find(|i| i.0.ends_with("certificate.cer"))
+            .unwrap();
+        c.1.extend_from_slice(&pki("sandbox-root-ca.pem"));
+    });
+    assert!(verify(&pkg).is_ok());
+    let roots = TrustAnchors::from_pem(&[&pki("sandbox-root-ca.pem")]).unwrap();
+    let opts = VerifyOptions {
+        at: AT,
+        trust: Some(&roots),
+        limits: Limits::default(),
+    };
+    assert!(dp::verify(Cursor::new(&pkg), &opts).is_ok());
+}
+
+#[test]
+fn sp_manifest_lines_must_be_consistent() {
+    let (pkg, _) = sp_pkg(PackagingMode::B, false);
+    let bad = rezip(&pkg, |items| {
+        let m = items
+            .iter_mut()
+            .find(|i| i.0 == "META-INFO/manifest.xml")
+            .unwrap();
+        let text = String::from_utf8(m.1.clone()).unwrap().replacen(
+            "<code>200</code>",
+            "<code>504</code>",
+            1,
+        );
+        m.1 = text.into_bytes();
+    });
+    assert!(matches!(
+        sp::verify(Cursor::new(&bad), &VerifyOptions::at(AT)).unwrap_err(),
+        Error::Manifest(_)
+    ));
+}

@@ -13,7 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, Write};
 
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use openssl::asn1::Asn1Time;
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private, Public};
@@ -38,11 +39,20 @@ fn ssl(e: openssl::error::ErrorStack) -> Error {
 
 /// A parsed X.509 certificate, PEM or DER.
 fn parse_cert(bytes: &[u8]) -> Result<X509> {
+    parse_certs(bytes).map(|(leaf, _)| leaf)
+}
+
+/// The signer's certificate and any further PEM certificates (untrusted intermediates, spec D8).
+fn parse_certs(bytes: &[u8]) -> Result<(X509, Vec<X509>)> {
     let trimmed = bytes.trim_ascii_start();
     if trimmed.starts_with(b"-----BEGIN") {
-        X509::from_pem(trimmed).map_err(ssl)
+        let mut all = X509::stack_from_pem(trimmed).map_err(ssl)?.into_iter();
+        let leaf = all
+            .next()
+            .ok_or_else(|| Error::Certificate("no certificate in PEM".into()))?;
+        Ok((leaf, all.collect()))
     } else {
-        X509::from_der(bytes).map_err(ssl)
+        Ok((X509::from_der(bytes).map_err(ssl)?, Vec::new()))
     }
 }
 
@@ -382,9 +392,17 @@ fn check_validity(cert: &X509, at: UnixTime) -> Result<()> {
     Ok(())
 }
 
-fn check_chain(cert: &X509, anchors: &TrustAnchors, at: UnixTime) -> Result<()> {
+fn check_chain(
+    cert: &X509,
+    intermediates: Vec<X509>,
+    anchors: &TrustAnchors,
+    at: UnixTime,
+) -> Result<()> {
     let store = anchors.store(at)?;
-    let chain = Stack::new().map_err(ssl)?;
+    let mut chain = Stack::new().map_err(ssl)?;
+    for c in intermediates {
+        chain.push(c).map_err(ssl)?;
+    }
     let mut ctx = X509StoreContext::new().map_err(ssl)?;
     let (ok, why) = ctx
         .init(&store, cert, &chain, |c| {
@@ -421,7 +439,12 @@ fn check_signature(
             .copied()
             .filter(|b| !b.is_ascii_whitespace())
             .collect();
-        let raw = STANDARD.decode(&text).map_err(|_| Error::BadSignature)?;
+        // Base64 text with padding optional (spec D8).
+        const LENIENT: GeneralPurpose = GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+        );
+        let raw = LENIENT.decode(&text).map_err(|_| Error::BadSignature)?;
         (raw, SignatureEncoding::Base64)
     };
     let mut v = Verifier::new(MessageDigest::sha256(), public).map_err(ssl)?;
@@ -506,17 +529,21 @@ pub fn verify<R: Read + Seek>(reader: R, opts: &VerifyOptions<'_>) -> Result<Ver
     let sig_bytes = read_small(&mut zip, s_e.index, limits.max_signature_bytes, SIGNATURE)?;
     let manifest_bytes = read_small(&mut zip, m_e.index, limits.max_manifest_bytes, MANIFEST)?;
     // (3) certificate valid at the given time.
-    let cert = parse_cert(&cert_bytes)?;
+    let (cert, intermediates) = parse_certs(&cert_bytes)?;
     check_validity(&cert, opts.at)?;
     // (4) chain.
     if let Some(anchors) = opts.trust {
-        check_chain(&cert, anchors, opts.at)?;
+        check_chain(&cert, intermediates, anchors, opts.at)?;
     }
     // (5) signature over the raw manifest bytes.
     let public = cert.public_key().map_err(ssl)?;
     let signature_encoding = check_signature(&public, &manifest_bytes, &sig_bytes)?;
     // (6) the now authenticated manifest.
     let listed = manifest::parse_dp(&manifest_bytes)?;
+    if listed.is_empty() {
+        // A DP with no data answers 204 instead (spec D34).
+        return Err(Error::Manifest("the manifest lists no file".into()));
+    }
     // (7) no duplicates, nothing missing, nothing extra, every digest.
     let mut seen = std::collections::HashSet::new();
     for l in &listed {

@@ -60,9 +60,10 @@ pub struct BuildSummary {
 }
 
 impl BuildSummary {
-    /// The `unable_to_deliver` list for the SP-API call: the failed ids when
-    /// mode A withheld the files, or every id when nothing at all ships; empty
-    /// otherwise (the call then carries `secret_key`).
+    /// The `unable_to_deliver` list when the package is complete before the
+    /// SP-API call (spec D22 allows it only for failures known at that moment):
+    /// the failed ids when mode A withheld the files, or every id when nothing
+    /// at all ships; empty otherwise (the call then carries `secret_key`).
     pub fn unable_to_deliver(&self) -> Vec<String> {
         let shipped = self.manifest.iter().any(|m| !m.filename.is_empty());
         if self.withheld {
@@ -190,9 +191,22 @@ pub fn verify<R: Read + Seek>(reader: R, opts: &VerifyOptions<'_>) -> Result<Vec
     )?)?;
     let mut wanted = Vec::new();
     let mut listed = std::collections::HashSet::new();
+    let mut ids = std::collections::HashSet::new();
     for l in &lines {
+        // Consistency of each line (spec packages.md §5.2 step 3).
+        let id: ResourceId = l.resource_id.parse().map_err(|_| {
+            Error::Manifest(format!("resource_id {:?} is malformed", l.resource_id))
+        })?;
+        if !ids.insert(id.clone()) {
+            return Err(Error::DuplicateResource(id.to_string()));
+        }
         if l.filename.is_empty() {
             continue;
+        }
+        if l.filename != format!("{id}.zip") || l.code != DatasetCode::Delivered.wire() {
+            return Err(Error::Manifest(format!(
+                "{id}: a shipped file must be named {id}.zip and carry code 200"
+            )));
         }
         if !listed.insert(l.filename.clone()) {
             return Err(Error::DuplicateEntry(l.filename.clone()));
