@@ -252,6 +252,15 @@ pub fn to_base64(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    fn header(jwe: &str) -> serde_json::Value {
+        serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(jwe.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
     fn key() -> SecretKey {
         "abcdefghijABCDEFGHIJ0123456789xy".parse().unwrap()
     }
@@ -270,12 +279,7 @@ mod tests {
         .unwrap();
         assert_eq!(jwe.split('.').count(), 5);
         assert_eq!(content_iv(&jwe).unwrap(), b"0123456789abcdef");
-        let header: serde_json::Value = serde_json::from_slice(
-            &URL_SAFE_NO_PAD
-                .decode(jwe.split('.').next().unwrap())
-                .unwrap(),
-        )
-        .unwrap();
+        let header = header(&jwe);
         assert_eq!(header["alg"], "A256KW");
         assert_eq!(header["enc"], "A256CBC-HS512");
         let d = decrypt_package(&jwe, &key(), JweMode::Cbc, Some(&cid)).unwrap();
@@ -299,18 +303,8 @@ mod tests {
         let b = encrypt_compact(b"hello", &key(), JweMode::Gcm, ContentIv::Random).unwrap();
         assert_eq!(content_iv(&a).unwrap().len(), 12);
         assert_ne!(content_iv(&a).unwrap(), content_iv(&b).unwrap());
-        let ha: serde_json::Value = serde_json::from_slice(
-            &URL_SAFE_NO_PAD
-                .decode(a.split('.').next().unwrap())
-                .unwrap(),
-        )
-        .unwrap();
-        let hb: serde_json::Value = serde_json::from_slice(
-            &URL_SAFE_NO_PAD
-                .decode(b.split('.').next().unwrap())
-                .unwrap(),
-        )
-        .unwrap();
+        let ha = header(&a);
+        let hb = header(&b);
         assert_eq!(ha["alg"], "A256GCMKW");
         assert_ne!(
             ha["iv"], hb["iv"],

@@ -54,38 +54,34 @@ impl ParamCipher {
     /// A cipher from validated SP credentials.
     pub fn new(secret: &ClientSecret, iv: &CbcIv, mode: ParamMode) -> Self {
         // Both are validated ASCII of exactly 16 bytes.
-        let s = secret.as_str().as_bytes();
-        let mut key = [0u8; 32];
-        key[..16].copy_from_slice(s);
-        key[16..].copy_from_slice(s);
+        let mut s = [0u8; 16];
+        s.copy_from_slice(secret.as_str().as_bytes());
         let mut ivb = [0u8; 16];
         ivb.copy_from_slice(iv.as_str().as_bytes());
-        ParamCipher { key, iv: ivb, mode }
+        Self::from_parts(s, ivb, mode)
     }
 
     /// A cipher from raw strings, with a typed error on wrong sizes (for tools and tests).
     pub fn from_raw(secret: &str, iv: &str, mode: ParamMode) -> Result<Self> {
-        let s = secret.as_bytes();
-        if s.len() != 16 {
-            return Err(Error::KeySize {
-                what: "client_secret (key = secret twice)",
-                expected: 16,
-                got: s.len(),
-            });
-        }
-        if iv.len() != 16 {
-            return Err(Error::KeySize {
-                what: "cbc_iv",
-                expected: 16,
-                got: iv.len(),
-            });
-        }
+        let s: [u8; 16] = secret.as_bytes().try_into().map_err(|_| Error::KeySize {
+            what: "client_secret (key = secret twice)",
+            expected: 16,
+            got: secret.len(),
+        })?;
+        let ivb: [u8; 16] = iv.as_bytes().try_into().map_err(|_| Error::KeySize {
+            what: "cbc_iv",
+            expected: 16,
+            got: iv.len(),
+        })?;
+        Ok(Self::from_parts(s, ivb, mode))
+    }
+
+    /// Key = the secret twice (brief §9.2).
+    fn from_parts(secret: [u8; 16], iv: [u8; 16], mode: ParamMode) -> Self {
         let mut key = [0u8; 32];
-        key[..16].copy_from_slice(s);
-        key[16..].copy_from_slice(s);
-        let mut ivb = [0u8; 16];
-        ivb.copy_from_slice(iv.as_bytes());
-        Ok(ParamCipher { key, iv: ivb, mode })
+        key[..16].copy_from_slice(&secret);
+        key[16..].copy_from_slice(&secret);
+        ParamCipher { key, iv, mode }
     }
 
     /// The mode this cipher uses.
