@@ -147,6 +147,9 @@ impl CivilDate {
             }
             p.parse().map_err(|_| bad())
         };
+        if !s.is_ascii() {
+            return Err(bad());
+        }
         let (y, m, d) = if s.contains('/') {
             let parts: Vec<&str> = s.split('/').collect();
             if parts.len() != 3
@@ -238,6 +241,9 @@ impl FromStr for CivilDate {
     /// Parses a Gregorian `YYYY-MM-DD`, `YYYY/MM/DD` or `YYYYMMDD`.
     fn from_str(s: &str) -> Result<Self> {
         let bad = || Error::invalid(IdKind::Date, "expected YYYY-MM-DD, YYYY/MM/DD or YYYYMMDD");
+        if !s.is_ascii() {
+            return Err(bad());
+        }
         let b = s.as_bytes();
         let (y, m, d) = match b.len() {
             10 if (b[4] == b'-' && b[7] == b'-') || (b[4] == b'/' && b[7] == b'/') => {
@@ -323,6 +329,10 @@ mod tests {
         assert!("2023-04-31".parse::<CivilDate>().is_err());
         assert!("1988-1-01".parse::<CivilDate>().is_err());
         assert!("1988-01/01".parse::<CivilDate>().is_err());
+        assert!("19王0101".parse::<CivilDate>().is_err());
+        assert!("1988-0王1".parse::<CivilDate>().is_err());
+        assert!(UnixTime::parse("2026-01-01T0王:00Z").is_err());
+        assert!(UnixTime::parse("王").is_err());
         assert!(CivilDate::from_roc(0, 1, 1).is_err());
     }
 
