@@ -113,7 +113,7 @@ fn package_readers_never_panic_on_corrupted_zips() {
             let i = (rng.next() % bad.len() as u64) as usize;
             bad[i] = rng.next() as u8;
         }
-        if rng.next() % 8 == 0 {
+        if rng.next().is_multiple_of(8) {
             bad.truncate((rng.next() % bad.len() as u64) as usize);
         }
         let _ = dp::verify(Cursor::new(&bad), &opts);
