@@ -349,6 +349,13 @@ fn verify_json(pkg: &str, extra: &[&str]) -> (i32, Value) {
     )
 }
 
+/// Exit code, error kind and failing file of a verification.
+fn failure(pkg: &str) -> (i32, Option<String>, Option<String>) {
+    let (code, v) = verify_json(pkg, &[]);
+    let field = |k: &str| v["error"][k].as_str().map(str::to_owned);
+    (code, field("kind"), field("file"))
+}
+
 #[test]
 fn we_verify_python_built_packages_and_name_tampered_files() {
     let d = tmp();
@@ -405,23 +412,13 @@ fn we_verify_python_built_packages_and_name_tampered_files() {
     assert_eq!(human.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&human.stdout).contains("FAILED: b.csv"));
 
-    let (code, v) = verify_json(&build("extra.zip", &["--extra", "smuggled.txt"]), &[]);
     assert_eq!(
-        (
-            code,
-            v["error"]["kind"].as_str(),
-            v["error"]["file"].as_str()
-        ),
-        (1, Some("extra_file"), Some("smuggled.txt"))
+        failure(&build("extra.zip", &["--extra", "smuggled.txt"])),
+        (1, Some("extra_file".into()), Some("smuggled.txt".into()))
     );
-    let (code, v) = verify_json(&build("omit.zip", &["--omit", "a.json"]), &[]);
     assert_eq!(
-        (
-            code,
-            v["error"]["kind"].as_str(),
-            v["error"]["file"].as_str()
-        ),
-        (1, Some("missing_file"), Some("a.json"))
+        failure(&build("omit.zip", &["--omit", "a.json"])),
+        (1, Some("missing_file".into()), Some("a.json".into()))
     );
     // Signed by a DP outside the sandbox CA: fine without anchors, refused with them.
     let other = p(d.path(), "untrusted.zip");

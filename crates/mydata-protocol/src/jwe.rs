@@ -269,14 +269,17 @@ mod tests {
     fn cbc_round_trip_with_sp_iv() {
         let cid: ClientId = "CLI.abcdefghij".parse().unwrap();
         let iv: CbcIv = "0123456789abcdef".parse().unwrap();
-        let jwe = encrypt_package(
-            &cid,
-            b"PK\x03\x04zip",
-            &key(),
-            JweMode::Cbc,
-            ContentIv::SpCbcIv(&iv),
-        )
-        .unwrap();
+        let seal = || {
+            encrypt_package(
+                &cid,
+                b"PK\x03\x04zip",
+                &key(),
+                JweMode::Cbc,
+                ContentIv::SpCbcIv(&iv),
+            )
+            .unwrap()
+        };
+        let jwe = seal();
         assert_eq!(jwe.split('.').count(), 5);
         assert_eq!(content_iv(&jwe).unwrap(), b"0123456789abcdef");
         let header = header(&jwe);
@@ -286,14 +289,7 @@ mod tests {
         assert_eq!(d.zip, b"PK\x03\x04zip");
         assert_eq!(d.filename, "CLI.abcdefghij.zip");
         // A fresh content key each time even with the same IV.
-        let again = encrypt_package(
-            &cid,
-            b"PK\x03\x04zip",
-            &key(),
-            JweMode::Cbc,
-            ContentIv::SpCbcIv(&iv),
-        )
-        .unwrap();
+        let again = seal();
         assert_ne!(jwe.split('.').nth(1), again.split('.').nth(1));
     }
 

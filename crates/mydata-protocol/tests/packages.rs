@@ -56,6 +56,18 @@ fn verify(pkg: &[u8]) -> Result<dp::VerifiedPackage, Error> {
     dp::verify(Cursor::new(pkg), &VerifyOptions::at(AT))
 }
 
+/// Verifies under other limits.
+fn verify_limited(pkg: &[u8], limits: Limits) -> Result<dp::VerifiedPackage, Error> {
+    dp::verify(
+        Cursor::new(pkg),
+        &VerifyOptions {
+            at: AT,
+            trust: None,
+            limits,
+        },
+    )
+}
+
 /// Entries of a zip as (name, bytes), in order.
 fn entries(pkg: &[u8]) -> Vec<(String, Vec<u8>)> {
     let mut z = zip::ZipArchive::new(Cursor::new(pkg)).unwrap();
@@ -320,30 +332,20 @@ fn hostile_zips() {
         assert!(matches!(e, Error::UnsafeEntryName { .. }), "{bad}: {e}");
         assert_eq!(e.file(), Some(bad));
     }
-    let few = Limits {
-        max_entries: 3,
-        ..Limits::default()
-    };
-    let e = dp::verify(
-        Cursor::new(build()),
-        &VerifyOptions {
-            at: AT,
-            trust: None,
-            limits: few,
+    let e = verify_limited(
+        &build(),
+        Limits {
+            max_entries: 3,
+            ..Limits::default()
         },
     )
     .unwrap_err();
     assert!(matches!(e, Error::TooManyEntries { limit: 3 }));
-    let small = Limits {
-        max_total_bytes: 20,
-        ..Limits::default()
-    };
-    let e = dp::verify(
-        Cursor::new(build()),
-        &VerifyOptions {
-            at: AT,
-            trust: None,
-            limits: small,
+    let e = verify_limited(
+        &build(),
+        Limits {
+            max_total_bytes: 20,
+            ..Limits::default()
         },
     )
     .unwrap_err();
@@ -362,16 +364,11 @@ fn hostile_zips() {
     let pkg = build();
     assert!(verify(&pkg[..pkg.len() / 2]).is_err());
     // A small metadata limit.
-    let tiny = Limits {
-        max_certificate_bytes: 10,
-        ..Limits::default()
-    };
-    let e = dp::verify(
-        Cursor::new(build()),
-        &VerifyOptions {
-            at: AT,
-            trust: None,
-            limits: tiny,
+    let e = verify_limited(
+        &build(),
+        Limits {
+            max_certificate_bytes: 10,
+            ..Limits::default()
         },
     )
     .unwrap_err();

@@ -498,24 +498,15 @@ pub fn verify<R: Read + Seek>(reader: R, opts: &VerifyOptions<'_>) -> Result<Ver
     let (mut zip, entries) = scan(reader, limits)?;
     let mut meta: HashMap<&'static str, &EntryInfo> = HashMap::new();
     let mut data: BTreeMap<String, &EntryInfo> = BTreeMap::new();
-    let mut backslash_meta = false;
+    let backslash_meta = entries.iter().any(|e| e.legacy_meta);
     for e in &entries {
-        let norm = names::normalise_meta(&e.name);
-        backslash_meta |= norm != e.name;
-        names::check(&norm)?;
-        if e.is_dir {
-            continue;
-        }
-        let slot = [MANIFEST, SIGNATURE, CERTIFICATE]
+        match [MANIFEST, SIGNATURE, CERTIFICATE]
             .into_iter()
-            .find(|m| *m == norm);
-        let dup = match slot {
-            Some(m) => meta.insert(m, e).is_some(),
-            None => data.insert(norm.clone().into_owned(), e).is_some(),
+            .find(|m| *m == e.name)
+        {
+            Some(m) => meta.insert(m, e),
+            None => data.insert(e.name.clone(), e),
         };
-        if dup {
-            return Err(Error::DuplicateEntry(norm.into_owned()));
-        }
     }
     // (2) metadata present.
     let get = |m: &'static str| meta.get(m).copied().ok_or(Error::MissingMetadata(m));

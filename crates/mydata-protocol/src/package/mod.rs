@@ -51,17 +51,21 @@ impl Default for Limits {
     }
 }
 
-/// One entry of a zip as seen before reading its data.
+/// One file entry of a zip as seen before reading its data.
 #[derive(Debug, Clone)]
 pub(crate) struct EntryInfo {
     pub index: usize,
+    /// The name with a legacy `META-INFO\` prefix normalised to `META-INFO/`.
     pub name: String,
+    /// Whether the name was written in the legacy `META-INFO\` form.
+    pub legacy_meta: bool,
     pub size: u64,
     pub stored: bool,
-    pub is_dir: bool,
 }
 
-/// Opens a zip and checks entry count, names, declared sizes and ratios.
+/// Opens a zip and checks entry count, names (spec D7, after normalising the
+/// legacy `META-INFO\` prefix), duplicates, declared sizes and ratios.
+/// Directory entries are checked and then left out of the result.
 pub(crate) fn scan<R: Read + Seek>(
     reader: R,
     limits: &Limits,
@@ -74,6 +78,7 @@ pub(crate) fn scan<R: Read + Seek>(
     }
     let mut entries = Vec::with_capacity(zip.len());
     let mut declared = 0u64;
+    let mut seen = std::collections::HashSet::new();
     for index in 0..zip.len() {
         let f = zip
             .by_index_raw(index)
@@ -84,6 +89,10 @@ pub(crate) fn scan<R: Read + Seek>(
                 reason: "not UTF-8",
             })?;
         let is_dir = f.is_dir();
+        let norm = names::normalise_meta(&name).into_owned();
+        let legacy_meta = norm != name;
+        let name = norm;
+        names::check(&name)?;
         let (size, compressed) = (f.size(), f.compressed_size());
         let stored = f.compression() == zip::CompressionMethod::Stored;
         drop(f);
@@ -100,12 +109,18 @@ pub(crate) fn scan<R: Read + Seek>(
                 reason: format!("declared ratio above {}:1", limits.max_ratio),
             });
         }
+        if is_dir {
+            continue;
+        }
+        if !seen.insert(name.clone()) {
+            return Err(Error::DuplicateEntry(name));
+        }
         entries.push(EntryInfo {
             index,
             name,
+            legacy_meta,
             size,
             stored,
-            is_dir,
         });
     }
     Ok((zip, entries))

@@ -11,7 +11,7 @@ use zip::write::SimpleFileOptions;
 
 use super::dp::{self, VerifiedPackage, VerifyOptions};
 use super::manifest::{self, SpManifestEntry};
-use super::names::{self, MANIFEST};
+use super::names::MANIFEST;
 use super::window::Window;
 use super::{CHUNK, read_small, scan, zip_io};
 use crate::codes::DatasetCode;
@@ -169,17 +169,8 @@ impl DatasetReport {
 pub fn verify<R: Read + Seek>(reader: R, opts: &VerifyOptions<'_>) -> Result<Vec<DatasetReport>> {
     let limits = &opts.limits;
     let (mut zip, entries) = scan(reader, limits)?;
-    let mut by_name = HashMap::new();
-    for e in &entries {
-        let norm = names::normalise_meta(&e.name).into_owned();
-        names::check(&norm)?;
-        if e.is_dir {
-            continue;
-        }
-        if by_name.insert(norm.clone(), e.clone()).is_some() {
-            return Err(Error::DuplicateEntry(norm));
-        }
-    }
+    let mut by_name: HashMap<String, _> =
+        entries.into_iter().map(|e| (e.name.clone(), e)).collect();
     let m = by_name
         .remove(MANIFEST)
         .ok_or(Error::MissingMetadata(MANIFEST))?;
