@@ -94,3 +94,13 @@ impl Catalogue {
         self.datasets.iter().find(|d| &d.resource_id == id)
     }
 }
+
+/// The public sandbox `resource_secret` of a dataset: 16 lowercase hex characters of
+/// SHA-256(`"mydata-sandbox:" || resource_id`).
+///
+/// Sandbox only (spec D43): anyone can compute it, so a real deployment never uses it.
+pub fn sandbox_resource_secret(id: &ResourceId) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("mydata-sandbox:{}", id.as_str()).as_bytes());
+    hex::encode(&d[..8])
+}
