@@ -1,1 +1,14 @@
-//! placeholder
+//! # mydata-server
+//!
+//! The MyData reference platform: the authorization server for DPs, storage behind traits, and
+//! the actix-web server that wraps the protocol core.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod clock;
+pub mod error;
+pub mod secrets;
+
+pub use error::{ServerError, ServerResult};
