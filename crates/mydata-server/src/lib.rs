@@ -10,5 +10,6 @@ pub mod auth;
 pub mod clock;
 pub mod error;
 pub mod secrets;
+pub mod storage;
 
 pub use error::{ServerError, ServerResult};

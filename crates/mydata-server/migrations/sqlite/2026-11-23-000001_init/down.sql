@@ -1,0 +1,3 @@
+DROP TABLE tokens;
+DROP TABLE sps;
+DROP TABLE dps;

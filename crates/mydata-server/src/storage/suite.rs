@@ -1,0 +1,116 @@
+//! The test suite every storage backend must pass (call [`run_all`] on a fresh store).
+
+use mydata_protocol::date::UnixTime;
+
+use super::{DpMethod, DpRecord, SpRecord, Store};
+use crate::auth::TokenRecord;
+use crate::error::ServerError;
+
+/// A sample dataset registration.
+pub fn sample_dp(id: &str) -> DpRecord {
+    DpRecord {
+        resource_id: id.into(),
+        name: "個人戶籍資料".into(),
+        provider: "內政部".into(),
+        scopes: vec!["moi.ris.ds001.read".into()],
+        secret_hash: "00".repeat(32),
+        endpoint: "http://127.0.0.1:1/dp".into(),
+        method: DpMethod::Get,
+        claims: vec!["sub".into(), "uid".into()],
+        identity_methods: vec!["PII".into()],
+        status: "active".into(),
+    }
+}
+
+/// A sample SP registration.
+pub fn sample_sp(id: &str) -> SpRecord {
+    SpRecord {
+        client_id: id.into(),
+        name: "Sandbox SP".into(),
+        return_url: "http://127.0.0.1:2/return".into(),
+        sp_api_url: "http://127.0.0.1:2/sp-api".into(),
+        api_key_sealed: None,
+        client_secret_sealed: "aa".into(),
+        cbc_iv_sealed: "bb".into(),
+        allowed_ips: vec!["127.0.0.1".into()],
+        resources: vec!["API.AAAAAAAAAA".into()],
+        jwe_mode: "cbc".into(),
+        packaging_mode: "A".into(),
+        status: "active".into(),
+    }
+}
+
+fn token(hash: &str, tx: &str, exp: i64) -> TokenRecord {
+    TokenRecord {
+        token_hash: hash.into(),
+        tx_id: tx.into(),
+        client_id: "CLI.AAAAAAAAAA".into(),
+        resource_id: "API.AAAAAAAAAA".into(),
+        transaction_uid: "u".into(),
+        scope: "s".into(),
+        sub: "sub".into(),
+        uid: "A120345672".into(),
+        claims: "{}".into(),
+        iat: exp - 7200,
+        exp,
+    }
+}
+
+/// Runs every check; panics on the first failure.
+pub fn run_all(s: &dyn Store) {
+    registrations(s);
+    tokens(s);
+}
+
+fn registrations(s: &dyn Store) {
+    let now = UnixTime(1_767_225_600);
+    let mut dp = sample_dp("API.BBBBBBBBBB");
+    s.insert_dp(&sample_dp("API.CCCCCCCCCC"), now).unwrap();
+    s.insert_dp(&dp, now).unwrap();
+    assert!(matches!(
+        s.insert_dp(&dp, now),
+        Err(ServerError::Conflict(_))
+    ));
+    dp.status = "stopped".into();
+    s.update_dp(&dp).unwrap();
+    assert_eq!(s.get_dp("API.BBBBBBBBBB").unwrap().unwrap(), dp);
+    assert!(s.get_dp("API.ZZZZZZZZZZ").unwrap().is_none());
+    assert!(matches!(
+        s.update_dp(&sample_dp("API.ZZZZZZZZZZ")),
+        Err(ServerError::NotFound(_))
+    ));
+    let ids: Vec<_> = s
+        .list_dps()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.resource_id)
+        .collect();
+    assert_eq!(ids, vec!["API.BBBBBBBBBB", "API.CCCCCCCCCC"]);
+
+    let mut sp = sample_sp("CLI.BBBBBBBBBB");
+    s.insert_sp(&sp, now).unwrap();
+    assert!(matches!(
+        s.insert_sp(&sp, now),
+        Err(ServerError::Conflict(_))
+    ));
+    sp.status = "suspended".into();
+    s.update_sp(&sp).unwrap();
+    assert_eq!(s.get_sp("CLI.BBBBBBBBBB").unwrap().unwrap(), sp);
+    assert!(s.get_sp("CLI.ZZZZZZZZZZ").unwrap().is_none());
+    s.insert_sp(&sample_sp("CLI.AAAAAAAAAA"), now).unwrap();
+    assert_eq!(s.list_sps().unwrap().len(), 2);
+    assert_eq!(s.list_sps().unwrap()[0].client_id, "CLI.AAAAAAAAAA");
+}
+
+fn tokens(s: &dyn Store) {
+    s.insert_token(&token("h1", "tx1", 100)).unwrap();
+    s.insert_token(&token("h2", "tx1", 200)).unwrap();
+    s.insert_token(&token("h3", "tx2", 300)).unwrap();
+    assert!(s.insert_token(&token("h3", "tx2", 300)).is_err());
+    assert_eq!(s.live_tokens(UnixTime(100)).unwrap().len(), 2);
+    assert_eq!(s.live_tokens(UnixTime(99)).unwrap()[0].uid, "A120345672");
+    assert_eq!(s.delete_expired_tokens(UnixTime(100)).unwrap(), 1);
+    assert_eq!(s.delete_tokens_of_tx("tx1").unwrap(), 1);
+    s.delete_token("h3").unwrap();
+    assert!(s.live_tokens(UnixTime(0)).unwrap().is_empty());
+}
