@@ -8,7 +8,10 @@
 
 pub mod auth;
 pub mod clock;
+pub mod config;
 pub mod error;
+pub mod http;
+pub mod platform;
 pub mod secrets;
 pub mod storage;
 

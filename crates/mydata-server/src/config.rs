@@ -1,0 +1,97 @@
+//! Server configuration: a TOML file, then `MYDATA_*` environment variables, then flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{ServerError, ServerResult};
+
+/// The server's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Public base URL (the `issuer` of the metadata, links in pages).
+    pub public_url: String,
+    /// Data directory: `mydata.sqlite`, `master.key`, packages.
+    pub data_dir: PathBuf,
+    /// HTTP worker threads (0 = one per core).
+    pub workers: usize,
+    /// Load the sandbox registrations.
+    pub sandbox: bool,
+    /// Base URL of the sandbox DP; each dataset's endpoint is `{base}/dp/{resource_id}`.
+    pub sandbox_dp_url: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: "http://127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("mydata-data"),
+            workers: 0,
+            sandbox: false,
+            sandbox_dp_url: "http://127.0.0.1:8081".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file (if given), then applies `MYDATA_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> ServerResult<Self> {
+        let mut c = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ServerError::Config(format!("{}: {e}", p.display())))?;
+                toml::from_str(&text)
+                    .map_err(|e| ServerError::Config(format!("{}: {e}", p.display())))?
+            }
+            None => Config::default(),
+        };
+        for (k, v) in env {
+            let bad = |what: &str| ServerError::Config(format!("{k}: {what}"));
+            match k.as_str() {
+                "MYDATA_LISTEN" => c.listen = v.parse().map_err(|_| bad("expected ip:port"))?,
+                "MYDATA_PUBLIC_URL" => c.public_url = v,
+                "MYDATA_DATA_DIR" => c.data_dir = PathBuf::from(v),
+                "MYDATA_WORKERS" => c.workers = v.parse().map_err(|_| bad("expected a number"))?,
+                "MYDATA_SANDBOX" => c.sandbox = matches!(v.as_str(), "1" | "true" | "yes"),
+                "MYDATA_SANDBOX_DP_URL" => c.sandbox_dp_url = v,
+                _ => {}
+            }
+        }
+        c.public_url = c.public_url.trim_end_matches('/').to_string();
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "listen = \"127.0.0.1:9000\"\nsandbox = true\n").unwrap();
+        let c = Config::load(
+            Some(&p),
+            [(
+                "MYDATA_PUBLIC_URL".to_string(),
+                "http://x.test/".to_string(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert!(c.sandbox);
+        assert_eq!(c.public_url, "http://x.test");
+        std::fs::write(&p, "lisen = 1\n").unwrap();
+        assert!(Config::load(Some(&p), []).is_err());
+        assert!(Config::load(None, [("MYDATA_LISTEN".into(), "x".into())]).is_err());
+    }
+}

@@ -1,0 +1,63 @@
+//! The actix-web server. Handlers stay thin: they parse, call [`Platform`], and map the result.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer, web};
+
+use crate::error::{ServerError, ServerResult};
+use crate::platform::Platform;
+
+pub mod connect;
+
+/// Shared state handed to handlers.
+pub type State = web::Data<Platform>;
+
+/// Mounts every route of the platform.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    connect::configure(cfg);
+}
+
+/// Builds the HTTP server on an already bound listener.
+pub fn server(platform: Arc<Platform>, listener: TcpListener) -> ServerResult<Server> {
+    let workers = match platform.config.workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let data = web::Data::from(platform);
+    let srv = HttpServer::new(move || App::new().app_data(data.clone()).configure(configure))
+        .workers(workers)
+        .listen(listener)
+        .map_err(|e| ServerError::Config(format!("listen: {e}")))?
+        .run();
+    Ok(srv)
+}
+
+/// A server running in the background on an ephemeral port of 127.0.0.1 (tests, examples, benches).
+#[derive(Debug)]
+pub struct Spawned {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Stops it.
+    pub handle: ServerHandle,
+    /// `http://127.0.0.1:{port}`.
+    pub url: String,
+}
+
+/// Starts `platform` on 127.0.0.1 with an ephemeral port in the current actix/tokio runtime.
+pub fn spawn(platform: Arc<Platform>) -> ServerResult<Spawned> {
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| ServerError::Config(format!("bind: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServerError::Config(format!("bind: {e}")))?;
+    let srv = server(platform, listener)?;
+    let handle = srv.handle();
+    actix_web::rt::spawn(srv);
+    Ok(Spawned {
+        addr,
+        handle,
+        url: format!("http://{addr}"),
+    })
+}
