@@ -46,7 +46,7 @@ fi
 # (2) install the pinned requirements when requirements.txt changed.
 req_sum="$("${py}" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "${req}")"
 if [[ ! -f "${stamp}" ]] || [[ "$(cat -- "${stamp}")" != "${req_sum}" ]] \
-    || ! "${py}" -c 'import cryptography, jwcrypto' >/dev/null 2>&1; then
+    || ! "${py}" -c 'import cryptography, jwcrypto, authlib, requests' >/dev/null 2>&1; then
     say "installing tests/requirements.txt into the venv"
     rm -f -- "${stamp}"
     "${py}" -m pip install -q --disable-pip-version-check -r "${req}" \
