@@ -41,6 +41,14 @@ enum Cmd {
     /// Encrypt and decrypt MyData-API JWE bodies.
     #[command(subcommand)]
     Jwe(JweCmd),
+    /// Run the platform server.
+    Serve(crate::server_cmds::ServeArgs),
+    /// Register and list SP services (operator).
+    #[command(subcommand)]
+    Sp(crate::server_cmds::SpCmd),
+    /// Register and list DP datasets (operator).
+    #[command(subcommand)]
+    Dp(crate::server_cmds::DpCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -205,6 +213,9 @@ struct JweDecryptArgs {
 /// Runs a parsed command; returns the exit status.
 pub fn run(cli: Cli) -> CliResult<i32> {
     match cli.cmd {
+        Cmd::Serve(a) => crate::server_cmds::serve(a),
+        Cmd::Sp(c) => crate::server_cmds::sp(c),
+        Cmd::Dp(c) => crate::server_cmds::dp(c),
         Cmd::Package(PackageCmd::Build(a)) => package_build(a),
         Cmd::Package(PackageCmd::BuildSp(a)) => package_build_sp(a),
         Cmd::Package(PackageCmd::Verify(a)) => package_verify(a),

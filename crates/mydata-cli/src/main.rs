@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod commands;
+mod server_cmds;
 
 use clap::Parser;
 

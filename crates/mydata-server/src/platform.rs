@@ -4,7 +4,12 @@ use std::sync::Arc;
 
 use mydata_protocol::catalogue::{Catalogue, sandbox_resource_secret};
 use mydata_protocol::date::UnixTime;
-use mydata_protocol::ids::ResourceId;
+use std::net::IpAddr;
+
+use mydata_protocol::ids::{CbcIv, ClientId, ClientSecret, ResourceId};
+use mydata_protocol::jwe::JweMode;
+use mydata_protocol::package::sp::PackagingMode;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::{
     AuthServer, CitizenClaims, DEFAULT_CLAIMS, IssuedAccessToken, KNOWN_CLAIMS, ResourceGrantInfo,
@@ -14,10 +19,84 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::error::{ServerError, ServerResult};
 use crate::secrets::MasterKey;
-use crate::storage::{DpMethod, DpRecord, Store};
+use crate::storage::{DpMethod, DpRecord, SpRecord, Store};
 
 /// The sandbox catalogue, compiled in so that `mydata serve --sandbox` works from any directory.
 pub const SANDBOX_CATALOGUE: &str = include_str!("../../../fixtures/catalogue.json");
+
+/// The sandbox SP registrations, compiled in (fixtures/sandbox.json).
+pub const SANDBOX_SPS: &str = include_str!("../../../fixtures/sandbox.json");
+
+/// A new SP service registration, as the operator gives it.
+#[derive(Debug, Clone, Default)]
+pub struct NewSp {
+    /// The id (`None` = generate).
+    pub client_id: Option<ClientId>,
+    /// Service name.
+    pub name: String,
+    /// Registered return URL.
+    pub return_url: String,
+    /// SP-API URL.
+    pub sp_api_url: String,
+    /// `client_secret` (`None` = generate).
+    pub client_secret: Option<ClientSecret>,
+    /// `cbc_iv` (`None` = generate).
+    pub cbc_iv: Option<CbcIv>,
+    /// SP-API key: `None` = generate, `Some("")` = none.
+    pub api_key: Option<String>,
+    /// Source IPs allowed on the MyData-API.
+    pub allowed_ips: Vec<IpAddr>,
+    /// Datasets the service may request.
+    pub resources: Vec<ResourceId>,
+    /// JWE mode.
+    pub jwe_mode: JweMode,
+    /// Packaging mode.
+    pub packaging_mode: PackagingMode,
+}
+
+/// The credentials of a registered SP, shown once at registration.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpCredentials {
+    /// `client_id`.
+    pub client_id: String,
+    /// `client_secret`.
+    pub client_secret: String,
+    /// `cbc_iv`.
+    pub cbc_iv: String,
+    /// SP-API key, if any.
+    pub api_key: Option<String>,
+}
+
+/// An SP's secrets, opened for use.
+#[derive(Clone)]
+pub struct SpSecrets {
+    /// `client_secret`.
+    pub client_secret: ClientSecret,
+    /// `cbc_iv`.
+    pub cbc_iv: CbcIv,
+    /// SP-API key, if any.
+    pub api_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SandboxFile {
+    sps: Vec<SandboxSp>,
+}
+
+#[derive(Deserialize)]
+struct SandboxSp {
+    client_id: ClientId,
+    name: String,
+    client_secret: ClientSecret,
+    cbc_iv: CbcIv,
+    api_key: String,
+    return_url: String,
+    sp_api_url: String,
+    allowed_ips: Vec<IpAddr>,
+    resources: String,
+    jwe_mode: String,
+    packaging_mode: String,
+}
 
 /// The platform.
 pub struct Platform {
@@ -165,6 +244,167 @@ impl Platform {
                 method: DpMethod::Get,
                 claims: KNOWN_CLAIMS.iter().map(|s| s.to_string()).collect(),
                 identity_methods: d.identity_methods.iter().map(|m| m.to_string()).collect(),
+            })?;
+            added += 1;
+        }
+        added += self.load_sandbox_sps()?;
+        Ok(added)
+    }
+
+    /// Registers an SP service; returns the record and its credentials (shown once).
+    pub fn register_sp(&self, new: NewSp) -> ServerResult<(SpRecord, SpCredentials)> {
+        let client_id = match new.client_id {
+            Some(id) => id,
+            None => ClientId::generate()?,
+        };
+        let client_secret = match new.client_secret {
+            Some(s) => s,
+            None => ClientSecret::generate()?,
+        };
+        let cbc_iv = match new.cbc_iv {
+            Some(s) => s,
+            None => CbcIv::generate()?,
+        };
+        let api_key = match new.api_key {
+            None => Some(
+                mydata_protocol::ids::SecretKey::generate()?
+                    .as_str()
+                    .to_string(),
+            ),
+            Some(k) if k.is_empty() => None,
+            Some(k) => {
+                if k.len() < 16 || !k.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    return Err(ServerError::Invalid(
+                        "api_key: at least 16 characters [A-Za-z0-9]".into(),
+                    ));
+                }
+                Some(k)
+            }
+        };
+        for (what, u) in [
+            ("return_url", &new.return_url),
+            ("sp_api_url", &new.sp_api_url),
+        ] {
+            let parsed =
+                url::Url::parse(u).map_err(|e| ServerError::Invalid(format!("{what}: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(ServerError::Invalid(format!("{what}: http or https only")));
+            }
+        }
+        if new.resources.is_empty() {
+            return Err(ServerError::Invalid(
+                "a service needs at least one dataset".into(),
+            ));
+        }
+        for r in &new.resources {
+            if self.store.get_dp(r.as_str())?.is_none() {
+                return Err(ServerError::Invalid(format!("unknown dataset {r}")));
+            }
+        }
+        let id = client_id.as_str();
+        let record = SpRecord {
+            client_id: id.to_string(),
+            name: new.name,
+            return_url: new.return_url,
+            sp_api_url: new.sp_api_url,
+            api_key_sealed: api_key
+                .as_deref()
+                .map(|k| self.key.seal(&format!("sp:{id}:api_key"), k))
+                .transpose()?,
+            client_secret_sealed: self
+                .key
+                .seal(&format!("sp:{id}:client_secret"), client_secret.as_str())?,
+            cbc_iv_sealed: self.key.seal(&format!("sp:{id}:cbc_iv"), cbc_iv.as_str())?,
+            allowed_ips: new.allowed_ips.iter().map(|i| i.to_string()).collect(),
+            resources: new
+                .resources
+                .iter()
+                .map(|r| r.as_str().to_string())
+                .collect(),
+            jwe_mode: match new.jwe_mode {
+                JweMode::Cbc => "cbc",
+                JweMode::Gcm => "gcm",
+            }
+            .into(),
+            packaging_mode: match new.packaging_mode {
+                PackagingMode::A => "A",
+                PackagingMode::B => "B",
+            }
+            .into(),
+            status: "active".into(),
+        };
+        self.store.insert_sp(&record, self.now())?;
+        let creds = SpCredentials {
+            client_id: id.to_string(),
+            client_secret: client_secret.as_str().to_string(),
+            cbc_iv: cbc_iv.as_str().to_string(),
+            api_key,
+        };
+        Ok((record, creds))
+    }
+
+    /// Opens an SP's sealed secrets.
+    pub fn sp_secrets(&self, sp: &SpRecord) -> ServerResult<SpSecrets> {
+        let id = &sp.client_id;
+        Ok(SpSecrets {
+            client_secret: self
+                .key
+                .open(&format!("sp:{id}:client_secret"), &sp.client_secret_sealed)?
+                .parse()?,
+            cbc_iv: self
+                .key
+                .open(&format!("sp:{id}:cbc_iv"), &sp.cbc_iv_sealed)?
+                .parse()?,
+            api_key: sp
+                .api_key_sealed
+                .as_deref()
+                .map(|s| self.key.open(&format!("sp:{id}:api_key"), s))
+                .transpose()?,
+        })
+    }
+
+    /// Registers the sandbox SPs of fixtures/sandbox.json (skipping those already registered).
+    fn load_sandbox_sps(&self) -> ServerResult<usize> {
+        let file: SandboxFile = serde_json::from_str(SANDBOX_SPS)
+            .map_err(|e| ServerError::Config(format!("fixtures/sandbox.json: {e}")))?;
+        let all: Vec<ResourceId> = Catalogue::from_json(SANDBOX_CATALOGUE)?
+            .datasets
+            .into_iter()
+            .map(|d| d.resource_id)
+            .collect();
+        let mut added = 0;
+        for sp in file.sps {
+            if self.store.get_sp(sp.client_id.as_str())?.is_some() {
+                continue;
+            }
+            let resources = if sp.resources == "*" {
+                all.clone()
+            } else {
+                sp.resources
+                    .split(',')
+                    .map(|r| r.trim().parse())
+                    .collect::<Result<_, _>>()?
+            };
+            self.register_sp(NewSp {
+                client_id: Some(sp.client_id),
+                name: sp.name,
+                return_url: sp.return_url,
+                sp_api_url: sp.sp_api_url,
+                client_secret: Some(sp.client_secret),
+                cbc_iv: Some(sp.cbc_iv),
+                api_key: Some(sp.api_key),
+                allowed_ips: sp.allowed_ips,
+                resources,
+                jwe_mode: if sp.jwe_mode == "gcm" {
+                    JweMode::Gcm
+                } else {
+                    JweMode::Cbc
+                },
+                packaging_mode: if sp.packaging_mode == "B" {
+                    PackagingMode::B
+                } else {
+                    PackagingMode::A
+                },
             })?;
             added += 1;
         }

@@ -1,0 +1,383 @@
+//! `mydata serve` and the operator commands (`sp register|list`, `dp register|list`).
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use mydata_protocol::ids::ResourceId;
+use mydata_protocol::jwe::JweMode;
+use mydata_protocol::package::sp::PackagingMode;
+use mydata_server::clock::SystemClock;
+use mydata_server::config::Config;
+use mydata_server::platform::{NewDp, NewSp, Platform};
+use mydata_server::secrets::MasterKey;
+use mydata_server::storage::DpMethod;
+use mydata_server::storage::sqlite::SqliteStore;
+use serde_json::json;
+
+type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Where the server's data lives; shared by `serve` and the operator commands.
+#[derive(Args, Debug, Clone)]
+pub struct Where {
+    /// Configuration file (TOML); `MYDATA_*` environment variables override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Data directory (database, master key, packages).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+/// `mydata serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    place: Where,
+    /// Load the sandbox registrations (catalogue datasets, sandbox SPs).
+    #[arg(long)]
+    sandbox: bool,
+    /// Address to listen on.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Public base URL.
+    #[arg(long)]
+    public_url: Option<String>,
+}
+
+/// `mydata sp …`.
+#[derive(Subcommand, Debug)]
+pub enum SpCmd {
+    /// Register an SP service and print its credentials (once).
+    Register(SpRegisterArgs),
+    /// List registered SP services.
+    List(ListArgs),
+}
+
+/// `mydata dp …`.
+#[derive(Subcommand, Debug)]
+pub enum DpCmd {
+    /// Register a DP dataset and print its `resource_secret` (once).
+    Register(DpRegisterArgs),
+    /// List registered DP datasets.
+    List(ListArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    place: Where,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Jwe {
+    Cbc,
+    Gcm,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Packaging {
+    A,
+    B,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Method {
+    Get,
+    Post,
+}
+
+#[derive(Args, Debug)]
+pub struct SpRegisterArgs {
+    #[command(flatten)]
+    place: Where,
+    /// Service name.
+    #[arg(long)]
+    name: String,
+    /// The return URL the citizen is sent back to.
+    #[arg(long)]
+    return_url: String,
+    /// The SP-API URL the platform calls after consent.
+    #[arg(long)]
+    sp_api_url: String,
+    /// A dataset the service may request (repeat; `*` = every registered dataset).
+    #[arg(long = "dataset", required = true)]
+    datasets: Vec<String>,
+    /// A source IP allowed on the MyData-API (repeat).
+    #[arg(long = "allow-ip", required = true)]
+    allowed_ips: Vec<IpAddr>,
+    /// JWE mode of the MyData-API.
+    #[arg(long, value_enum, default_value_t = Jwe::Cbc)]
+    jwe: Jwe,
+    /// Packaging mode.
+    #[arg(long, value_enum, default_value_t = Packaging::A)]
+    packaging: Packaging,
+    /// Register without an SP-API key.
+    #[arg(long)]
+    no_api_key: bool,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DpRegisterArgs {
+    #[command(flatten)]
+    place: Where,
+    /// Dataset name.
+    #[arg(long)]
+    name: String,
+    /// DP agency.
+    #[arg(long)]
+    provider: String,
+    /// Scope (repeat).
+    #[arg(long = "scope", required = true)]
+    scopes: Vec<String>,
+    /// DP-API endpoint.
+    #[arg(long)]
+    endpoint: String,
+    /// DP-API method.
+    #[arg(long, value_enum, default_value_t = Method::Get)]
+    method: Method,
+    /// A userinfo claim the dataset may see (repeat; default sub, uid, uid_type, birthdate).
+    #[arg(long = "claim")]
+    claims: Vec<String>,
+    /// Identity method that unlocks the dataset (repeat; CER, FIC, …, OTP).
+    #[arg(long = "identity-method")]
+    identity_methods: Vec<String>,
+    /// Use this `resource_id` instead of a generated one.
+    #[arg(long)]
+    resource_id: Option<ResourceId>,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+fn load_config(place: &Where) -> CliResult<Config> {
+    let mut c = Config::load(place.config.as_deref(), std::env::vars())?;
+    if let Some(d) = &place.data_dir {
+        c.data_dir = d.clone();
+    }
+    Ok(c)
+}
+
+fn open(config: Config) -> CliResult<Platform> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+    let key = match std::env::var("MYDATA_MASTER_KEY") {
+        Ok(hex) => MasterKey::from_hex(hex.trim())?,
+        Err(_) => MasterKey::load_or_create(&config.data_dir)?,
+    };
+    let store = SqliteStore::open(&config.data_dir.join("mydata.sqlite"))?;
+    Ok(Platform::new(
+        Arc::new(store),
+        key,
+        Arc::new(SystemClock),
+        config,
+    )?)
+}
+
+/// Runs `mydata serve` until interrupted.
+pub fn serve(a: ServeArgs) -> CliResult<i32> {
+    let mut config = load_config(&a.place)?;
+    if a.sandbox {
+        config.sandbox = true;
+    }
+    if let Some(l) = a.listen {
+        config.listen = l;
+        if a.public_url.is_none() && std::env::var("MYDATA_PUBLIC_URL").is_err() {
+            config.public_url = format!("http://{l}");
+        }
+    }
+    if let Some(u) = a.public_url {
+        config.public_url = u.trim_end_matches('/').to_string();
+    }
+    let listen = config.listen;
+    let platform = open(config)?;
+    if platform.config.sandbox {
+        let n = platform.load_sandbox()?;
+        eprintln!("mydata: sandbox registrations loaded ({n} new)");
+    }
+    let platform = Arc::new(platform);
+    let listener = TcpListener::bind(listen).map_err(|e| format!("listen on {listen}: {e}"))?;
+    eprintln!(
+        "mydata: listening on http://{listen} (public URL {}, data in {})",
+        platform.config.public_url,
+        platform.config.data_dir.display()
+    );
+    actix_web::rt::System::new().block_on(async move {
+        let sweeper = platform.clone();
+        actix_web::rt::spawn(async move {
+            let mut tick = actix_web::rt::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                if let Err(e) = sweeper.sweep_tokens() {
+                    eprintln!("mydata: token sweep failed: {e}");
+                }
+            }
+        });
+        let srv = mydata_server::http::server(platform, listener)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        srv.await
+    })?;
+    Ok(0)
+}
+
+/// Runs `mydata sp …`.
+pub fn sp(cmd: SpCmd) -> CliResult<i32> {
+    match cmd {
+        SpCmd::Register(a) => {
+            let p = open(load_config(&a.place)?)?;
+            let resources: Vec<ResourceId> = if a.datasets.iter().any(|d| d == "*") {
+                p.store
+                    .list_dps()?
+                    .into_iter()
+                    .map(|d| d.resource_id.parse())
+                    .collect::<Result<_, _>>()?
+            } else {
+                a.datasets
+                    .iter()
+                    .map(|d| d.parse())
+                    .collect::<Result<_, _>>()?
+            };
+            let (_, creds) = p.register_sp(NewSp {
+                name: a.name,
+                return_url: a.return_url,
+                sp_api_url: a.sp_api_url,
+                api_key: a.no_api_key.then(String::new),
+                allowed_ips: a.allowed_ips,
+                resources,
+                jwe_mode: match a.jwe {
+                    Jwe::Cbc => JweMode::Cbc,
+                    Jwe::Gcm => JweMode::Gcm,
+                },
+                packaging_mode: match a.packaging {
+                    Packaging::A => PackagingMode::A,
+                    Packaging::B => PackagingMode::B,
+                },
+                ..NewSp::default()
+            })?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&creds)?);
+            } else {
+                println!("client_id      {}", creds.client_id);
+                println!("client_secret  {}", creds.client_secret);
+                println!("cbc_iv         {}", creds.cbc_iv);
+                println!(
+                    "api_key        {}",
+                    creds.api_key.as_deref().unwrap_or("(none)")
+                );
+                println!(
+                    "Keep these now: the platform stores them sealed and never shows them again."
+                );
+                println!(
+                    "secret_key is fresh for every transaction and arrives in the SP-API call (spec D23)."
+                );
+            }
+            Ok(0)
+        }
+        SpCmd::List(a) => {
+            let p = open(load_config(&a.place)?)?;
+            let sps = p.store.list_sps()?;
+            if a.json {
+                let v: Vec<_> = sps
+                    .iter()
+                    .map(|s| {
+                        json!({
+                            "client_id": s.client_id, "name": s.name, "return_url": s.return_url,
+                            "sp_api_url": s.sp_api_url, "allowed_ips": s.allowed_ips,
+                            "datasets": s.resources.len(), "jwe_mode": s.jwe_mode,
+                            "packaging_mode": s.packaging_mode, "status": s.status,
+                            "api_key": s.api_key_sealed.is_some(),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for s in sps {
+                    println!(
+                        "{}  {}  mode {}  jwe {}  {} datasets  {}  {}",
+                        s.client_id,
+                        s.status,
+                        s.packaging_mode,
+                        s.jwe_mode,
+                        s.resources.len(),
+                        s.return_url,
+                        s.name
+                    );
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// Runs `mydata dp …`.
+pub fn dp(cmd: DpCmd) -> CliResult<i32> {
+    match cmd {
+        DpCmd::Register(a) => {
+            let p = open(load_config(&a.place)?)?;
+            let (rec, secret) = p.register_dp(NewDp {
+                resource_id: a.resource_id,
+                name: a.name,
+                provider: a.provider,
+                scopes: a.scopes,
+                secret: None,
+                endpoint: a.endpoint,
+                method: match a.method {
+                    Method::Get => DpMethod::Get,
+                    Method::Post => DpMethod::Post,
+                },
+                claims: a.claims,
+                identity_methods: a.identity_methods,
+            })?;
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &json!({"resource_id": rec.resource_id, "resource_secret": secret})
+                    )?
+                );
+            } else {
+                println!("resource_id      {}", rec.resource_id);
+                println!("resource_secret  {secret}");
+                println!("Keep the secret now: the platform stores only a keyed hash of it.");
+            }
+            Ok(0)
+        }
+        DpCmd::List(a) => {
+            let p = open(load_config(&a.place)?)?;
+            let dps = p.store.list_dps()?;
+            if a.json {
+                let v: Vec<_> = dps
+                    .iter()
+                    .map(|d| {
+                        json!({
+                            "resource_id": d.resource_id, "name": d.name, "provider": d.provider,
+                            "scopes": d.scopes, "endpoint": d.endpoint, "method": d.method,
+                            "claims": d.claims, "identity_methods": d.identity_methods,
+                            "status": d.status,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for d in dps {
+                    println!(
+                        "{}  {}  {}  {}  {}",
+                        d.resource_id,
+                        d.status,
+                        d.scopes.join(" "),
+                        d.endpoint,
+                        d.name
+                    );
+                }
+            }
+            Ok(0)
+        }
+    }
+}
