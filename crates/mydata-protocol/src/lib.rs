@@ -17,6 +17,7 @@
 pub mod catalogue;
 pub mod codes;
 pub mod date;
+pub mod dpapi;
 pub mod error;
 pub mod ids;
 pub mod jwe;
