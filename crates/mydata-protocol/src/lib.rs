@@ -19,6 +19,7 @@ pub mod codes;
 pub mod date;
 pub mod dpapi;
 pub mod error;
+pub mod flow;
 pub mod ids;
 pub mod jwe;
 pub mod package;

@@ -1,0 +1,1 @@
+//! The online-service flow rules (placeholder, being written).
