@@ -74,6 +74,72 @@ pub struct SpRecord {
     pub status: String,
 }
 
+/// One online-service transaction as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxRecord {
+    /// Internal id (UUID).
+    pub id: String,
+    /// The SP.
+    pub client_id: String,
+    /// The SP's `tx_id`.
+    pub tx_id: String,
+    /// Flow state (`redirected`, `authenticated`, `consented`, `ready`, `taken`, `ended`).
+    pub state: String,
+    /// The return code once ended (or 200 once consented).
+    pub code: Option<i32>,
+    /// Requested resource_ids in request order, JSON array.
+    pub resources: String,
+    /// The original query string of `returnUrl`.
+    pub return_query: Option<String>,
+    /// `caseNumber`.
+    pub case_number: Option<String>,
+    /// Sealed `pid` (personal).
+    pub pid_sealed: Option<String>,
+    /// Sealed citizen claims JSON (personal).
+    pub citizen_sealed: Option<String>,
+    /// Identity method used.
+    pub identity_method: Option<String>,
+    /// Keyed hash of the permission ticket.
+    pub ticket_hash: Option<String>,
+    /// Sealed `secret_key`.
+    pub secret_key_sealed: Option<String>,
+    /// The SP-API call was acknowledged.
+    pub sp_api_ack: bool,
+    /// Per-dataset results, JSON array.
+    pub datasets: String,
+    /// The SP package file, relative to the data directory.
+    pub package_path: Option<String>,
+    /// Created at.
+    pub created_at: i64,
+    /// Consent at.
+    pub consent_at: Option<i64>,
+    /// Taken at.
+    pub taken_at: Option<i64>,
+    /// When everything personal must be gone.
+    pub purge_at: i64,
+}
+
+/// A transfer record (brief §8, D37).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferRecord {
+    /// When.
+    pub at: i64,
+    /// `dp_call` or `delivery`.
+    pub kind: String,
+    /// The receiving SP.
+    pub client_id: String,
+    /// The dataset (for `dp_call`).
+    pub resource_id: Option<String>,
+    /// Keyed hash of the citizen's identifier (hex).
+    pub subject_hash: String,
+    /// Result code.
+    pub code: i32,
+    /// `caseNumber`.
+    pub case_number: Option<String>,
+    /// Identity method.
+    pub identity_method: Option<String>,
+}
+
 /// The platform's storage.
 pub trait Store: Send + Sync + 'static {
     /// Adds a dataset registration; `Conflict` if its id exists.
@@ -103,4 +169,27 @@ pub trait Store: Send + Sync + 'static {
     fn delete_tokens_of_tx(&self, tx_id: &str) -> ServerResult<usize>;
     /// Deletes tokens with `exp <= now`; returns how many.
     fn delete_expired_tokens(&self, now: UnixTime) -> ServerResult<usize>;
+
+    /// Adds a transaction; `Conflict` if (`client_id`, `tx_id`) exists.
+    fn insert_tx(&self, tx: &TxRecord) -> ServerResult<()>;
+    /// Replaces a transaction; `NotFound` if absent.
+    fn update_tx(&self, tx: &TxRecord) -> ServerResult<()>;
+    /// A transaction by internal id.
+    fn get_tx(&self, id: &str) -> ServerResult<Option<TxRecord>>;
+    /// A transaction by (`client_id`, `tx_id`).
+    fn find_tx(&self, client_id: &str, tx_id: &str) -> ServerResult<Option<TxRecord>>;
+    /// Transactions with this `tx_id`, any SP.
+    fn find_tx_any(&self, tx_id: &str) -> ServerResult<Vec<TxRecord>>;
+    /// A transaction by the keyed hash of its ticket.
+    fn find_tx_by_ticket(&self, ticket_hash: &str) -> ServerResult<Option<TxRecord>>;
+    /// Transactions with `purge_at <= now`.
+    fn txs_due(&self, now: UnixTime) -> ServerResult<Vec<TxRecord>>;
+    /// Deletes a transaction row.
+    fn delete_tx(&self, id: &str) -> ServerResult<()>;
+    /// Appends a transfer record.
+    fn insert_transfer(&self, t: &TransferRecord) -> ServerResult<()>;
+    /// Transfer records of one subject, oldest first.
+    fn transfers_of(&self, subject_hash: &str) -> ServerResult<Vec<TransferRecord>>;
+    /// Deletes transfer records older than `before`; returns how many.
+    fn delete_transfers_before(&self, before: UnixTime) -> ServerResult<usize>;
 }

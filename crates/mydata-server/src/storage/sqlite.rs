@@ -10,12 +10,13 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use mydata_protocol::date::UnixTime;
 
-use super::{DpRecord, SpRecord, Store};
+use super::{DpRecord, SpRecord, Store, TransferRecord, TxRecord};
 use crate::auth::TokenRecord;
 use crate::error::{ServerError, ServerResult};
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
+#[allow(missing_docs)]
 mod schema {
     diesel::table! {
         dps (resource_id) {
@@ -46,8 +47,116 @@ mod schema {
             exp -> BigInt,
         }
     }
+    diesel::table! {
+        transactions (id) {
+            id -> Text,
+            client_id -> Text,
+            tx_id -> Text,
+            state -> Text,
+            code -> Nullable<Integer>,
+            resources -> Text,
+            return_query -> Nullable<Text>,
+            case_number -> Nullable<Text>,
+            pid_sealed -> Nullable<Text>,
+            citizen_sealed -> Nullable<Text>,
+            identity_method -> Nullable<Text>,
+            ticket_hash -> Nullable<Text>,
+            secret_key_sealed -> Nullable<Text>,
+            sp_api_ack -> Bool,
+            datasets -> Text,
+            package_path -> Nullable<Text>,
+            created_at -> BigInt,
+            consent_at -> Nullable<BigInt>,
+            taken_at -> Nullable<BigInt>,
+            purge_at -> BigInt,
+        }
+    }
+    diesel::table! {
+        transfers (id) {
+            id -> Integer,
+            at -> BigInt,
+            kind -> Text,
+            client_id -> Text,
+            resource_id -> Nullable<Text>,
+            subject_hash -> Text,
+            code -> Integer,
+            case_number -> Nullable<Text>,
+            identity_method -> Nullable<Text>,
+        }
+    }
 }
-use schema::{dps, sps, tokens};
+use schema::{dps, sps, tokens, transactions, transfers};
+
+#[derive(Queryable, Insertable, Selectable, AsChangeset)]
+#[diesel(table_name = transactions, treat_none_as_null = true)]
+struct TxRow {
+    id: String,
+    client_id: String,
+    tx_id: String,
+    state: String,
+    code: Option<i32>,
+    resources: String,
+    return_query: Option<String>,
+    case_number: Option<String>,
+    pid_sealed: Option<String>,
+    citizen_sealed: Option<String>,
+    identity_method: Option<String>,
+    ticket_hash: Option<String>,
+    secret_key_sealed: Option<String>,
+    sp_api_ack: bool,
+    datasets: String,
+    package_path: Option<String>,
+    created_at: i64,
+    consent_at: Option<i64>,
+    taken_at: Option<i64>,
+    purge_at: i64,
+}
+
+macro_rules! tx_convert {
+    ($from:ty, $to:ident) => {
+        impl From<$from> for $to {
+            fn from(t: $from) -> Self {
+                $to {
+                    id: t.id,
+                    client_id: t.client_id,
+                    tx_id: t.tx_id,
+                    state: t.state,
+                    code: t.code,
+                    resources: t.resources,
+                    return_query: t.return_query,
+                    case_number: t.case_number,
+                    pid_sealed: t.pid_sealed,
+                    citizen_sealed: t.citizen_sealed,
+                    identity_method: t.identity_method,
+                    ticket_hash: t.ticket_hash,
+                    secret_key_sealed: t.secret_key_sealed,
+                    sp_api_ack: t.sp_api_ack,
+                    datasets: t.datasets,
+                    package_path: t.package_path,
+                    created_at: t.created_at,
+                    consent_at: t.consent_at,
+                    taken_at: t.taken_at,
+                    purge_at: t.purge_at,
+                }
+            }
+        }
+    };
+}
+tx_convert!(TxRecord, TxRow);
+tx_convert!(TxRow, TxRecord);
+
+#[derive(Queryable, Insertable, Selectable)]
+#[diesel(table_name = transfers)]
+struct TransferRow {
+    at: i64,
+    kind: String,
+    client_id: String,
+    resource_id: Option<String>,
+    subject_hash: String,
+    code: i32,
+    case_number: Option<String>,
+    identity_method: Option<String>,
+}
 
 #[derive(Queryable, Insertable, Selectable)]
 #[diesel(table_name = tokens)]
@@ -108,7 +217,8 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
         conn.batch_execute(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
+             PRAGMA secure_delete = ON;",
         )
         .map_err(diesel::r2d2::Error::QueryError)
     }
@@ -316,6 +426,132 @@ impl Store for SqliteStore {
 
     fn delete_expired_tokens(&self, now: UnixTime) -> ServerResult<usize> {
         diesel::delete(tokens::table.filter(tokens::exp.le(now.0)))
+            .execute(&mut self.conn()?)
+            .map_err(db)
+    }
+
+    fn insert_tx(&self, tx: &TxRecord) -> ServerResult<()> {
+        diesel::insert_into(transactions::table)
+            .values(TxRow::from(tx.clone()))
+            .execute(&mut self.conn()?)
+            .map_err(|e| {
+                if is_unique(&e) {
+                    ServerError::Conflict(format!("transaction {} of {}", tx.tx_id, tx.client_id))
+                } else {
+                    db(e)
+                }
+            })?;
+        Ok(())
+    }
+
+    fn update_tx(&self, tx: &TxRecord) -> ServerResult<()> {
+        let n = diesel::update(transactions::table.find(&tx.id))
+            .set(TxRow::from(tx.clone()))
+            .execute(&mut self.conn()?)
+            .map_err(db)?;
+        if n == 0 {
+            return Err(ServerError::NotFound(format!("transaction {}", tx.id)));
+        }
+        Ok(())
+    }
+
+    fn get_tx(&self, id: &str) -> ServerResult<Option<TxRecord>> {
+        transactions::table
+            .find(id)
+            .select(TxRow::as_select())
+            .first(&mut self.conn()?)
+            .optional()
+            .map(|r| r.map(TxRecord::from))
+            .map_err(db)
+    }
+
+    fn find_tx(&self, client_id: &str, tx_id: &str) -> ServerResult<Option<TxRecord>> {
+        transactions::table
+            .filter(transactions::client_id.eq(client_id))
+            .filter(transactions::tx_id.eq(tx_id))
+            .select(TxRow::as_select())
+            .first(&mut self.conn()?)
+            .optional()
+            .map(|r| r.map(TxRecord::from))
+            .map_err(db)
+    }
+
+    fn find_tx_any(&self, tx_id: &str) -> ServerResult<Vec<TxRecord>> {
+        transactions::table
+            .filter(transactions::tx_id.eq(tx_id))
+            .select(TxRow::as_select())
+            .load(&mut self.conn()?)
+            .map(|v| v.into_iter().map(TxRecord::from).collect())
+            .map_err(db)
+    }
+
+    fn find_tx_by_ticket(&self, ticket_hash: &str) -> ServerResult<Option<TxRecord>> {
+        transactions::table
+            .filter(transactions::ticket_hash.eq(ticket_hash))
+            .select(TxRow::as_select())
+            .first(&mut self.conn()?)
+            .optional()
+            .map(|r| r.map(TxRecord::from))
+            .map_err(db)
+    }
+
+    fn txs_due(&self, now: UnixTime) -> ServerResult<Vec<TxRecord>> {
+        transactions::table
+            .filter(transactions::purge_at.le(now.0))
+            .select(TxRow::as_select())
+            .load(&mut self.conn()?)
+            .map(|v| v.into_iter().map(TxRecord::from).collect())
+            .map_err(db)
+    }
+
+    fn delete_tx(&self, id: &str) -> ServerResult<()> {
+        diesel::delete(transactions::table.find(id))
+            .execute(&mut self.conn()?)
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn insert_transfer(&self, t: &TransferRecord) -> ServerResult<()> {
+        diesel::insert_into(transfers::table)
+            .values(TransferRow {
+                at: t.at,
+                kind: t.kind.clone(),
+                client_id: t.client_id.clone(),
+                resource_id: t.resource_id.clone(),
+                subject_hash: t.subject_hash.clone(),
+                code: t.code,
+                case_number: t.case_number.clone(),
+                identity_method: t.identity_method.clone(),
+            })
+            .execute(&mut self.conn()?)
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn transfers_of(&self, subject_hash: &str) -> ServerResult<Vec<TransferRecord>> {
+        let rows: Vec<TransferRow> = transfers::table
+            .filter(transfers::subject_hash.eq(subject_hash))
+            .order(transfers::id)
+            .select(TransferRow::as_select())
+            .load(&mut self.conn()?)
+            .map_err(db)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| TransferRecord {
+                at: r.at,
+                kind: r.kind,
+                client_id: r.client_id,
+                resource_id: r.resource_id,
+                subject_hash: r.subject_hash,
+                code: r.code,
+                case_number: r.case_number,
+                identity_method: r.identity_method,
+            })
+            .collect())
+    }
+
+    fn delete_transfers_before(&self, before: UnixTime) -> ServerResult<usize> {
+        diesel::delete(transfers::table.filter(transfers::at.lt(before.0)))
             .execute(&mut self.conn()?)
             .map_err(db)
     }

@@ -2,7 +2,7 @@
 
 use mydata_protocol::date::UnixTime;
 
-use super::{DpMethod, DpRecord, SpRecord, Store};
+use super::{DpMethod, DpRecord, SpRecord, Store, TransferRecord, TxRecord};
 use crate::auth::TokenRecord;
 use crate::error::ServerError;
 
@@ -60,6 +60,90 @@ fn token(hash: &str, tx: &str, exp: i64) -> TokenRecord {
 pub fn run_all(s: &dyn Store) {
     registrations(s);
     tokens(s);
+    transactions(s);
+    transfers(s);
+}
+
+/// A sample transaction.
+pub fn sample_tx(id: &str, client_id: &str, tx_id: &str, purge_at: i64) -> TxRecord {
+    TxRecord {
+        id: id.into(),
+        client_id: client_id.into(),
+        tx_id: tx_id.into(),
+        state: "redirected".into(),
+        code: None,
+        resources: "[\"API.AAAAAAAAAA\"]".into(),
+        return_query: Some("a=1".into()),
+        case_number: None,
+        pid_sealed: Some("sealed".into()),
+        citizen_sealed: None,
+        identity_method: None,
+        ticket_hash: None,
+        secret_key_sealed: None,
+        sp_api_ack: false,
+        datasets: "[]".into(),
+        package_path: None,
+        created_at: purge_at - 28_800,
+        consent_at: None,
+        taken_at: None,
+        purge_at,
+    }
+}
+
+fn transactions(s: &dyn Store) {
+    let mut a = sample_tx("t-a", "CLI.AAAAAAAAAA", "tx-1", 1000);
+    s.insert_tx(&a).unwrap();
+    assert!(matches!(
+        s.insert_tx(&sample_tx("t-b", "CLI.AAAAAAAAAA", "tx-1", 1000)),
+        Err(ServerError::Conflict(_))
+    ));
+    s.insert_tx(&sample_tx("t-c", "CLI.BBBBBBBBBB", "tx-1", 2000))
+        .unwrap();
+    assert_eq!(s.find_tx_any("tx-1").unwrap().len(), 2);
+    a.state = "consented".into();
+    a.ticket_hash = Some("th".into());
+    a.sp_api_ack = true;
+    a.consent_at = Some(900);
+    a.return_query = None;
+    s.update_tx(&a).unwrap();
+    assert_eq!(s.get_tx("t-a").unwrap().unwrap(), a);
+    assert_eq!(s.find_tx("CLI.AAAAAAAAAA", "tx-1").unwrap().unwrap(), a);
+    assert_eq!(s.find_tx_by_ticket("th").unwrap().unwrap().id, "t-a");
+    assert!(s.find_tx_by_ticket("nope").unwrap().is_none());
+    assert!(matches!(
+        s.update_tx(&sample_tx("t-z", "CLI.AAAAAAAAAA", "tx-9", 1)),
+        Err(ServerError::NotFound(_))
+    ));
+    let due: Vec<_> = s
+        .txs_due(UnixTime(1000))
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(due, vec!["t-a"]);
+    s.delete_tx("t-a").unwrap();
+    assert!(s.get_tx("t-a").unwrap().is_none());
+    s.delete_tx("t-c").unwrap();
+}
+
+fn transfers(s: &dyn Store) {
+    for (at, subject) in [(10, "s1"), (20, "s2"), (30, "s1")] {
+        s.insert_transfer(&TransferRecord {
+            at,
+            kind: "dp_call".into(),
+            client_id: "CLI.AAAAAAAAAA".into(),
+            resource_id: Some("API.AAAAAAAAAA".into()),
+            subject_hash: subject.into(),
+            code: 200,
+            case_number: None,
+            identity_method: Some("PII".into()),
+        })
+        .unwrap();
+    }
+    let mine = s.transfers_of("s1").unwrap();
+    assert_eq!(mine.iter().map(|t| t.at).collect::<Vec<_>>(), vec![10, 30]);
+    assert_eq!(s.delete_transfers_before(UnixTime(20)).unwrap(), 1);
+    assert_eq!(s.transfers_of("s1").unwrap().len(), 1);
 }
 
 fn registrations(s: &dyn Store) {
