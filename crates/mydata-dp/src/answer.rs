@@ -149,7 +149,7 @@ impl HttpAnswer {
         Self::json(403, json_error("forbidden", "the data may not be released"))
     }
 
-    /// 401. With `invalid_token` when a token was sent but refused (RFC 6750 §3.1),
+    /// Status 401: with `invalid_token` when a token was sent but refused (RFC 6750 §3.1),
     /// without an error code when no token was sent.
     pub fn unauthorized(token_sent: bool) -> Self {
         let (www, desc) = if token_sent {

@@ -263,7 +263,7 @@ impl Audience {
             return false;
         }
         if !i.aud.is_empty() {
-            return i.aud.iter().any(|a| *a == self.resource_id);
+            return i.aud.contains(&self.resource_id);
         }
         i.scopes().any(|s| self.scopes.iter().any(|m| m == s))
     }

@@ -119,7 +119,7 @@ impl JobStore {
     pub fn claim(&self, key: &str, owner: &str, now: UnixTime) -> Claim<'_> {
         let mut inner = self.lock();
         inner.claims = inner.claims.wrapping_add(1);
-        if inner.claims % 1024 == 0 {
+        if inner.claims.is_multiple_of(1024) {
             inner.map.purge_expired(now);
         }
         let key_owned = key.to_owned();
