@@ -24,6 +24,9 @@ use crate::storage::{DpMethod, DpRecord, SpRecord, Store};
 /// The sandbox catalogue, compiled in so that `mydata serve --sandbox` works from any directory.
 pub const SANDBOX_CATALOGUE: &str = include_str!("../../../fixtures/catalogue.json");
 
+/// The sandbox CA that signs the sandbox DPs' certificates (fixtures/pki/sandbox-root-ca.pem).
+pub const SANDBOX_ROOT_CA: &[u8] = include_bytes!("../../../fixtures/pki/sandbox-root-ca.pem");
+
 /// The sandbox SP registrations, compiled in (fixtures/sandbox.json).
 pub const SANDBOX_SPS: &str = include_str!("../../../fixtures/sandbox.json");
 
@@ -227,8 +230,13 @@ impl Platform {
     /// Registers every catalogue dataset with its public sandbox secret and the sandbox DP as
     /// endpoint (skipping those already registered).
     pub fn load_sandbox(&self) -> ServerResult<usize> {
+        self.load_sandbox_at(&self.config.sandbox_dp_url)
+    }
+
+    /// [`Platform::load_sandbox`] with the sandbox DP at `dp_base` instead of the configured URL.
+    pub fn load_sandbox_at(&self, dp_base: &str) -> ServerResult<usize> {
         let catalogue = Catalogue::from_json(SANDBOX_CATALOGUE)?;
-        let base = self.config.sandbox_dp_url.trim_end_matches('/');
+        let base = dp_base.trim_end_matches('/');
         let mut added = 0;
         for d in catalogue.datasets {
             if self.store.get_dp(d.resource_id.as_str())?.is_some() {
