@@ -43,6 +43,8 @@ enum Cmd {
     Jwe(JweCmd),
     /// Run the platform server.
     Serve(crate::server_cmds::ServeArgs),
+    /// Run the sandbox DP (every catalogue dataset, for the fixture citizens).
+    SandboxDp(crate::server_cmds::SandboxDpArgs),
     /// Register and list SP services (operator).
     #[command(subcommand)]
     Sp(crate::server_cmds::SpCmd),
@@ -214,6 +216,7 @@ struct JweDecryptArgs {
 pub fn run(cli: Cli) -> CliResult<i32> {
     match cli.cmd {
         Cmd::Serve(a) => crate::server_cmds::serve(a),
+        Cmd::SandboxDp(a) => crate::server_cmds::sandbox_dp(a),
         Cmd::Sp(c) => crate::server_cmds::sp(c),
         Cmd::Dp(c) => crate::server_cmds::dp(c),
         Cmd::Package(PackageCmd::Build(a)) => package_build(a),

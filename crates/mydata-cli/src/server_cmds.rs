@@ -44,6 +44,60 @@ pub struct ServeArgs {
     /// Public base URL.
     #[arg(long)]
     public_url: Option<String>,
+    /// With --sandbox, do not start the sandbox DP in this process.
+    #[arg(long)]
+    no_sandbox_dp: bool,
+}
+
+/// `mydata sandbox-dp`: the sandbox DP on its own.
+#[derive(Args, Debug)]
+pub struct SandboxDpArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    listen: SocketAddr,
+    /// The platform's base URL (for introspection).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    platform: String,
+    /// Behaviour of a dataset: RESOURCE_ID=instant|slow:SECONDS|no_data|fail:STATUS|down (repeat).
+    #[arg(long = "behaviour")]
+    behaviours: Vec<String>,
+    /// Time scale of slow datasets (catalogue delivery seconds × scale; 0 = all instant).
+    #[arg(long)]
+    time_scale: Option<f64>,
+}
+
+fn sandbox_config(
+    listen: SocketAddr,
+    platform: &str,
+    behaviours: &[String],
+    time_scale: Option<f64>,
+) -> CliResult<mydata_dp::sandbox::SandboxConfig> {
+    let mut cfg = mydata_dp::sandbox::SandboxConfig::embedded(platform)?;
+    cfg.listen = listen;
+    if let Some(t) = time_scale {
+        cfg.time_scale = t;
+    }
+    for b in behaviours {
+        let (id, how) = b
+            .split_once('=')
+            .ok_or_else(|| format!("--behaviour {b}: expected RESOURCE_ID=BEHAVIOUR"))?;
+        cfg.behaviours.insert(
+            id.to_string(),
+            how.parse().map_err(|e| format!("--behaviour {b}: {e}"))?,
+        );
+    }
+    Ok(cfg)
+}
+
+/// Runs `mydata sandbox-dp` until interrupted.
+pub fn sandbox_dp(a: SandboxDpArgs) -> CliResult<i32> {
+    let cfg = sandbox_config(a.listen, &a.platform, &a.behaviours, a.time_scale)?;
+    eprintln!(
+        "mydata: sandbox DP on http://{} (platform {})",
+        a.listen, a.platform
+    );
+    mydata_dp::sandbox::run(cfg)?;
+    Ok(0)
 }
 
 /// `mydata sp …`.
@@ -202,6 +256,22 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
         let n = platform.load_sandbox()?;
         eprintln!("mydata: sandbox registrations loaded ({n} new)");
     }
+    let _sandbox_dp = if platform.config.sandbox && !a.no_sandbox_dp {
+        let dp_url = url::Url::parse(&platform.config.sandbox_dp_url)
+            .map_err(|e| format!("sandbox_dp_url: {e}"))?;
+        let addr = dp_url
+            .socket_addrs(|| Some(80))
+            .map_err(|e| format!("sandbox_dp_url: {e}"))?
+            .into_iter()
+            .next()
+            .ok_or("sandbox_dp_url: no address")?;
+        let cfg = sandbox_config(addr, &platform.config.public_url, &[], None)?;
+        let t = mydata_dp::sandbox::spawn_thread(cfg)?;
+        eprintln!("mydata: sandbox DP on http://{}", t.addr());
+        Some(t)
+    } else {
+        None
+    };
     let platform = Arc::new(platform);
     let listener = TcpListener::bind(listen).map_err(|e| format!("listen on {listen}: {e}"))?;
     eprintln!(

@@ -1,0 +1,225 @@
+//! `mydata serve --sandbox` as a newcomer runs it: the platform and the sandbox DP in one
+//! process, answering over real HTTP on 127.0.0.1; the operator commands see the sandbox
+//! registrations.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split(' ').nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|x| x.1.to_string())?;
+    Some((status, body))
+}
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serve_sandbox_runs_platform_and_sandbox_dp() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, d) = (free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_mydata"))
+        .args(["serve", "--sandbox", "--listen"])
+        .arg(format!("127.0.0.1:{p}"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("MYDATA_SANDBOX_DP_URL", format!("http://127.0.0.1:{d}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _guard = Kill(child);
+    let start = Instant::now();
+    let meta = loop {
+        if let Some(r) = get(p, "/.well-known/oauth-authorization-server") {
+            break r;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(meta.0, 200);
+    let v: serde_json::Value = serde_json::from_str(&meta.1).unwrap();
+    assert_eq!(
+        v["introspection_endpoint"],
+        format!("http://127.0.0.1:{p}/connect/introspect")
+    );
+    // The sandbox DP answers its heartbeat, and refuses a call without a token.
+    let (s, _) = get(d, "/dp/API.ARPPI3VTCB?heartbeat=true").unwrap();
+    assert_eq!(s, 200);
+    let (s, _) = get(
+        d,
+        "/dp/API.ARPPI3VTCB?transaction_uid=0b7c7e0e-5d7a-4c1f-8e55-7f4a3b2c1d01",
+    )
+    .unwrap();
+    assert_eq!(s, 401);
+    // The operator commands read the same data directory.
+    let out = Command::new(env!("CARGO_BIN_EXE_mydata"))
+        .args(["sp", "list", "--json", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = sps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["client_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["CLI.SANDBOX001", "CLI.SANDBOX002"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_mydata"))
+        .args(["dp", "list", "--json", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let dps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(dps.as_array().unwrap().len(), 105);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("secret"),
+        "no secret or hash is listed"
+    );
+}
+
+#[test]
+fn operator_register_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mydata"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "dp",
+        "register",
+        "--json",
+        "--name",
+        "戶籍謄本",
+        "--provider",
+        "內政部",
+        "--scope",
+        "moi.household.read",
+        "--endpoint",
+        "http://127.0.0.1:9/dp",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dp: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rid = dp["resource_id"].as_str().unwrap().to_string();
+    let secret = dp["resource_secret"].as_str().unwrap().to_string();
+    assert!(rid.starts_with("API.") && rid.len() == 14);
+    assert_eq!(secret.len(), 16);
+    let out = run(&[
+        "sp",
+        "register",
+        "--json",
+        "--name",
+        "Taipei",
+        "--return-url",
+        "https://sp.example.test/return",
+        "--sp-api-url",
+        "https://sp.example.test/sp-api",
+        "--dataset",
+        &rid,
+        "--allow-ip",
+        "192.0.2.10",
+        "--packaging",
+        "b",
+        "--jwe",
+        "gcm",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sp: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(sp["client_id"].as_str().unwrap().starts_with("CLI."));
+    assert_eq!(sp["cbc_iv"].as_str().unwrap().len(), 16);
+    assert_eq!(sp["api_key"].as_str().unwrap().len(), 32);
+    // An unknown dataset and a bad URL are refused with a message, nothing registered.
+    let out = run(&[
+        "sp",
+        "register",
+        "--name",
+        "X",
+        "--return-url",
+        "ftp://x",
+        "--sp-api-url",
+        "https://x.test/a",
+        "--dataset",
+        &rid,
+        "--allow-ip",
+        "192.0.2.1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("return_url"));
+    let out = run(&[
+        "sp",
+        "register",
+        "--name",
+        "X",
+        "--return-url",
+        "https://x.test/r",
+        "--sp-api-url",
+        "https://x.test/a",
+        "--dataset",
+        "API.ZZZZZZZZZZ",
+        "--allow-ip",
+        "192.0.2.1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["sp", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["packaging_mode"], "B");
+    // No secret in the database or the listing.
+    let mut db = std::fs::read(dir.path().join("mydata.sqlite")).unwrap();
+    db.extend(std::fs::read(dir.path().join("mydata.sqlite-wal")).unwrap_or_default());
+    for s in [
+        &secret,
+        sp["client_secret"].as_str().unwrap(),
+        sp["api_key"].as_str().unwrap(),
+    ] {
+        assert!(
+            !db.windows(s.len()).any(|w| w == s.as_bytes()),
+            "{s} in the database"
+        );
+    }
+}
