@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 #[derive(Parser)]
 struct Args {
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8090")]
+    #[arg(long, default_value = "127.0.0.1:8082")]
     listen: SocketAddr,
     /// URL path of the endpoint registered at the platform.
     #[arg(long, default_value = "/dp/household-transcript")]
