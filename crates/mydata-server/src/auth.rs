@@ -190,6 +190,9 @@ pub enum Introspection {
     Active(Map<String, Json>),
 }
 
+/// A dataset's scopes and the claims it may see.
+type ScopesAndClaims = (Vec<String>, Vec<String>);
+
 struct TokenIndex {
     by_tx: HashMap<String, HashSet<String>>,
     exp: HashMap<String, (String, i64)>,
@@ -199,7 +202,7 @@ struct TokenIndex {
 pub struct AuthServer {
     key: MasterKey,
     registrar: RwLock<ClientMap>,
-    scopes: RwLock<HashMap<String, (Vec<String>, Vec<String>)>>,
+    scopes: RwLock<HashMap<String, ScopesAndClaims>>,
     issuer: RwLock<TokenMap<RandomGenerator>>,
     index: RwLock<TokenIndex>,
 }
