@@ -10,6 +10,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod dpcall;
+pub mod engine;
 pub mod error;
 pub mod http;
 pub mod platform;

@@ -1,0 +1,453 @@
+//! The online service after consent (spec §5.3 step 4, §7, §8, D22, D25, D37): the SP-API call,
+//! the DP-API call series, packaging, taking the package, and the purge.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mydata_protocol::codes::{DatasetCode, ReturnCode};
+use mydata_protocol::date::UnixTime;
+use mydata_protocol::ids::{ClientId, PermissionTicket, ResourceId, SecretKey};
+use mydata_protocol::jwe::{self, ContentIv, JweMode};
+use mydata_protocol::package::dp::TrustAnchors;
+use mydata_protocol::package::sp::{self, Dataset, Outcome, PackagingMode};
+use mydata_protocol::param::{ParamCipher, ParamMode};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::CitizenClaims;
+use crate::dpcall;
+use crate::error::{ServerError, ServerResult};
+use crate::platform::Platform;
+use crate::storage::{SpRecord, TransferRecord, TxRecord};
+
+/// Seconds from consent to the purge of everything personal (D37).
+pub const RETENTION_SECS: i64 = 28_800;
+/// SP-API connect timeout.
+pub const SP_API_CONNECT: Duration = Duration::from_secs(15);
+/// SP-API total timeout.
+pub const SP_API_TOTAL: Duration = Duration::from_secs(30);
+
+/// One dataset's result in a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetResult {
+    /// The dataset.
+    pub resource_id: String,
+    /// Per-dataset code (`None` while its call series runs).
+    pub code: Option<u16>,
+    /// Calls made.
+    pub calls: u32,
+}
+
+/// Transaction states as stored.
+pub mod state {
+    /// Redirect accepted; not yet consented.
+    pub const REDIRECTED: &str = "redirected";
+    /// Identity verified.
+    pub const AUTHENTICATED: &str = "authenticated";
+    /// Consented, SP-API acknowledged, DPs being called.
+    pub const FETCHING: &str = "fetching";
+    /// The package is ready.
+    pub const READY: &str = "ready";
+    /// The package was taken.
+    pub const TAKEN: &str = "taken";
+    /// Ended with `code`.
+    pub const ENDED: &str = "ended";
+}
+
+fn param_mode(sp: &SpRecord) -> ParamMode {
+    if sp.jwe_mode == "gcm" {
+        ParamMode::Gcm
+    } else {
+        ParamMode::Cbc
+    }
+}
+
+fn jwe_mode(sp: &SpRecord) -> JweMode {
+    if sp.jwe_mode == "gcm" {
+        JweMode::Gcm
+    } else {
+        JweMode::Cbc
+    }
+}
+
+fn packaging(sp: &SpRecord) -> PackagingMode {
+    if sp.packaging_mode == "B" {
+        PackagingMode::B
+    } else {
+        PackagingMode::A
+    }
+}
+
+impl Platform {
+    /// Keyed hash of a citizen identifier, for transfer records (D37).
+    pub fn subject_hash(&self, pid: &str) -> String {
+        hex::encode(self.key.keyed_hash(&[b"subject", pid.as_bytes()]))
+    }
+
+    /// The citizen's stable opaque `sub` (a UUID derived from a keyed hash of the identifier).
+    pub fn citizen_sub(&self, pid: &str) -> String {
+        let h = self.key.keyed_hash(&[b"sub", pid.as_bytes()]);
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&h[..16]);
+        PermissionTicket::from_random(b).as_str().to_string()
+    }
+
+    /// Keyed hash of a permission ticket (tickets are stored only this way).
+    pub fn ticket_hash(&self, ticket: &str) -> String {
+        hex::encode(
+            self.key
+                .keyed_hash(&[b"permission_ticket", ticket.as_bytes()]),
+        )
+    }
+
+    fn package_dir(&self) -> PathBuf {
+        self.config.data_dir.join("packages")
+    }
+
+    /// Trust anchors for DP packages (the sandbox CA in sandbox mode).
+    pub fn dp_trust(&self) -> Option<Arc<TrustAnchors>> {
+        self.config
+            .sandbox
+            .then(|| TrustAnchors::from_pem(&[crate::platform::SANDBOX_ROOT_CA]).ok())
+            .flatten()
+            .map(Arc::new)
+    }
+}
+
+/// The SP-API call and what follows consent. Returns the code the citizen is sent back with:
+/// 200 when the SP acknowledged (the DPs are then called in the background), 410 otherwise.
+pub async fn consent(
+    p: Arc<Platform>,
+    mut tx: TxRecord,
+    citizen: CitizenClaims,
+) -> ServerResult<ReturnCode> {
+    let sp = p
+        .store
+        .get_sp(&tx.client_id)?
+        .ok_or_else(|| ServerError::NotFound(format!("service {}", tx.client_id)))?;
+    let secrets = p.sp_secrets(&sp)?;
+    let ticket = PermissionTicket::generate()?;
+    let secret_key = SecretKey::generate()?;
+    let cipher = ParamCipher::new(&secrets.client_secret, &secrets.cbc_iv, param_mode(&sp));
+    let mut body = serde_json::Map::new();
+    body.insert("tx_id".into(), tx.tx_id.clone().into());
+    if let Some(k) = &secrets.api_key {
+        body.insert("apiKey".into(), k.clone().into());
+    }
+    body.insert("permission_ticket".into(), ticket.as_str().into());
+    body.insert(
+        "secret_key".into(),
+        cipher.encrypt(secret_key.as_str())?.into(),
+    );
+    let client = awc::Client::builder()
+        .timeout(SP_API_TOTAL)
+        .connector(awc::Connector::new().timeout(SP_API_CONNECT))
+        .disable_redirects()
+        .finish();
+    let acknowledged = match client
+        .post(&sp.sp_api_url)
+        .insert_header(("Content-Type", "application/json; charset=utf-8"))
+        .send_body(serde_json::Value::Object(body).to_string())
+        .await
+    {
+        Ok(r) => matches!(r.status().as_u16(), 200 | 201),
+        Err(e) => {
+            log::warn!("SP-API call of {} failed: {e}", tx.client_id);
+            false
+        }
+    };
+    let now = p.now();
+    if !acknowledged {
+        end(&p, &mut tx, ReturnCode::SpApiFailed, now)?;
+        return Ok(ReturnCode::SpApiFailed);
+    }
+    tx.state = state::FETCHING.into();
+    tx.code = Some(200);
+    tx.ticket_hash = Some(p.ticket_hash(ticket.as_str()));
+    tx.secret_key_sealed = Some(
+        p.key
+            .seal(&format!("tx:{}:secret_key", tx.id), secret_key.as_str())?,
+    );
+    tx.citizen_sealed = Some(p.key.seal(
+        &format!("tx:{}:citizen", tx.id),
+        &serde_json::to_string(&citizen).map_err(|e| ServerError::Internal(e.to_string()))?,
+    )?);
+    tx.sp_api_ack = true;
+    tx.consent_at = Some(now.0);
+    tx.purge_at = now.0 + RETENTION_SECS;
+    p.store.update_tx(&tx)?;
+    let p2 = p.clone();
+    actix_web::rt::spawn(async move {
+        if let Err(e) = fetch_and_package(p2, tx, citizen, sp).await {
+            log::error!("packaging failed: {e}");
+        }
+    });
+    Ok(ReturnCode::Success)
+}
+
+/// Ends a transaction with `code`; its personal data goes at once (D37).
+pub fn end(p: &Platform, tx: &mut TxRecord, code: ReturnCode, now: UnixTime) -> ServerResult<()> {
+    tx.state = state::ENDED.into();
+    tx.code = Some(code.wire() as i32);
+    tx.pid_sealed = None;
+    tx.citizen_sealed = None;
+    tx.secret_key_sealed = None;
+    tx.purge_at = tx.purge_at.min(now.0 + RETENTION_SECS);
+    p.store.update_tx(tx)
+}
+
+fn resources(tx: &TxRecord) -> ServerResult<Vec<String>> {
+    serde_json::from_str(&tx.resources)
+        .map_err(|e| ServerError::Storage(format!("transaction resources: {e}")))
+}
+
+/// Calls every DP of a consented transaction, then builds and stores the SP package.
+async fn fetch_and_package(
+    p: Arc<Platform>,
+    tx: TxRecord,
+    citizen: CitizenClaims,
+    sp: SpRecord,
+) -> ServerResult<()> {
+    let ids = resources(&tx)?;
+    let trust = p.dp_trust();
+    let subject = p.subject_hash(&citizen.uid);
+    let mut handles = Vec::new();
+    for rid in ids.clone() {
+        let p = p.clone();
+        let citizen = citizen.clone();
+        let tx_id = tx.id.clone();
+        let client_id = tx.client_id.clone();
+        let trust = trust.clone();
+        handles.push(actix_web::rt::spawn(async move {
+            let Some(dp) = p.store.get_dp(&rid)? else {
+                return Ok::<_, ServerError>((rid, DatasetCode::DpError, None, 0));
+            };
+            if dp.status != "active" {
+                return Ok((rid, DatasetCode::DpServiceStopped, None, 0));
+            }
+            let transaction_uid = PermissionTicket::generate()?.as_str().to_string();
+            let token = p.issue_token(&tx_id, &client_id, &rid, &transaction_uid, &citizen)?;
+            let client = dpcall::client();
+            let r = dpcall::run_series(
+                &client,
+                &p.clock,
+                &dp,
+                &token.token,
+                &transaction_uid,
+                trust,
+            )
+            .await;
+            // The end of the call series ends the token's life (spec §10.1).
+            p.auth.revoke_hash(&token.record.token_hash)?;
+            p.store.delete_token(&token.record.token_hash)?;
+            Ok((rid, r.code, r.package, r.calls))
+        }));
+    }
+    let mut results = Vec::new();
+    for h in handles {
+        let r = h
+            .await
+            .map_err(|e| ServerError::Internal(format!("DP task: {e}")))??;
+        results.push(r);
+    }
+    let now = p.now();
+    for (rid, code, _, _) in &results {
+        p.store.insert_transfer(&TransferRecord {
+            at: now.0,
+            kind: "dp_call".into(),
+            client_id: tx.client_id.clone(),
+            resource_id: Some(rid.clone()),
+            subject_hash: subject.clone(),
+            code: code.wire() as i32,
+            case_number: tx.case_number.clone(),
+            identity_method: tx.identity_method.clone(),
+        })?;
+    }
+    // Build the SP package (spec §11, D10).
+    let names: std::collections::HashMap<String, String> = p
+        .store
+        .list_dps()?
+        .into_iter()
+        .map(|d| (d.resource_id, d.name))
+        .collect();
+    let mut readers: Vec<std::io::Cursor<Vec<u8>>> = results
+        .iter()
+        .map(|(_, _, pkg, _)| {
+            std::io::Cursor::new(pkg.as_ref().map(|b| b.to_vec()).unwrap_or_default())
+        })
+        .collect();
+    let mut datasets = Vec::new();
+    for ((rid, code, pkg, _), reader) in results.iter().zip(readers.iter_mut()) {
+        let outcome = match (code, pkg) {
+            (DatasetCode::Delivered, Some(_)) => Outcome::Package(reader),
+            (DatasetCode::NoData, _) => Outcome::NoData,
+            (c, _) => Outcome::Failed(*c),
+        };
+        datasets.push(Dataset {
+            resource_id: rid.parse::<ResourceId>()?,
+            resource_name: names.get(rid).cloned().unwrap_or_default(),
+            outcome,
+        });
+    }
+    std::fs::create_dir_all(p.package_dir())
+        .map_err(|e| ServerError::Storage(format!("packages directory: {e}")))?;
+    let rel = format!("packages/{}.zip", tx.id);
+    let path = p.config.data_dir.join(&rel);
+    let file = std::fs::File::create(&path)
+        .map_err(|e| ServerError::Storage(format!("{}: {e}", path.display())))?;
+    let (_, _summary) = sp::build(file, packaging(&sp), datasets)?;
+    let all_failed = results
+        .iter()
+        .all(|(_, c, _, _)| !matches!(c, DatasetCode::Delivered | DatasetCode::NoData));
+    let mut tx = p
+        .store
+        .get_tx(&tx.id)?
+        .ok_or_else(|| ServerError::NotFound("transaction purged while fetching".into()))?;
+    tx.datasets = serde_json::to_string(
+        &results
+            .iter()
+            .map(|(rid, c, _, calls)| DatasetResult {
+                resource_id: rid.clone(),
+                code: Some(c.wire()),
+                calls: *calls,
+            })
+            .collect::<Vec<_>>(),
+    )
+    .map_err(|e| ServerError::Internal(e.to_string()))?;
+    tx.state = state::READY.into();
+    tx.code = Some(if all_failed { 504 } else { 200 });
+    tx.package_path = Some(rel);
+    p.store.update_tx(&tx)?;
+    Ok(())
+}
+
+/// The MyData-API answer for a ticket (spec §8.1), decided in the spec's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataAnswer {
+    /// 401: the source IP is registered for no service.
+    UnknownSource,
+    /// 400: no or malformed ticket.
+    BadTicket,
+    /// 403.
+    Forbidden,
+    /// 201: already taken.
+    Taken,
+    /// 504: every dataset failed.
+    AllFailed,
+    /// 429 with `Retry-After`.
+    NotReady(u32),
+    /// 200 with this JWE.
+    Ready(String),
+}
+
+/// Answers `GET /service/data` and, on 200, takes the package (deleting it and the transaction's
+/// personal data).
+pub fn data(
+    p: &Platform,
+    source: std::net::IpAddr,
+    ticket: Option<&str>,
+    tx_id: Option<&str>,
+) -> ServerResult<DataAnswer> {
+    let src = source.to_string();
+    let sps = p.store.list_sps()?;
+    if !sps.iter().any(|s| s.allowed_ips.iter().any(|i| *i == src)) {
+        return Ok(DataAnswer::UnknownSource);
+    }
+    let Some(ticket) = ticket
+        .map(str::trim)
+        .filter(|t| t.parse::<PermissionTicket>().is_ok())
+    else {
+        return Ok(DataAnswer::BadTicket);
+    };
+    let Some(mut tx) = p
+        .store
+        .find_tx_by_ticket(&p.ticket_hash(&ticket.to_ascii_lowercase()))?
+    else {
+        return Ok(DataAnswer::Forbidden);
+    };
+    let Some(sp) = sps.iter().find(|s| s.client_id == tx.client_id) else {
+        return Ok(DataAnswer::Forbidden);
+    };
+    let now = p.now();
+    if !sp.allowed_ips.iter().any(|i| *i == src)
+        || tx_id.is_some_and(|t| t != tx.tx_id)
+        || !tx.sp_api_ack
+        || tx.consent_at.is_none_or(|c| now.0 > c + RETENTION_SECS)
+    {
+        return Ok(DataAnswer::Forbidden);
+    }
+    if tx.state == state::TAKEN {
+        return Ok(DataAnswer::Taken);
+    }
+    if tx.state == state::ENDED || (tx.state == state::READY && tx.code == Some(504)) {
+        return Ok(DataAnswer::AllFailed);
+    }
+    if tx.state != state::READY {
+        return Ok(DataAnswer::NotReady(5));
+    }
+    let rel = tx
+        .package_path
+        .clone()
+        .ok_or_else(|| ServerError::Internal("ready without a package".into()))?;
+    let path = p.config.data_dir.join(&rel);
+    let zip = std::fs::read(&path)
+        .map_err(|e| ServerError::Storage(format!("{}: {e}", path.display())))?;
+    let key: SecretKey = p
+        .key
+        .open(
+            &format!("tx:{}:secret_key", tx.id),
+            tx.secret_key_sealed.as_deref().unwrap_or_default(),
+        )?
+        .parse()?;
+    let secrets = p.sp_secrets(sp)?;
+    let client_id: ClientId = tx.client_id.parse()?;
+    let jwe = jwe::encrypt_package(
+        &client_id,
+        &zip,
+        &key,
+        jwe_mode(sp),
+        ContentIv::SpCbcIv(&secrets.cbc_iv),
+    )?;
+    // Take: the package and the personal data go now (D25, D37).
+    let subject = tx
+        .pid_sealed
+        .as_deref()
+        .and_then(|s| p.key.open(&format!("tx:{}:pid", tx.id), s).ok())
+        .map(|pid| p.subject_hash(&pid))
+        .unwrap_or_default();
+    let _ = std::fs::remove_file(&path);
+    p.revoke_transaction_tokens(&tx.id)?;
+    tx.state = state::TAKEN.into();
+    tx.code = Some(201);
+    tx.taken_at = Some(now.0);
+    tx.package_path = None;
+    tx.pid_sealed = None;
+    tx.citizen_sealed = None;
+    tx.secret_key_sealed = None;
+    p.store.update_tx(&tx)?;
+    p.store.insert_transfer(&TransferRecord {
+        at: now.0,
+        kind: "delivery".into(),
+        client_id: tx.client_id.clone(),
+        resource_id: None,
+        subject_hash: subject,
+        code: 200,
+        case_number: tx.case_number.clone(),
+        identity_method: tx.identity_method.clone(),
+    })?;
+    Ok(DataAnswer::Ready(jwe))
+}
+
+/// Deletes every transaction whose deadline has passed, with its package file and tokens.
+/// Returns how many.
+pub fn purge(p: &Platform) -> ServerResult<usize> {
+    let due = p.store.txs_due(p.now())?;
+    for tx in &due {
+        if let Some(rel) = &tx.package_path {
+            let _ = std::fs::remove_file(p.config.data_dir.join(rel));
+        }
+        p.revoke_transaction_tokens(&tx.id)?;
+        p.store.delete_tx(&tx.id)?;
+    }
+    Ok(due.len())
+}
