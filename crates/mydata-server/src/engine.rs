@@ -449,5 +449,9 @@ pub fn purge(p: &Platform) -> ServerResult<usize> {
         p.revoke_transaction_tokens(&tx.id)?;
         p.store.delete_tx(&tx.id)?;
     }
+    p.store.delete_expired_tokens(p.now())?;
+    if !due.is_empty() {
+        p.store.checkpoint()?;
+    }
     Ok(due.len())
 }

@@ -10,6 +10,7 @@ use crate::error::{ServerError, ServerResult};
 use crate::platform::Platform;
 
 pub mod connect;
+pub mod service;
 
 /// Shared state handed to handlers.
 pub type State = web::Data<Platform>;
@@ -17,6 +18,7 @@ pub type State = web::Data<Platform>;
 /// Mounts every route of the platform.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     connect::configure(cfg);
+    service::configure(cfg);
 }
 
 /// Builds the HTTP server on an already bound listener.

@@ -192,4 +192,8 @@ pub trait Store: Send + Sync + 'static {
     fn transfers_of(&self, subject_hash: &str) -> ServerResult<Vec<TransferRecord>>;
     /// Deletes transfer records older than `before`; returns how many.
     fn delete_transfers_before(&self, before: UnixTime) -> ServerResult<usize>;
+
+    /// Makes deletions final on disk (for SQLite: a WAL checkpoint that truncates the log, so
+    /// that no old page image of deleted personal data survives; D37).
+    fn checkpoint(&self) -> ServerResult<()>;
 }

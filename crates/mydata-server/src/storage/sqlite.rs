@@ -550,6 +550,12 @@ impl Store for SqliteStore {
             .collect())
     }
 
+    fn checkpoint(&self) -> ServerResult<()> {
+        self.conn()?
+            .batch_execute("PRAGMA wal_checkpoint(TRUNCATE);")
+            .map_err(db)
+    }
+
     fn delete_transfers_before(&self, before: UnixTime) -> ServerResult<usize> {
         diesel::delete(transfers::table.filter(transfers::at.lt(before.0)))
             .execute(&mut self.conn()?)
