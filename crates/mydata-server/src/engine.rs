@@ -350,7 +350,7 @@ pub fn data(
 ) -> ServerResult<DataAnswer> {
     let src = source.to_string();
     let sps = p.store.list_sps()?;
-    if !sps.iter().any(|s| s.allowed_ips.iter().any(|i| *i == src)) {
+    if !sps.iter().any(|s| s.allowed_ips.contains(&src)) {
         return Ok(DataAnswer::UnknownSource);
     }
     let Some(ticket) = ticket
@@ -369,7 +369,7 @@ pub fn data(
         return Ok(DataAnswer::Forbidden);
     };
     let now = p.now();
-    if !sp.allowed_ips.iter().any(|i| *i == src)
+    if !sp.allowed_ips.contains(&src)
         || tx_id.is_some_and(|t| t != tx.tx_id)
         || !tx.sp_api_ack
         || tx.consent_at.is_none_or(|c| now.0 > c + RETENTION_SECS)

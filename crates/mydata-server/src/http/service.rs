@@ -72,7 +72,7 @@ async fn txid_status(state: State, req: HttpRequest) -> HttpResponse {
             let sps = p.store.list_sps()?;
             let mine: Vec<&str> = sps
                 .iter()
-                .filter(|s| s.allowed_ips.iter().any(|i| *i == src))
+                .filter(|s| s.allowed_ips.contains(&src))
                 .map(|s| s.client_id.as_str())
                 .collect();
             if mine.is_empty() {
