@@ -288,6 +288,14 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
                 if let Err(e) = sweeper.sweep_tokens() {
                     eprintln!("mydata: token sweep failed: {e}");
                 }
+                // The 8-hour purge of personal data (spec D37), driven by the platform's clock.
+                let p = sweeper.clone();
+                match actix_web::web::block(move || mydata_server::engine::purge(&p)).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => eprintln!("mydata: purged {n} transactions"),
+                    Ok(Err(e)) => eprintln!("mydata: purge failed: {e}"),
+                    Err(e) => eprintln!("mydata: purge failed: {e}"),
+                }
             }
         });
         let srv = mydata_server::http::server(platform, listener)
