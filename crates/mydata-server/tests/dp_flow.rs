@@ -28,6 +28,38 @@ fn citizen(uid: &str, name: &str) -> CitizenClaims {
     }
 }
 
+/// Issues a token for dataset `token_for` (revoked at once when `revoke`), then runs the
+/// platform's call series against dataset `call`.
+#[allow(clippy::too_many_arguments)]
+async fn call(
+    p: &Platform,
+    clock: &SharedClock,
+    trust: &Arc<TrustAnchors>,
+    tx: &str,
+    token_for: &str,
+    call: &str,
+    transaction_uid: &str,
+    citizen: &CitizenClaims,
+    revoke: bool,
+) -> dpcall::SeriesResult {
+    let t = p
+        .issue_token(tx, "CLI.SANDBOX001", token_for, transaction_uid, citizen)
+        .unwrap();
+    if revoke {
+        p.revoke_transaction_tokens(tx).unwrap();
+    }
+    let dp_rec = p.store.get_dp(call).unwrap().unwrap();
+    dpcall::run_series(
+        &dpcall::client(),
+        clock,
+        &dp_rec,
+        &t.token,
+        transaction_uid,
+        Some(trust.clone()),
+    )
+    .await
+}
+
 #[actix_web::test]
 async fn platform_calls_the_sandbox_dp_which_introspects_at_the_platform() {
     let clock: SharedClock = Arc::new(SystemClock);
@@ -55,27 +87,19 @@ async fn platform_calls_the_sandbox_dp_which_introspects_at_the_platform() {
     p.load_sandbox_at(&dp_srv.base_url()).unwrap();
 
     let trust = Arc::new(TrustAnchors::from_pem(&[SANDBOX_ROOT_CA]).unwrap());
-    let client = dpcall::client();
     let wang = citizen("A120345672", "王大明");
 
     // Instant dataset: one call, a package signed by the sandbox DP for this citizen.
-    let t = p
-        .issue_token(
-            "tx-1",
-            "CLI.SANDBOX001",
-            &instant,
-            "0b7c7e0e-5d7a-4c1f-8e55-7f4a3b2c1d01",
-            &wang,
-        )
-        .unwrap();
-    let dp_rec = p.store.get_dp(&instant).unwrap().unwrap();
-    let r = dpcall::run_series(
-        &client,
+    let r = call(
+        &p,
         &clock,
-        &dp_rec,
-        &t.token,
-        &t.record.transaction_uid,
-        Some(trust.clone()),
+        &trust,
+        "tx-1",
+        &instant,
+        &instant,
+        "0b7c7e0e-5d7a-4c1f-8e55-7f4a3b2c1d01",
+        &wang,
+        false,
     )
     .await;
     assert_eq!(r.code, DatasetCode::Delivered);
@@ -105,23 +129,16 @@ async fn platform_calls_the_sandbox_dp_which_introspects_at_the_platform() {
     );
 
     // Slow dataset: 429 + Retry-After first, then 200 under the same transaction_uid.
-    let t = p
-        .issue_token(
-            "tx-1",
-            "CLI.SANDBOX001",
-            &slow,
-            "0b7c7e0e-5d7a-4c1f-8e55-7f4a3b2c1d02",
-            &wang,
-        )
-        .unwrap();
-    let dp_rec = p.store.get_dp(&slow).unwrap().unwrap();
-    let r = dpcall::run_series(
-        &client,
+    let r = call(
+        &p,
         &clock,
-        &dp_rec,
-        &t.token,
-        &t.record.transaction_uid,
-        Some(trust.clone()),
+        &trust,
+        "tx-1",
+        &slow,
+        &slow,
+        "0b7c7e0e-5d7a-4c1f-8e55-7f4a3b2c1d02",
+        &wang,
+        false,
     )
     .await;
     assert_eq!(r.code, DatasetCode::Delivered);
@@ -129,91 +146,62 @@ async fn platform_calls_the_sandbox_dp_which_introspects_at_the_platform() {
 
     // A citizen without data: 204.
     let nobody = citizen("H135908240", "張家豪");
-    let t = p
-        .issue_token(
-            "tx-2",
-            "CLI.SANDBOX001",
-            &instant,
-            "0b7c7e0e-5d7a-4c1f-8e55-7f4a3b2c1d03",
-            &nobody,
-        )
-        .unwrap();
-    let dp_rec = p.store.get_dp(&instant).unwrap().unwrap();
-    let r = dpcall::run_series(
-        &client,
+    let r = call(
+        &p,
         &clock,
-        &dp_rec,
-        &t.token,
-        &t.record.transaction_uid,
-        Some(trust.clone()),
+        &trust,
+        "tx-2",
+        &instant,
+        &instant,
+        "0b7c7e0e-5d7a-4c1f-8e55-7f4a3b2c1d03",
+        &nobody,
+        false,
     )
     .await;
     assert_eq!(r.code, DatasetCode::NoData, "calls {}", r.calls);
 
     // A failing DP (503): 504 for the dataset, no package.
-    let t = p
-        .issue_token(
-            "tx-1",
-            "CLI.SANDBOX001",
-            &failing,
-            "0b7c7e0e-5d7a-4c1f-8e55-7f4a3b2c1d04",
-            &wang,
-        )
-        .unwrap();
-    let dp_rec = p.store.get_dp(&failing).unwrap().unwrap();
-    let r = dpcall::run_series(
-        &client,
+    let r = call(
+        &p,
         &clock,
-        &dp_rec,
-        &t.token,
-        &t.record.transaction_uid,
-        Some(trust.clone()),
+        &trust,
+        "tx-1",
+        &failing,
+        &failing,
+        "0b7c7e0e-5d7a-4c1f-8e55-7f4a3b2c1d04",
+        &wang,
+        false,
     )
     .await;
     assert_eq!(r.code, DatasetCode::DpSystemError);
     assert!(r.package.is_none());
 
     // A revoked token: the DP's introspection says inactive, the DP answers 401, the dataset fails.
-    let t = p
-        .issue_token(
-            "tx-3",
-            "CLI.SANDBOX001",
-            &instant,
-            "0b7c7e0e-5d7a-4c1f-8e55-7f4a3b2c1d05",
-            &wang,
-        )
-        .unwrap();
-    p.revoke_transaction_tokens("tx-3").unwrap();
-    let dp_rec = p.store.get_dp(&instant).unwrap().unwrap();
-    let r = dpcall::run_series(
-        &client,
+    let r = call(
+        &p,
         &clock,
-        &dp_rec,
-        &t.token,
-        &t.record.transaction_uid,
-        Some(trust.clone()),
+        &trust,
+        "tx-3",
+        &instant,
+        &instant,
+        "0b7c7e0e-5d7a-4c1f-8e55-7f4a3b2c1d05",
+        &wang,
+        true,
     )
     .await;
     assert_eq!(r.code, DatasetCode::DpError);
 
     // A token of another dataset is refused by this DP.
-    let t = p
-        .issue_token(
-            "tx-4",
-            "CLI.SANDBOX001",
-            &slow,
-            "0b7c7e0e-5d7a-4c1f-8e55-7f4a3b2c1d06",
-            &wang,
-        )
-        .unwrap();
-    let dp_rec = p.store.get_dp(&instant).unwrap().unwrap();
-    let r = dpcall::run_series(
-        &client,
+    let r = call(
+        &p,
         &clock,
-        &dp_rec,
-        &t.token,
-        &t.record.transaction_uid,
-        Some(trust.clone()),
+        &trust,
+        "tx-4",
+        &slow,
+        &instant,
+        "0b7c7e0e-5d7a-4c1f-8e55-7f4a3b2c1d06",
+        &wang,
+        false,
     )
     .await;
     assert_eq!(r.code, DatasetCode::DpError);
