@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use mydata_protocol::codes::{DatasetCode, ReturnCode};
 use mydata_protocol::date::UnixTime;
+use mydata_protocol::flow::{self, SpApiBody, SpApiDelivery, TicketFacts};
 use mydata_protocol::ids::{ClientId, PermissionTicket, ResourceId, SecretKey};
 use mydata_protocol::jwe::{self, ContentIv, JweMode};
 use mydata_protocol::package::dp::TrustAnchors;
@@ -129,16 +130,12 @@ pub async fn consent(
     let ticket = PermissionTicket::generate()?;
     let secret_key = SecretKey::generate()?;
     let cipher = ParamCipher::new(&secrets.client_secret, &secrets.cbc_iv, param_mode(&sp));
-    let mut body = serde_json::Map::new();
-    body.insert("tx_id".into(), tx.tx_id.clone().into());
-    if let Some(k) = &secrets.api_key {
-        body.insert("apiKey".into(), k.clone().into());
-    }
-    body.insert("permission_ticket".into(), ticket.as_str().into());
-    body.insert(
-        "secret_key".into(),
-        cipher.encrypt(secret_key.as_str())?.into(),
-    );
+    let body = SpApiBody {
+        tx_id: tx.tx_id.parse()?,
+        api_key: secrets.api_key.clone(),
+        permission_ticket: ticket.clone(),
+        delivery: SpApiDelivery::SecretKey(cipher.encrypt(secret_key.as_str())?),
+    };
     let client = awc::Client::builder()
         .timeout(SP_API_TOTAL)
         .connector(awc::Connector::new().timeout(SP_API_CONNECT))
@@ -147,7 +144,7 @@ pub async fn consent(
     let acknowledged = match client
         .post(&sp.sp_api_url)
         .insert_header(("Content-Type", "application/json; charset=utf-8"))
-        .send_body(serde_json::Value::Object(body).to_string())
+        .send_body(body.to_json())
         .await
     {
         Ok(r) => matches!(r.status().as_u16(), 200 | 201),
@@ -321,27 +318,17 @@ async fn fetch_and_package(
     Ok(())
 }
 
-/// The MyData-API answer for a ticket (spec §8.1), decided in the spec's order.
+/// The MyData-API answer (spec §8.1): the core's decision, with the JWE on 200.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataAnswer {
-    /// 401: the source IP is registered for no service.
-    UnknownSource,
-    /// 400: no or malformed ticket.
-    BadTicket,
-    /// 403.
-    Forbidden,
-    /// 201: already taken.
-    Taken,
-    /// 504: every dataset failed.
-    AllFailed,
-    /// 429 with `Retry-After`.
-    NotReady(u32),
+    /// Any answer other than 200 (401, 400, 403, 201, 504, 429).
+    Status(flow::DataAnswer),
     /// 200 with this JWE.
     Ready(String),
 }
 
 /// Answers `GET /service/data` and, on 200, takes the package (deleting it and the transaction's
-/// personal data).
+/// personal data). The order of checks is the core's ([`flow::data_answer`]).
 pub fn data(
     p: &Platform,
     source: std::net::IpAddr,
@@ -350,41 +337,36 @@ pub fn data(
 ) -> ServerResult<DataAnswer> {
     let src = source.to_string();
     let sps = p.store.list_sps()?;
-    if !sps.iter().any(|s| s.allowed_ips.contains(&src)) {
-        return Ok(DataAnswer::UnknownSource);
-    }
-    let Some(ticket) = ticket
-        .map(str::trim)
-        .filter(|t| t.parse::<PermissionTicket>().is_ok())
-    else {
-        return Ok(DataAnswer::BadTicket);
-    };
-    let Some(mut tx) = p
-        .store
-        .find_tx_by_ticket(&p.ticket_hash(&ticket.to_ascii_lowercase()))?
-    else {
-        return Ok(DataAnswer::Forbidden);
-    };
-    let Some(sp) = sps.iter().find(|s| s.client_id == tx.client_id) else {
-        return Ok(DataAnswer::Forbidden);
-    };
+    let registered = sps.iter().any(|s| s.allowed_ips.contains(&src));
     let now = p.now();
-    if !sp.allowed_ips.contains(&src)
-        || tx_id.is_some_and(|t| t != tx.tx_id)
-        || !tx.sp_api_ack
-        || tx.consent_at.is_none_or(|c| now.0 > c + RETENTION_SECS)
-    {
-        return Ok(DataAnswer::Forbidden);
-    }
-    if tx.state == state::TAKEN {
-        return Ok(DataAnswer::Taken);
-    }
-    if tx.state == state::ENDED || (tx.state == state::READY && tx.code == Some(504)) {
-        return Ok(DataAnswer::AllFailed);
-    }
-    if tx.state != state::READY {
-        return Ok(DataAnswer::NotReady(5));
-    }
+    let found = match flow::data_ticket(registered, ticket) {
+        Err(answer) => return Ok(DataAnswer::Status(answer)),
+        Ok(None) => None,
+        Ok(Some(t)) => p.store.find_tx_by_ticket(&p.ticket_hash(t.as_str()))?,
+    };
+    let sp = found
+        .as_ref()
+        .and_then(|tx| sps.iter().find(|s| s.client_id == tx.client_id));
+    let facts = match (&found, sp) {
+        (Some(tx), Some(sp)) => Some(TicketFacts {
+            service_allows_ip: sp.allowed_ips.contains(&src),
+            tx_id: tx.tx_id.parse()?,
+            created_at: UnixTime(tx.created_at),
+            consent_at: tx.consent_at.map(UnixTime),
+            sp_api_acknowledged: tx.sp_api_ack,
+            unable_to_deliver: false,
+            all_failed: tx.state == state::ENDED
+                || (tx.state == state::READY && tx.code == Some(504)),
+            taken: tx.state == state::TAKEN,
+            ready: tx.state == state::READY,
+            retry_estimate: Some(5),
+        }),
+        _ => None,
+    };
+    let answer = flow::data_answer(registered, ticket, tx_id, facts.as_ref(), now);
+    let (Some(mut tx), Some(sp), flow::DataAnswer::Ready200) = (found, sp, answer) else {
+        return Ok(DataAnswer::Status(answer));
+    };
     let rel = tx
         .package_path
         .clone()

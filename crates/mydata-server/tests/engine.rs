@@ -223,6 +223,24 @@ async fn consent_fetch_package_take_and_purge() {
     assert_eq!(mine.iter().filter(|t| t.kind == "dp_call").count(), 5);
     assert_eq!(mine.iter().filter(|t| t.kind == "delivery").count(), 1);
 
+    // txid_status: taken, and unknown tx_id.
+    for (tx_id, want) in [("tx-b-1", Some("201")), ("tx-none", None)] {
+        let mut r = awc::Client::default()
+            .get(format!("{}/service/txid_status", srv.url))
+            .insert_header(("tx_id", tx_id))
+            .send()
+            .await
+            .unwrap();
+        match want {
+            Some(code) => {
+                assert_eq!(r.status().as_u16(), 200);
+                let v: Value = r.json().await.unwrap();
+                assert_eq!(v["code"], code);
+            }
+            None => assert_eq!(r.status().as_u16(), 404),
+        }
+    }
+
     // Bad tickets.
     assert_eq!(poll(&srv.url, "not-a-ticket").await.0, 400);
     assert_eq!(

@@ -5,6 +5,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
 use super::State;
+use mydata_protocol::codes::ReturnCode;
+use mydata_protocol::flow;
+
 use crate::engine::{self, DataAnswer, state};
 
 /// Mounts the MyData-API routes.
@@ -37,14 +40,10 @@ async fn data(state: State, req: HttpRequest) -> HttpResponse {
         web::block(move || engine::data(&platform, peer.ip(), ticket.as_deref(), tx_id.as_deref()))
             .await;
     match answer {
-        Ok(Ok(DataAnswer::UnknownSource)) => status(401).finish(),
-        Ok(Ok(DataAnswer::BadTicket)) => status(400).finish(),
-        Ok(Ok(DataAnswer::Forbidden)) => status(403).finish(),
-        Ok(Ok(DataAnswer::Taken)) => status(201).finish(),
-        Ok(Ok(DataAnswer::AllFailed)) => status(504).finish(),
-        Ok(Ok(DataAnswer::NotReady(n))) => status(429)
-            .insert_header((header::RETRY_AFTER, n.to_string()))
+        Ok(Ok(DataAnswer::Status(flow::DataAnswer::NotReady429 { retry_after }))) => status(429)
+            .insert_header((header::RETRY_AFTER, retry_after.to_string()))
             .finish(),
+        Ok(Ok(DataAnswer::Status(a))) => status(a.status()).finish(),
         Ok(Ok(DataAnswer::Ready(jwe))) => status(200).content_type("application/jwe").body(jwe),
         Ok(Err(e)) => {
             log::error!("MyData-API: {e}");
@@ -92,17 +91,21 @@ async fn txid_status(state: State, req: HttpRequest) -> HttpResponse {
                 [t] => t,
                 _ => return Ok((400, None)),
             };
-            let (code, text) = match (tx.state.as_str(), tx.code) {
-                (state::REDIRECTED | state::AUTHENTICATED, _) => (100, "waiting for the citizen"),
-                (state::FETCHING, _) => (102, "consented; calling the data providers"),
-                (state::READY, Some(504)) => (504, "every dataset failed"),
-                (state::READY, _) => (200, "the package is ready"),
-                (state::TAKEN, _) => (201, "the package has been taken"),
-                (_, Some(c)) => (c, "the transaction ended"),
-                _ => (400, "the transaction ended"),
+            let st = match (tx.state.as_str(), tx.code) {
+                (state::REDIRECTED, _) => flow::TxState::Redirected,
+                (state::AUTHENTICATED, _) => flow::TxState::Authenticated,
+                (state::FETCHING, _) => flow::TxState::Consented,
+                (state::READY, Some(504)) => flow::TxState::Ended(ReturnCode::DpSystemError),
+                (state::READY, _) => flow::TxState::Ready,
+                (state::TAKEN, _) => flow::TxState::Taken,
+                (_, c) => flow::TxState::Ended(
+                    c.and_then(|c| u16::try_from(c).ok())
+                        .and_then(ReturnCode::from_wire)
+                        .unwrap_or(ReturnCode::BadRequest),
+                ),
             };
-            let code = code.to_string();
-            Ok((200, Some(json!({"code": code, "text": text}))))
+            let body = st.status_body();
+            Ok((200, Some(json!({"code": body.code, "text": body.text}))))
         },
     )
     .await;
