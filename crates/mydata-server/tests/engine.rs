@@ -241,6 +241,19 @@ async fn consent_fetch_package_take_and_purge() {
         }
     }
 
+    // type_valid: the method the citizen used and its wire level (PII = 3).
+    let mut r = awc::Client::default()
+        .get(format!("{}/service/type_valid", srv.url))
+        .insert_header(("tx_id", "tx-b-1"))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"code":"200","text":"authenticated","type":"PII","level":3})
+    );
+
     // Bad tickets.
     assert_eq!(poll(&srv.url, "not-a-ticket").await.0, 400);
     assert_eq!(

@@ -5,7 +5,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
 use super::State;
-use mydata_protocol::codes::ReturnCode;
+use mydata_protocol::codes::{IdentityMethod, ReturnCode};
 use mydata_protocol::flow;
 
 use crate::engine::{self, DataAnswer, state};
@@ -13,7 +13,8 @@ use crate::engine::{self, DataAnswer, state};
 /// Mounts the MyData-API routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/service/data", web::get().to(data))
-        .route("/service/txid_status", web::get().to(txid_status));
+        .route("/service/txid_status", web::get().to(txid_status))
+        .route("/service/type_valid", web::get().to(type_valid));
 }
 
 fn header_str<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
@@ -57,6 +58,21 @@ async fn data(state: State, req: HttpRequest) -> HttpResponse {
 }
 
 async fn txid_status(state: State, req: HttpRequest) -> HttpResponse {
+    lookup(state, req, Body::Status).await
+}
+
+async fn type_valid(state: State, req: HttpRequest) -> HttpResponse {
+    lookup(state, req, Body::TypeValid).await
+}
+
+#[derive(Clone, Copy)]
+enum Body {
+    Status,
+    TypeValid,
+}
+
+/// `txid_status` and `type_valid` (spec §8.3, §8.4): the same lookup, two bodies.
+async fn lookup(state: State, req: HttpRequest, kind: Body) -> HttpResponse {
     let Some(peer) = req.peer_addr() else {
         return status(401).finish();
     };
@@ -91,6 +107,22 @@ async fn txid_status(state: State, req: HttpRequest) -> HttpResponse {
                 [t] => t,
                 _ => return Ok((400, None)),
             };
+            if let Body::TypeValid = kind {
+                let method = tx
+                    .identity_method
+                    .as_deref()
+                    .and_then(|m| m.parse::<IdentityMethod>().ok());
+                return Ok((
+                    200,
+                    Some(match method {
+                        Some(m) => json!({
+                            "code": "200", "text": "authenticated",
+                            "type": m.to_string(), "level": m.level().wire(),
+                        }),
+                        None => json!({"code": "100", "text": "not yet authenticated"}),
+                    }),
+                ));
+            }
             let st = match (tx.state.as_str(), tx.code) {
                 (state::REDIRECTED, _) => flow::TxState::Redirected,
                 (state::AUTHENTICATED, _) => flow::TxState::Authenticated,
