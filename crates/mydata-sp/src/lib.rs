@@ -1,0 +1,1 @@
+//! SP SDK for the MyData online service (work in progress).

@@ -1,0 +1,2 @@
+//! Example SP web app (work in progress).
+fn main() {}
