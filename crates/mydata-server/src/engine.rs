@@ -189,6 +189,7 @@ pub fn end(p: &Platform, tx: &mut TxRecord, code: ReturnCode, now: UnixTime) -> 
     tx.pid_sealed = None;
     tx.citizen_sealed = None;
     tx.secret_key_sealed = None;
+    tx.return_url = None;
     tx.purge_at = tx.purge_at.min(now.0 + RETENTION_SECS);
     p.store.update_tx(tx)
 }
@@ -406,6 +407,7 @@ pub fn data(
     tx.pid_sealed = None;
     tx.citizen_sealed = None;
     tx.secret_key_sealed = None;
+    tx.return_url = None;
     p.store.update_tx(&tx)?;
     p.store.insert_transfer(&TransferRecord {
         at: now.0,

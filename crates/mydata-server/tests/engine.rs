@@ -84,6 +84,8 @@ fn tx(p: &Platform, id: &str, client: &str, tx_id: &str, resources: &[&str]) -> 
         consent_at: None,
         taken_at: None,
         purge_at: p.now().0 + 3600,
+        return_url: None,
+        last_activity: p.now().0,
     };
     p.store.insert_tx(&t).unwrap();
     t

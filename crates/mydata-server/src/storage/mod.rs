@@ -117,6 +117,10 @@ pub struct TxRecord {
     pub taken_at: Option<i64>,
     /// When everything personal must be gone.
     pub purge_at: i64,
+    /// The supplied `returnUrl`, as given (personal: cleared when the transaction ends).
+    pub return_url: Option<String>,
+    /// The citizen's last request in the flow (idle expiry, D21).
+    pub last_activity: i64,
 }
 
 /// A transfer record (brief §8, D37).

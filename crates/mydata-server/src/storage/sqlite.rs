@@ -69,6 +69,8 @@ mod schema {
             consent_at -> Nullable<BigInt>,
             taken_at -> Nullable<BigInt>,
             purge_at -> BigInt,
+            return_url -> Nullable<Text>,
+            last_activity -> BigInt,
         }
     }
     diesel::table! {
@@ -110,6 +112,8 @@ struct TxRow {
     consent_at: Option<i64>,
     taken_at: Option<i64>,
     purge_at: i64,
+    return_url: Option<String>,
+    last_activity: i64,
 }
 
 macro_rules! tx_convert {
@@ -137,6 +141,8 @@ macro_rules! tx_convert {
                     consent_at: t.consent_at,
                     taken_at: t.taken_at,
                     purge_at: t.purge_at,
+                    return_url: t.return_url,
+                    last_activity: t.last_activity,
                 }
             }
         }

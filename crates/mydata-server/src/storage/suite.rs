@@ -87,6 +87,8 @@ pub fn sample_tx(id: &str, client_id: &str, tx_id: &str, purge_at: i64) -> TxRec
         consent_at: None,
         taken_at: None,
         purge_at,
+        return_url: Some("https://sp.example/return?a=1".into()),
+        last_activity: purge_at - 28_800,
     }
 }
 
