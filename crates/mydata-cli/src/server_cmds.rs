@@ -152,6 +152,9 @@ pub struct SpRegisterArgs {
     /// Service name.
     #[arg(long)]
     name: String,
+    /// Purpose of use, shown to the citizen on the consent page.
+    #[arg(long, default_value = "")]
+    purpose: String,
     /// The return URL the citizen is sent back to.
     #[arg(long)]
     return_url: String,
@@ -324,6 +327,7 @@ pub fn sp(cmd: SpCmd) -> CliResult<i32> {
             };
             let (_, creds) = p.register_sp(NewSp {
                 name: a.name,
+                purpose: a.purpose,
                 return_url: a.return_url,
                 sp_api_url: a.sp_api_url,
                 api_key: a.no_api_key.then(String::new),

@@ -37,6 +37,8 @@ pub struct NewSp {
     pub client_id: Option<ClientId>,
     /// Service name.
     pub name: String,
+    /// Purpose of use, shown to the citizen on the consent page.
+    pub purpose: String,
     /// Registered return URL.
     pub return_url: String,
     /// SP-API URL.
@@ -90,6 +92,8 @@ struct SandboxFile {
 struct SandboxSp {
     client_id: ClientId,
     name: String,
+    #[serde(default)]
+    purpose: String,
     client_secret: ClientSecret,
     cbc_iv: CbcIv,
     api_key: String,
@@ -313,6 +317,7 @@ impl Platform {
         let record = SpRecord {
             client_id: id.to_string(),
             name: new.name,
+            purpose: new.purpose,
             return_url: new.return_url,
             sp_api_url: new.sp_api_url,
             api_key_sealed: api_key
@@ -396,6 +401,7 @@ impl Platform {
             self.register_sp(NewSp {
                 client_id: Some(sp.client_id),
                 name: sp.name,
+                purpose: sp.purpose,
                 return_url: sp.return_url,
                 sp_api_url: sp.sp_api_url,
                 client_secret: Some(sp.client_secret),

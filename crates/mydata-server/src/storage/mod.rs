@@ -52,6 +52,9 @@ pub struct SpRecord {
     pub client_id: String,
     /// Service name.
     pub name: String,
+    /// Purpose of use, shown on the consent page.
+    #[serde(default)]
+    pub purpose: String,
     /// Registered return URL.
     pub return_url: String,
     /// SP-API URL.

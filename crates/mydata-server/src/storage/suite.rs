@@ -27,6 +27,7 @@ pub fn sample_sp(id: &str) -> SpRecord {
     SpRecord {
         client_id: id.into(),
         name: "Sandbox SP".into(),
+        purpose: "Testing".into(),
         return_url: "http://127.0.0.1:2/return".into(),
         sp_api_url: "http://127.0.0.1:2/sp-api".into(),
         api_key_sealed: None,
