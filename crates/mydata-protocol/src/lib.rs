@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod attempts;
 pub mod catalogue;
 pub mod codes;
 pub mod date;
