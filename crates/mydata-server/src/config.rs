@@ -23,6 +23,19 @@ pub struct Config {
     pub sandbox: bool,
     /// Base URL of the sandbox DP; each dataset's endpoint is `{base}/dp/{resource_id}`.
     pub sandbox_dp_url: String,
+    /// SMTP server for e-mailed one-time passwords: `smtp://host:port` (plain, for a local
+    /// relay), `smtp://host:port?tls=required` (STARTTLS) or `smtps://host:port`; user and
+    /// password may be given in the URL. Empty = no e-mail.
+    pub smtp_url: String,
+    /// Sender address of e-mailed one-time passwords.
+    pub smtp_from: String,
+    /// SMS gateway for texted one-time passwords: an HTTP(S) URL that receives
+    /// `POST {"to": "...", "text": "..."}` (spec D46). Empty = no SMS.
+    pub sms_webhook: String,
+    /// The citizen registry that the basic-information and two-documents checks use (the format
+    /// of `fixtures/citizens.json`). Empty = the sandbox fixture with `sandbox`, otherwise none
+    /// (and those checks are not offered).
+    pub registry: String,
 }
 
 impl Default for Config {
@@ -34,6 +47,10 @@ impl Default for Config {
             workers: 0,
             sandbox: false,
             sandbox_dp_url: "http://127.0.0.1:8081".into(),
+            smtp_url: String::new(),
+            smtp_from: "MyData <no-reply@mydata.invalid>".into(),
+            sms_webhook: String::new(),
+            registry: String::new(),
         }
     }
 }
@@ -62,6 +79,10 @@ impl Config {
                 "MYDATA_WORKERS" => c.workers = v.parse().map_err(|_| bad("expected a number"))?,
                 "MYDATA_SANDBOX" => c.sandbox = matches!(v.as_str(), "1" | "true" | "yes"),
                 "MYDATA_SANDBOX_DP_URL" => c.sandbox_dp_url = v,
+                "MYDATA_SMTP_URL" => c.smtp_url = v,
+                "MYDATA_SMTP_FROM" => c.smtp_from = v,
+                "MYDATA_SMS_WEBHOOK" => c.sms_webhook = v,
+                "MYDATA_REGISTRY" => c.registry = v,
                 _ => {}
             }
         }

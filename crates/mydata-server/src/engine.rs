@@ -53,6 +53,8 @@ pub mod state {
     pub const TAKEN: &str = "taken";
     /// Ended with `code`.
     pub const ENDED: &str = "ended";
+    /// Ended at §5.3 step 10; the SP-API was called with `unable_to_deliver`.
+    pub const UNDELIVERABLE: &str = "undeliverable";
 }
 
 fn param_mode(sp: &SpRecord) -> ParamMode {
@@ -136,23 +138,7 @@ pub async fn consent(
         permission_ticket: ticket.clone(),
         delivery: SpApiDelivery::SecretKey(cipher.encrypt(secret_key.as_str())?),
     };
-    let client = awc::Client::builder()
-        .timeout(SP_API_TOTAL)
-        .connector(awc::Connector::new().timeout(SP_API_CONNECT))
-        .disable_redirects()
-        .finish();
-    let acknowledged = match client
-        .post(&sp.sp_api_url)
-        .insert_header(("Content-Type", "application/json; charset=utf-8"))
-        .send_body(body.to_json())
-        .await
-    {
-        Ok(r) => matches!(r.status().as_u16(), 200 | 201),
-        Err(e) => {
-            log::warn!("SP-API call of {} failed: {e}", tx.client_id);
-            false
-        }
-    };
+    let acknowledged = post_sp_api(&sp, &body).await;
     let now = p.now();
     if !acknowledged {
         end(&p, &mut tx, ReturnCode::SpApiFailed, now)?;
@@ -180,6 +166,91 @@ pub async fn consent(
         }
     });
     Ok(ReturnCode::Success)
+}
+
+/// Posts an SP-API body (§7); whether the SP answered 200 or 201 (D22).
+async fn post_sp_api(sp: &SpRecord, body: &SpApiBody) -> bool {
+    let client = awc::Client::builder()
+        .timeout(SP_API_TOTAL)
+        .connector(awc::Connector::new().timeout(SP_API_CONNECT))
+        .disable_redirects()
+        .finish();
+    match client
+        .post(&sp.sp_api_url)
+        .insert_header(("Content-Type", "application/json; charset=utf-8"))
+        .send_body(body.to_json())
+        .await
+    {
+        Ok(r) => matches!(r.status().as_u16(), 200 | 201),
+        Err(e) => {
+            log::warn!("SP-API call of {} failed: {e}", sp.client_id);
+            false
+        }
+    }
+}
+
+/// §5.3 step 10: the transaction ends with `code` before authentication, and the SP-API is
+/// called with `unable_to_deliver` (§7, D22). The ticket it carries answers the MyData-API as the
+/// core decides for such tickets. A stored transaction with the same pair is replaced.
+pub async fn undeliverable(
+    p: &Arc<Platform>,
+    sp: &SpRecord,
+    tx_id: &mydata_protocol::ids::TxId,
+    code: ReturnCode,
+    unable: &[ResourceId],
+    now: UnixTime,
+) -> ServerResult<()> {
+    if let Some(old) = p.store.find_tx(&sp.client_id, tx_id.as_str())? {
+        forget(p, &old)?;
+    }
+    let secrets = p.sp_secrets(sp)?;
+    let ticket = PermissionTicket::generate()?;
+    let id = PermissionTicket::generate()?.as_str().to_string();
+    let ids: Vec<&str> = unable.iter().map(|r| r.as_str()).collect();
+    let mut tx = TxRecord {
+        id,
+        client_id: sp.client_id.clone(),
+        tx_id: tx_id.as_str().to_string(),
+        state: state::UNDELIVERABLE.into(),
+        code: Some(code.wire() as i32),
+        resources: serde_json::to_string(&ids).map_err(|e| ServerError::Internal(e.to_string()))?,
+        return_query: None,
+        case_number: None,
+        pid_sealed: None,
+        citizen_sealed: None,
+        identity_method: None,
+        ticket_hash: Some(p.ticket_hash(ticket.as_str())),
+        secret_key_sealed: None,
+        sp_api_ack: false,
+        datasets: "[]".into(),
+        package_path: None,
+        created_at: now.0,
+        consent_at: None,
+        taken_at: None,
+        purge_at: now.0 + RETENTION_SECS,
+        return_url: None,
+        last_activity: now.0,
+    };
+    p.store.insert_tx(&tx)?;
+    let body = SpApiBody {
+        tx_id: tx_id.clone(),
+        api_key: secrets.api_key.clone(),
+        permission_ticket: ticket,
+        delivery: SpApiDelivery::UnableToDeliver(unable.to_vec()),
+    };
+    tx.sp_api_ack = post_sp_api(sp, &body).await;
+    p.store.update_tx(&tx)?;
+    Ok(())
+}
+
+/// Deletes one transaction at once, with its package file and tokens (a record more than 8 hours
+/// old whose pair is reused, D19).
+pub fn forget(p: &Platform, tx: &TxRecord) -> ServerResult<()> {
+    if let Some(rel) = &tx.package_path {
+        let _ = std::fs::remove_file(p.config.data_dir.join(rel));
+    }
+    p.revoke_transaction_tokens(&tx.id)?;
+    p.store.delete_tx(&tx.id)
 }
 
 /// Ends a transaction with `code`; its personal data goes at once (D37).

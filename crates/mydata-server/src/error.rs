@@ -23,6 +23,9 @@ pub enum ServerError {
     /// A protocol rule failed (carries the core's error, which knows its return code).
     #[error(transparent)]
     Protocol(#[from] mydata_protocol::Error),
+    /// A service the platform depends on (SMTP, an SMS gateway, an SP, a DP) failed.
+    #[error("upstream: {0}")]
+    Upstream(String),
     /// Something that should not fail did.
     #[error("internal: {0}")]
     Internal(String),

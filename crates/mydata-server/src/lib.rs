@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod citizen;
 pub mod clock;
 pub mod config;
 pub mod dpcall;

@@ -1,0 +1,855 @@
+//! The citizen's way through the platform (spec §5.3, D46): the redirect, the terms, basic
+//! information, identity verification, consent, and the return to the SP.
+//!
+//! Framework-free: the HTTP layer hands in the request's parts and renders what comes back. The
+//! rules themselves are the core's ([`mydata_protocol::flow`], [`mydata_protocol::attempts`]).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use mydata_protocol::attempts::{self, OtpChallenge, OtpCheck};
+use mydata_protocol::codes::{IdentityMethod, ReturnCode};
+use mydata_protocol::date::{CivilDate, UnixTime};
+use mydata_protocol::flow::{
+    self, AcceptedRedirect, Availability, Lifecycle, Pid, RedirectRequest, Rejection,
+    ServiceStatus, ServiceView, TxFacts, TxSlot, TxState,
+};
+use mydata_protocol::ids::{PermissionTicket, ResourceId};
+use mydata_protocol::param::{ParamCipher, ParamMode};
+
+use super::notify::mask;
+use super::{Channel, Flow, Notifier, Registry, RegistryEntry, Sessions};
+use crate::auth::CitizenClaims;
+use crate::config::Config;
+use crate::engine::{self, state};
+use crate::error::{ServerError, ServerResult};
+use crate::platform::Platform;
+use crate::secrets::random_bytes;
+use crate::storage::{DpRecord, SpRecord, TxRecord};
+
+/// The citizen side of the platform: sessions, the registry, and one-time password delivery.
+#[derive(Debug)]
+pub struct Citizen {
+    /// Browser sessions.
+    pub sessions: Sessions,
+    /// The registry the basic-information and two-documents checks use.
+    pub registry: Option<Registry>,
+    /// One-time password delivery.
+    pub notifier: Notifier,
+}
+
+impl Citizen {
+    /// The citizen side of a configuration: the registry file (or the sandbox fixture), SMTP and
+    /// the SMS gateway.
+    pub fn from_config(c: &Config) -> ServerResult<Self> {
+        let registry = if !c.registry.is_empty() {
+            let text = std::fs::read_to_string(&c.registry)
+                .map_err(|e| ServerError::Config(format!("registry {}: {e}", c.registry)))?;
+            Some(Registry::from_json(&text)?)
+        } else if c.sandbox {
+            Some(Registry::sandbox()?)
+        } else {
+            None
+        };
+        Ok(Citizen {
+            sessions: Sessions::new(),
+            registry,
+            notifier: Notifier::from_config(c)?,
+        })
+    }
+
+    /// The methods this deployment can perform for `accepted`: the request's methods that the
+    /// reference server implements (two documents, one-time password) and the identifier admits.
+    pub fn usable_methods(&self, accepted: &AcceptedRedirect) -> Vec<IdentityMethod> {
+        accepted
+            .methods
+            .iter()
+            .copied()
+            .filter(|m| accepted.pid.admits(*m))
+            .filter(|m| match m {
+                IdentityMethod::TwoDocuments => self.registry.is_some(),
+                IdentityMethod::Otp => {
+                    self.registry.is_some()
+                        && (self.notifier.offers(Channel::Email)
+                            || self.notifier.offers(Channel::Mobile))
+                }
+                _ => false,
+            })
+            .collect()
+    }
+}
+
+/// Where the browser goes next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// A plain `404` (§5.3 steps 1–2).
+    NotFound,
+    /// Back to the SP: a 302 to this location.
+    Return(String),
+    /// To a page of the flow: a 303 to `/flow/{id}`, setting the session cookie when given.
+    Flow {
+        /// The transaction's internal id.
+        id: String,
+        /// A new session cookie value.
+        cookie: Option<String>,
+    },
+    /// No session holds this flow (expired, another browser, or a forged form): a 403 page.
+    NoSession,
+}
+
+/// One dataset as the consent page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetLine {
+    /// The id.
+    pub resource_id: String,
+    /// Its name.
+    pub name: String,
+    /// The DP agency.
+    pub provider: String,
+    /// Mode B: it cannot be delivered.
+    pub unavailable: bool,
+}
+
+/// What a page of the flow shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    /// The transaction's internal id (the page's URL).
+    pub id: String,
+    /// The form's CSRF token.
+    pub csrf: String,
+    /// Which page.
+    pub step: Step,
+    /// The SP's service name.
+    pub sp_name: String,
+    /// The SP's purpose.
+    pub purpose: String,
+    /// The datasets, in request order.
+    pub datasets: Vec<DatasetLine>,
+    /// Methods this deployment can perform for the request.
+    pub usable: Vec<IdentityMethod>,
+    /// Methods the request lists that this deployment cannot perform.
+    pub unusable: Vec<IdentityMethod>,
+    /// One-time password channels on offer, with the masked contact.
+    pub channels: Vec<(Channel, String)>,
+    /// A one-time password was sent.
+    pub otp_sent: bool,
+    /// A message about the last action.
+    pub notice: Option<String>,
+    /// Locked until (Unix seconds), with the seconds left.
+    pub locked: Option<(i64, i64)>,
+}
+
+/// The pages, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// Terms of use.
+    Terms,
+    /// National ID and birth date.
+    Basic,
+    /// Identity verification.
+    Identity,
+    /// Consent.
+    Consent,
+}
+
+/// What the browser posted.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Accept the terms.
+    AcceptTerms,
+    /// Basic information.
+    Basic {
+        /// National ID as typed.
+        national_id: String,
+        /// ROC birth date as typed (`0770101`).
+        birth_date: String,
+    },
+    /// Two documents.
+    TwoDocuments {
+        /// NHI card number.
+        nhi_card_number: String,
+        /// Household registration number.
+        household_number: String,
+    },
+    /// Send a one-time password.
+    SendOtp(Channel),
+    /// Check a one-time password.
+    CheckOtp(String),
+    /// Agree (`true`) or refuse on the consent page.
+    Consent(bool),
+    /// Leave the flow (code 205; code 403 when no usable method exists, D46).
+    Cancel,
+}
+
+fn param_mode(sp: &SpRecord) -> ParamMode {
+    if sp.jwe_mode == "gcm" {
+        ParamMode::Gcm
+    } else {
+        ParamMode::Cbc
+    }
+}
+
+fn cipher(p: &Platform, sp: &SpRecord) -> ServerResult<ParamCipher> {
+    let s = p.sp_secrets(sp)?;
+    Ok(ParamCipher::new(&s.client_secret, &s.cbc_iv, param_mode(sp)))
+}
+
+fn methods_of(dp: &DpRecord) -> Vec<IdentityMethod> {
+    dp.identity_methods
+        .iter()
+        .filter_map(|m| IdentityMethod::ALL.into_iter().find(|x| x.code() == m))
+        .collect()
+}
+
+fn dataset_map(p: &Platform, sp: &SpRecord) -> ServerResult<HashMap<String, DpRecord>> {
+    let wanted: std::collections::HashSet<&str> = sp.resources.iter().map(String::as_str).collect();
+    Ok(p
+        .store
+        .list_dps()?
+        .into_iter()
+        .filter(|d| wanted.contains(d.resource_id.as_str()))
+        .map(|d| (d.resource_id.clone(), d))
+        .collect())
+}
+
+fn service_view(
+    p: &Platform,
+    sp: &SpRecord,
+    dps: &HashMap<String, DpRecord>,
+) -> ServerResult<ServiceView> {
+    let datasets = sp
+        .resources
+        .iter()
+        .filter_map(|r| {
+            let id: ResourceId = r.parse().ok()?;
+            Some((id, dps.get(r).map(methods_of).unwrap_or_default()))
+        })
+        .collect();
+    Ok(ServiceView {
+        return_url: sp.return_url.clone(),
+        status: match sp.status.as_str() {
+            "suspended" => ServiceStatus::Suspended,
+            "taken_down" => ServiceStatus::TakenDown,
+            _ => ServiceStatus::Active,
+        },
+        maintenance: Vec::new(),
+        lifecycle: Lifecycle::Online,
+        application_mode: Default::default(),
+        cipher: cipher(p, sp)?,
+        datasets,
+    })
+}
+
+fn tx_state(s: &str) -> TxState {
+    match s {
+        state::REDIRECTED => TxState::Redirected,
+        state::AUTHENTICATED => TxState::Authenticated,
+        state::FETCHING => TxState::Consented,
+        state::READY => TxState::Ready,
+        state::TAKEN => TxState::Taken,
+        _ => TxState::Ended(ReturnCode::BadRequest),
+    }
+}
+
+fn open_pid(p: &Platform, tx: &TxRecord) -> Option<String> {
+    tx.pid_sealed
+        .as_deref()
+        .and_then(|s| p.key.open(&format!("tx:{}:pid", tx.id), s).ok())
+}
+
+fn facts(p: &Platform, tx: &TxRecord) -> TxFacts {
+    TxFacts {
+        state: tx_state(&tx.state),
+        created_at: UnixTime(tx.created_at),
+        last_activity: UnixTime(tx.last_activity.max(tx.created_at)),
+        resources: serde_json::from_str::<Vec<String>>(&tx.resources)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| r.parse().ok())
+            .collect(),
+        pid: open_pid(p, tx).and_then(|s| Pid::parse_for(Default::default(), &s).ok()),
+        return_url: tx.return_url.clone().unwrap_or_default(),
+    }
+}
+
+/// `GET /service/{client_id}/{resources}/{tx_id}` (§5.3): checks 1–12, then creates or resumes
+/// the transaction and binds it to the browser's session.
+pub async fn start(
+    p: &Arc<Platform>,
+    c: &Citizen,
+    req: &RedirectRequest<'_>,
+    cookie: Option<&str>,
+) -> ServerResult<Next> {
+    let now = p.now();
+    let sp = match req.client_id.parse::<mydata_protocol::ids::ClientId>() {
+        Ok(id) => p.store.get_sp(id.as_str())?,
+        Err(_) => None,
+    };
+    let Some(sp) = sp else {
+        return Ok(Next::NotFound);
+    };
+    let dps = dataset_map(p, &sp)?;
+    let view = service_view(p, &sp, &dps)?;
+    let accepted = match flow::validate_redirect(req, Some(&view), now) {
+        Ok(a) => a,
+        Err(r) => return reject(p, &sp, &view.cipher, r, now).await,
+    };
+    let existing = p.store.find_tx(&sp.client_id, accepted.tx_id.as_str())?;
+    let existing_facts = existing.as_ref().map(|t| facts(p, t));
+    let session_pid = c
+        .sessions
+        .with(cookie, now, |s| s.citizen.clone())
+        .flatten();
+    let mode = if sp.packaging_mode == "B" {
+        mydata_protocol::package::sp::PackagingMode::B
+    } else {
+        mydata_protocol::package::sp::PackagingMode::A
+    };
+    let admission = match flow::admit(
+        &accepted,
+        existing_facts.as_ref(),
+        mode,
+        |id| match dps.get(id.as_str()) {
+            Some(d) if d.status == "active" => Availability::Available,
+            _ => Availability::Stopped,
+        },
+        session_pid.as_ref(),
+        now,
+    ) {
+        Ok(a) => a,
+        Err(r) => return reject(p, &sp, &view.cipher, r, now).await,
+    };
+    let tx = match (admission.slot, existing) {
+        (TxSlot::Resume, Some(mut tx)) => {
+            tx.last_activity = now.0;
+            p.store.update_tx(&tx)?;
+            tx
+        }
+        (_, old) => {
+            if let Some(old) = old {
+                // A record more than 8 hours old frees its pair (D19).
+                engine::forget(p, &old)?;
+            }
+            let tx = new_tx(p, &sp, &accepted, now)?;
+            p.store.insert_tx(&tx)?;
+            tx
+        }
+    };
+    let unavailable: Vec<ResourceId> = admission.unavailable.into_iter().map(|(id, _)| id).collect();
+    let id = tx.id.clone();
+    let (cookie, ()) = c.sessions.with_or_create(cookie, now, |s| {
+        s.flows
+            .entry(id.clone())
+            .or_insert_with(|| Flow::new(accepted, unavailable));
+    })?;
+    Ok(Next::Flow { id, cookie })
+}
+
+fn new_tx(
+    p: &Platform,
+    sp: &SpRecord,
+    a: &AcceptedRedirect,
+    now: UnixTime,
+) -> ServerResult<TxRecord> {
+    let id = PermissionTicket::generate()?.as_str().to_string();
+    let resources: Vec<&str> = a.resources.ids().iter().map(|r| r.as_str()).collect();
+    Ok(TxRecord {
+        pid_sealed: Some(p.key.seal(&format!("tx:{id}:pid"), a.pid.as_str())?),
+        id,
+        client_id: sp.client_id.clone(),
+        tx_id: a.tx_id.as_str().to_string(),
+        state: state::REDIRECTED.into(),
+        code: None,
+        resources: serde_json::to_string(&resources)
+            .map_err(|e| ServerError::Internal(e.to_string()))?,
+        return_query: a.return_query.clone(),
+        case_number: a.case_number.as_ref().map(|c| c.as_str().to_string()),
+        citizen_sealed: None,
+        identity_method: None,
+        ticket_hash: None,
+        secret_key_sealed: None,
+        sp_api_ack: false,
+        datasets: "[]".into(),
+        package_path: None,
+        created_at: now.0,
+        consent_at: None,
+        taken_at: None,
+        // Before consent the transaction lives at most 3,600 s (D21); consent moves this.
+        purge_at: now.0 + flow::TOTAL_EXPIRY_SECS,
+        return_url: Some(a.return_url.clone()),
+        last_activity: now.0,
+    })
+}
+
+async fn reject(
+    p: &Arc<Platform>,
+    sp: &SpRecord,
+    cipher: &ParamCipher,
+    r: Rejection,
+    now: UnixTime,
+) -> ServerResult<Next> {
+    if let Rejection::Redirect {
+        code,
+        tx_id: Some(tx_id),
+        unable_to_deliver,
+        ..
+    } = &r
+        && !unable_to_deliver.is_empty()
+    {
+        // §5.3 step 10: the SP hears which datasets cannot be delivered (§7, D22).
+        engine::undeliverable(p, sp, tx_id, *code, unable_to_deliver, now).await?;
+    }
+    Ok(match r.location(&sp.return_url, cipher)? {
+        Some(l) => Next::Return(l),
+        None => Next::NotFound,
+    })
+}
+
+/// The context of one request inside a flow.
+struct Ctx {
+    tx: TxRecord,
+    sp: SpRecord,
+    flow: Flow,
+    csrf: String,
+    citizen: Option<Pid>,
+}
+
+fn load(
+    p: &Platform,
+    c: &Citizen,
+    id: &str,
+    cookie: Option<&str>,
+    now: UnixTime,
+) -> ServerResult<Option<Ctx>> {
+    let Some((flow, csrf, citizen)) = c
+        .sessions
+        .with(cookie, now, |s| {
+            s.flows
+                .get(id)
+                .cloned()
+                .map(|f| (f, s.csrf.clone(), s.citizen.clone()))
+        })
+        .flatten()
+    else {
+        return Ok(None);
+    };
+    let Some(tx) = p.store.get_tx(id)? else {
+        return Ok(None);
+    };
+    let Some(sp) = p.store.get_sp(&tx.client_id)? else {
+        return Ok(None);
+    };
+    Ok(Some(Ctx {
+        tx,
+        sp,
+        flow,
+        csrf,
+        citizen,
+    }))
+}
+
+fn save_flow(c: &Citizen, cookie: Option<&str>, id: &str, flow: Flow, now: UnixTime) {
+    c.sessions.with(cookie, now, |s| {
+        s.flows.insert(id.to_string(), flow);
+    });
+}
+
+/// Ends the transaction before consent with `code` and sends the browser back.
+fn finish(
+    p: &Platform,
+    c: &Citizen,
+    cookie: Option<&str>,
+    ctx: &mut Ctx,
+    code: ReturnCode,
+    now: UnixTime,
+) -> ServerResult<Next> {
+    engine::end(p, &mut ctx.tx, code, now)?;
+    let id = ctx.tx.id.clone();
+    c.sessions.with(cookie, now, |s| {
+        s.flows.remove(&id);
+    });
+    back(p, ctx, code)
+}
+
+fn back(p: &Platform, ctx: &Ctx, code: ReturnCode) -> ServerResult<Next> {
+    Ok(Next::Return(ctx.flow.accepted.return_location(
+        &ctx.sp.return_url,
+        &cipher(p, &ctx.sp)?,
+        code,
+    )?))
+}
+
+/// Whether the transaction is still before consent and inside its time (D21); ends it with 408
+/// otherwise.
+fn live(
+    p: &Platform,
+    c: &Citizen,
+    cookie: Option<&str>,
+    ctx: &mut Ctx,
+    now: UnixTime,
+) -> ServerResult<Option<Next>> {
+    if !matches!(
+        ctx.tx.state.as_str(),
+        state::REDIRECTED | state::AUTHENTICATED
+    ) {
+        // Consent already happened in another tab, or the transaction ended.
+        let code = ctx
+            .tx
+            .code
+            .and_then(|c| ReturnCode::from_wire(c as u16))
+            .unwrap_or(ReturnCode::BadRequest);
+        return back(p, ctx, code).map(Some);
+    }
+    if flow::pre_consent_expired(
+        UnixTime(ctx.tx.created_at),
+        UnixTime(ctx.tx.last_activity.max(ctx.tx.created_at)),
+        now,
+    ) {
+        return finish(p, c, cookie, ctx, ReturnCode::Timeout, now).map(Some);
+    }
+    ctx.tx.last_activity = now.0;
+    p.store.update_tx(&ctx.tx)?;
+    Ok(None)
+}
+
+/// What `GET /flow/{id}` shows: the next page, or a return to the SP.
+pub fn view(
+    p: &Platform,
+    c: &Citizen,
+    id: &str,
+    cookie: Option<&str>,
+) -> ServerResult<Result<View, Next>> {
+    let now = p.now();
+    let Some(mut ctx) = load(p, c, id, cookie, now)? else {
+        return Ok(Err(Next::NoSession));
+    };
+    if let Some(next) = live(p, c, cookie, &mut ctx, now)? {
+        return Ok(Err(next));
+    }
+    let step = if !ctx.flow.terms {
+        Step::Terms
+    } else if !ctx.flow.basic {
+        Step::Basic
+    } else if ctx.tx.state == state::AUTHENTICATED
+        && ctx.citizen.as_ref() == Some(&ctx.flow.accepted.pid)
+    {
+        Step::Consent
+    } else {
+        Step::Identity
+    };
+    let dps = dataset_map(p, &ctx.sp)?;
+    let datasets = ctx
+        .flow
+        .accepted
+        .resources
+        .ids()
+        .iter()
+        .map(|r| {
+            let d = dps.get(r.as_str());
+            DatasetLine {
+                resource_id: r.as_str().to_string(),
+                name: d.map(|d| d.name.clone()).unwrap_or_default(),
+                provider: d.map(|d| d.provider.clone()).unwrap_or_default(),
+                unavailable: ctx.flow.unavailable.contains(r),
+            }
+        })
+        .collect();
+    let usable = c.usable_methods(&ctx.flow.accepted);
+    let unusable = ctx
+        .flow
+        .accepted
+        .methods
+        .iter()
+        .copied()
+        .filter(|m| !usable.contains(m))
+        .collect();
+    let entry = c
+        .registry
+        .as_ref()
+        .and_then(|r| r.get(ctx.flow.accepted.pid.as_str()));
+    let channels = if usable.contains(&IdentityMethod::Otp) {
+        channels(c, entry)
+    } else {
+        Vec::new()
+    };
+    let locked = c
+        .sessions
+        .lockout(id, now, |l| l.check(now))
+        .err()
+        .map(|until| (until.0, until.0 - now.0));
+    let notice = ctx.flow.notice.take();
+    let otp_sent = ctx.flow.otp.is_some();
+    save_flow(c, cookie, id, ctx.flow.clone(), now);
+    Ok(Ok(View {
+        id: id.to_string(),
+        csrf: ctx.csrf,
+        step,
+        sp_name: ctx.sp.name,
+        purpose: ctx.sp.purpose,
+        datasets,
+        usable,
+        unusable,
+        channels,
+        otp_sent,
+        notice,
+        locked,
+    }))
+}
+
+fn channels(c: &Citizen, entry: Option<&RegistryEntry>) -> Vec<(Channel, String)> {
+    let Some(e) = entry else {
+        return Vec::new();
+    };
+    [(Channel::Email, &e.email), (Channel::Mobile, &e.mobile)]
+        .into_iter()
+        .filter(|(ch, to)| !to.is_empty() && c.notifier.offers(*ch))
+        .map(|(ch, to)| (ch, mask(to)))
+        .collect()
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// `POST /flow/{id}/…`: checks the session and the CSRF token, applies the action, and says where
+/// the browser goes next.
+pub async fn act(
+    p: &Arc<Platform>,
+    c: &Citizen,
+    id: &str,
+    cookie: Option<&str>,
+    csrf: &str,
+    action: Action,
+) -> ServerResult<Next> {
+    let now = p.now();
+    let Some(mut ctx) = load(p, c, id, cookie, now)? else {
+        return Ok(Next::NoSession);
+    };
+    if !same(&ctx.csrf, csrf) {
+        return Ok(Next::NoSession);
+    }
+    if let Some(next) = live(p, c, cookie, &mut ctx, now)? {
+        return Ok(next);
+    }
+    let stay = Next::Flow {
+        id: id.to_string(),
+        cookie: None,
+    };
+    let locked = c.sessions.lockout(id, now, |l| l.check(now)).err();
+    match action {
+        Action::Cancel => {
+            let code = if c.usable_methods(&ctx.flow.accepted).is_empty() {
+                ReturnCode::Forbidden
+            } else {
+                ReturnCode::Refused
+            };
+            return finish(p, c, cookie, &mut ctx, code, now);
+        }
+        Action::AcceptTerms => ctx.flow.terms = true,
+        Action::Basic {
+            national_id,
+            birth_date,
+        } if ctx.flow.terms && locked.is_none() => {
+            let typed = national_id.trim().to_ascii_uppercase();
+            if !typed.is_empty()
+                && Pid::parse_for(Default::default(), &typed).is_ok()
+                && typed != ctx.flow.accepted.pid.as_str()
+            {
+                // Someone other than the person the SP named (§5.3, code 409).
+                return finish(p, c, cookie, &mut ctx, ReturnCode::IdentityConflict, now);
+            }
+            let entry = c
+                .registry
+                .as_ref()
+                .and_then(|r| r.get(ctx.flow.accepted.pid.as_str()));
+            let birth = CivilDate::parse_roc(birth_date.trim()).ok();
+            match (entry, birth) {
+                (Some(e), Some(b)) if typed == ctx.flow.accepted.pid.as_str() && e.birth_date == b => {
+                    ctx.flow.basic = true;
+                    ctx.flow.notice = None;
+                }
+                // Without a registry the birth date cannot be checked here; the identity
+                // verification that follows decides.
+                (None, Some(_)) if typed == ctx.flow.accepted.pid.as_str() && c.registry.is_none() => {
+                    ctx.flow.basic = true;
+                }
+                _ => fail(c, id, &mut ctx.flow, now, "身分證字號或出生日期不符 / ID or birth date does not match"),
+            }
+        }
+        Action::TwoDocuments {
+            nhi_card_number,
+            household_number,
+        } if ctx.flow.basic && locked.is_none() => {
+            let entry = c
+                .registry
+                .as_ref()
+                .and_then(|r| r.get(ctx.flow.accepted.pid.as_str()));
+            let ok = entry.is_some_and(|e| {
+                same(&e.nhi_card_number, nhi_card_number.trim())
+                    && same(
+                        &e.household_number.to_ascii_uppercase(),
+                        &household_number.trim().to_ascii_uppercase(),
+                    )
+            });
+            if ok {
+                return authenticated(p, c, cookie, ctx, IdentityMethod::TwoDocuments, now);
+            }
+            fail(c, id, &mut ctx.flow, now, "健保卡號或戶號不符 / NHI card number or household number does not match");
+        }
+        Action::SendOtp(channel) if ctx.flow.basic && locked.is_none() => {
+            let entry = c
+                .registry
+                .as_ref()
+                .and_then(|r| r.get(ctx.flow.accepted.pid.as_str()));
+            let to = entry.map(|e| match channel {
+                Channel::Email => e.email.clone(),
+                Channel::Mobile => e.mobile.clone(),
+            });
+            let usable = c.usable_methods(&ctx.flow.accepted);
+            match to.filter(|t| !t.is_empty()) {
+                Some(to) if usable.contains(&IdentityMethod::Otp) && c.notifier.offers(channel) => {
+                    match attempts::otp_may_send(ctx.flow.otp.as_ref().map(|(o, _)| o), now) {
+                        Err(when) => {
+                            ctx.flow.notice = Some(format!(
+                                "請於 {} 秒後再要求新的驗證碼 / wait {} s before asking for a new code",
+                                when.0 - now.0,
+                                when.0 - now.0
+                            ));
+                        }
+                        Ok(()) => {
+                            let code = loop {
+                                if let Some(code) = attempts::otp_from_random(&random_bytes::<16>()?) {
+                                    break code;
+                                }
+                            };
+                            let digest = otp_digest(p, id, &code);
+                            c.notifier.send_otp(channel, &to, &code).await?;
+                            ctx.flow.otp = Some((
+                                OtpChallenge {
+                                    digest,
+                                    issued_at: now,
+                                },
+                                channel,
+                            ));
+                            ctx.flow.notice = Some(format!(
+                                "驗證碼已寄至 {} / a code was sent to {}",
+                                mask(&to),
+                                mask(&to)
+                            ));
+                        }
+                    }
+                }
+                _ => {
+                    ctx.flow.notice =
+                        Some("無法以此方式寄送驗證碼 / no code can be sent this way".into());
+                }
+            }
+        }
+        Action::CheckOtp(input) if ctx.flow.basic && locked.is_none() => {
+            let check = attempts::otp_check(
+                ctx.flow.otp.as_ref().map(|(o, _)| o),
+                &input,
+                |s| otp_digest(p, id, s),
+                now,
+            );
+            match check {
+                OtpCheck::Valid => {
+                    ctx.flow.otp = None;
+                    return authenticated(p, c, cookie, ctx, IdentityMethod::Otp, now);
+                }
+                OtpCheck::Wrong => fail(c, id, &mut ctx.flow, now, "驗證碼錯誤 / wrong code"),
+                OtpCheck::Expired => {
+                    ctx.flow.otp = None;
+                    ctx.flow.notice =
+                        Some("驗證碼已逾時，請重新寄送 / the code expired; ask for a new one".into());
+                }
+                OtpCheck::Malformed => {
+                    ctx.flow.notice = Some("驗證碼為 6 位數字 / the code has 6 digits".into());
+                }
+            }
+        }
+        Action::Consent(agree)
+            if ctx.tx.state == state::AUTHENTICATED
+                && ctx.citizen.as_ref() == Some(&ctx.flow.accepted.pid) =>
+        {
+            if !agree {
+                return finish(p, c, cookie, &mut ctx, ReturnCode::Refused, now);
+            }
+            let claims = claims(p, c, &ctx.flow.accepted.pid);
+            let code = engine::consent(p.clone(), ctx.tx.clone(), claims).await?;
+            c.sessions.with(cookie, now, |s| {
+                s.flows.remove(id);
+            });
+            return back(p, &ctx, code);
+        }
+        _ if locked.is_some() => {}
+        // An action out of order (a stale tab): show the current page again.
+        _ => {}
+    }
+    save_flow(c, cookie, id, ctx.flow, now);
+    Ok(stay)
+}
+
+fn otp_digest(p: &Platform, id: &str, code: &str) -> Vec<u8> {
+    p.key
+        .keyed_hash(&[b"otp", id.as_bytes(), code.as_bytes()])
+        .to_vec()
+}
+
+fn fail(c: &Citizen, id: &str, flow: &mut Flow, now: UnixTime, msg: &str) {
+    let locked = c.sessions.lockout(id, now, |l| l.fail(now));
+    let left = c.sessions.lockout(id, now, |l| l.remaining(now));
+    flow.notice = Some(match locked {
+        Some(_) => format!("{msg}。錯誤次數過多，已暫時鎖定 / too many failures: locked for 15 minutes"),
+        None => format!("{msg}（尚可嘗試 {left} 次 / {left} attempts left）"),
+    });
+}
+
+/// The citizen proved who they are with `method` (§5.3 "Authentication").
+fn authenticated(
+    p: &Platform,
+    c: &Citizen,
+    cookie: Option<&str>,
+    mut ctx: Ctx,
+    method: IdentityMethod,
+    now: UnixTime,
+) -> ServerResult<Next> {
+    let who = ctx.flow.accepted.pid.clone();
+    if let Err(code) = flow::check_authenticated(&ctx.flow.accepted, &who, method) {
+        return finish(p, c, cookie, &mut ctx, code, now);
+    }
+    c.sessions.lockout(&ctx.tx.id, now, |l| l.reset());
+    ctx.tx.state = state::AUTHENTICATED.into();
+    ctx.tx.identity_method = Some(method.code().to_string());
+    p.store.update_tx(&ctx.tx)?;
+    ctx.flow.notice = None;
+    let id = ctx.tx.id.clone();
+    c.sessions.with(cookie, now, |s| {
+        s.citizen = Some(who);
+        s.method = Some(method);
+        s.flows.insert(id.clone(), ctx.flow);
+    });
+    Ok(Next::Flow { id, cookie: None })
+}
+
+fn claims(p: &Platform, c: &Citizen, pid: &Pid) -> CitizenClaims {
+    let entry = c.registry.as_ref().and_then(|r| r.get(pid.as_str()));
+    CitizenClaims {
+        sub: p.citizen_sub(pid.as_str()),
+        uid: pid.as_str().to_string(),
+        uid_type: pid.uid_type().to_string(),
+        birthdate: entry.map(|e| e.birth_date.iso()),
+        name: entry.map(|e| e.name.clone()).filter(|n| !n.is_empty()),
+        email: entry.map(|e| e.email.clone()).filter(|n| !n.is_empty()),
+    }
+}
+
+/// The request's browser address (D26: the TCP peer).
+pub fn browser_ip(peer: Option<std::net::SocketAddr>) -> IpAddr {
+    peer.map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip())
+}
