@@ -192,7 +192,11 @@ fn param_mode(sp: &SpRecord) -> ParamMode {
 
 fn cipher(p: &Platform, sp: &SpRecord) -> ServerResult<ParamCipher> {
     let s = p.sp_secrets(sp)?;
-    Ok(ParamCipher::new(&s.client_secret, &s.cbc_iv, param_mode(sp)))
+    Ok(ParamCipher::new(
+        &s.client_secret,
+        &s.cbc_iv,
+        param_mode(sp),
+    ))
 }
 
 fn methods_of(dp: &DpRecord) -> Vec<IdentityMethod> {
@@ -204,8 +208,7 @@ fn methods_of(dp: &DpRecord) -> Vec<IdentityMethod> {
 
 fn dataset_map(p: &Platform, sp: &SpRecord) -> ServerResult<HashMap<String, DpRecord>> {
     let wanted: std::collections::HashSet<&str> = sp.resources.iter().map(String::as_str).collect();
-    Ok(p
-        .store
+    Ok(p.store
         .list_dps()?
         .into_iter()
         .filter(|d| wanted.contains(d.resource_id.as_str()))
@@ -336,7 +339,11 @@ pub async fn start(
             tx
         }
     };
-    let unavailable: Vec<ResourceId> = admission.unavailable.into_iter().map(|(id, _)| id).collect();
+    let unavailable: Vec<ResourceId> = admission
+        .unavailable
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     let id = tx.id.clone();
     let (cookie, ()) = c.sessions.with_or_create(cookie, now, |s| {
         s.flows
@@ -449,6 +456,35 @@ fn load(
     }))
 }
 
+/// A page of a flow whose session is gone: when the transaction itself expired before consent
+/// (the session and the transaction share the 1,200 s idle time), the browser goes back to the SP
+/// with 408 (D21); otherwise the page is refused. Ending an already expired transaction early
+/// gives nothing away, so this needs no session.
+fn expired_without_session(p: &Platform, id: &str, now: UnixTime) -> ServerResult<Next> {
+    let Some(mut tx) = p.store.get_tx(id)? else {
+        return Ok(Next::NoSession);
+    };
+    let before_consent = matches!(tx.state.as_str(), state::REDIRECTED | state::AUTHENTICATED);
+    let expired = flow::pre_consent_expired(
+        UnixTime(tx.created_at),
+        UnixTime(tx.last_activity.max(tx.created_at)),
+        now,
+    );
+    let (true, true, Some(sp)) = (before_consent, expired, p.store.get_sp(&tx.client_id)?) else {
+        return Ok(Next::NoSession);
+    };
+    let query = tx.return_query.clone();
+    let tx_id = tx.tx_id.clone();
+    engine::end(p, &mut tx, ReturnCode::Timeout, now)?;
+    let enc = cipher(p, &sp)?.encrypt(&tx_id)?;
+    Ok(Next::Return(flow::return_url(
+        &sp.return_url,
+        ReturnCode::Timeout,
+        Some(&enc),
+        query.as_deref(),
+    )))
+}
+
 fn save_flow(c: &Citizen, cookie: Option<&str>, id: &str, flow: Flow, now: UnixTime) {
     c.sessions.with(cookie, now, |s| {
         s.flows.insert(id.to_string(), flow);
@@ -522,7 +558,7 @@ pub fn view(
 ) -> ServerResult<Result<View, Next>> {
     let now = p.now();
     let Some(mut ctx) = load(p, c, id, cookie, now)? else {
-        return Ok(Err(Next::NoSession));
+        return Ok(Err(expired_without_session(p, id, now)?));
     };
     if let Some(next) = live(p, c, cookie, &mut ctx, now)? {
         return Ok(Err(next));
@@ -628,7 +664,7 @@ pub async fn act(
 ) -> ServerResult<Next> {
     let now = p.now();
     let Some(mut ctx) = load(p, c, id, cookie, now)? else {
-        return Ok(Next::NoSession);
+        return expired_without_session(p, id, now);
     };
     if !same(&ctx.csrf, csrf) {
         return Ok(Next::NoSession);
@@ -669,16 +705,26 @@ pub async fn act(
                 .and_then(|r| r.get(ctx.flow.accepted.pid.as_str()));
             let birth = CivilDate::parse_roc(birth_date.trim()).ok();
             match (entry, birth) {
-                (Some(e), Some(b)) if typed == ctx.flow.accepted.pid.as_str() && e.birth_date == b => {
+                (Some(e), Some(b))
+                    if typed == ctx.flow.accepted.pid.as_str() && e.birth_date == b =>
+                {
                     ctx.flow.basic = true;
                     ctx.flow.notice = None;
                 }
                 // Without a registry the birth date cannot be checked here; the identity
                 // verification that follows decides.
-                (None, Some(_)) if typed == ctx.flow.accepted.pid.as_str() && c.registry.is_none() => {
+                (None, Some(_))
+                    if typed == ctx.flow.accepted.pid.as_str() && c.registry.is_none() =>
+                {
                     ctx.flow.basic = true;
                 }
-                _ => fail(c, id, &mut ctx.flow, now, "身分證字號或出生日期不符 / ID or birth date does not match"),
+                _ => fail(
+                    c,
+                    id,
+                    &mut ctx.flow,
+                    now,
+                    "身分證字號或出生日期不符 / ID or birth date does not match",
+                ),
             }
         }
         Action::TwoDocuments {
@@ -699,7 +745,13 @@ pub async fn act(
             if ok {
                 return authenticated(p, c, cookie, ctx, IdentityMethod::TwoDocuments, now);
             }
-            fail(c, id, &mut ctx.flow, now, "健保卡號或戶號不符 / NHI card number or household number does not match");
+            fail(
+                c,
+                id,
+                &mut ctx.flow,
+                now,
+                "健保卡號或戶號不符 / NHI card number or household number does not match",
+            );
         }
         Action::SendOtp(channel) if ctx.flow.basic && locked.is_none() => {
             let entry = c
@@ -723,12 +775,22 @@ pub async fn act(
                         }
                         Ok(()) => {
                             let code = loop {
-                                if let Some(code) = attempts::otp_from_random(&random_bytes::<16>()?) {
+                                if let Some(code) =
+                                    attempts::otp_from_random(&random_bytes::<16>()?)
+                                {
                                     break code;
                                 }
                             };
                             let digest = otp_digest(p, id, &code);
-                            c.notifier.send_otp(channel, &to, &code).await?;
+                            if let Err(e) = c.notifier.send_otp(channel, &to, &code).await {
+                                log::warn!("one-time password delivery failed: {e}");
+                                ctx.flow.notice = Some(
+                                    "驗證碼寄送失敗，請稍後再試 / the code could not be sent; try again later"
+                                        .into(),
+                                );
+                                save_flow(c, cookie, id, ctx.flow, now);
+                                return Ok(stay);
+                            }
                             ctx.flow.otp = Some((
                                 OtpChallenge {
                                     digest,
@@ -765,8 +827,9 @@ pub async fn act(
                 OtpCheck::Wrong => fail(c, id, &mut ctx.flow, now, "驗證碼錯誤 / wrong code"),
                 OtpCheck::Expired => {
                     ctx.flow.otp = None;
-                    ctx.flow.notice =
-                        Some("驗證碼已逾時，請重新寄送 / the code expired; ask for a new one".into());
+                    ctx.flow.notice = Some(
+                        "驗證碼已逾時，請重新寄送 / the code expired; ask for a new one".into(),
+                    );
                 }
                 OtpCheck::Malformed => {
                     ctx.flow.notice = Some("驗證碼為 6 位數字 / the code has 6 digits".into());
@@ -805,7 +868,9 @@ fn fail(c: &Citizen, id: &str, flow: &mut Flow, now: UnixTime, msg: &str) {
     let locked = c.sessions.lockout(id, now, |l| l.fail(now));
     let left = c.sessions.lockout(id, now, |l| l.remaining(now));
     flow.notice = Some(match locked {
-        Some(_) => format!("{msg}。錯誤次數過多，已暫時鎖定 / too many failures: locked for 15 minutes"),
+        Some(_) => {
+            format!("{msg}。錯誤次數過多，已暫時鎖定 / too many failures: locked for 15 minutes")
+        }
         None => format!("{msg}（尚可嘗試 {left} 次 / {left} attempts left）"),
     });
 }

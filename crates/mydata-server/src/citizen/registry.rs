@@ -19,22 +19,22 @@ pub struct RegistryEntry {
     /// National ID (upper case).
     pub national_id: String,
     /// Name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub name: String,
     /// Birth date.
     #[serde(deserialize_with = "iso_date")]
     pub birth_date: CivilDate,
     /// NHI card number (12 digits).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub nhi_card_number: String,
     /// Household registration number (8 characters).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub household_number: String,
     /// E-mail address.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub email: String,
     /// Mobile number.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub mobile: String,
 }
 
@@ -42,6 +42,10 @@ impl fmt::Debug for RegistryEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("RegistryEntry(..)")
     }
+}
+
+fn nullable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 fn iso_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<CivilDate, D::Error> {

@@ -242,8 +242,17 @@ mod tests {
         for i in 0..4 {
             assert_eq!(s.lockout("tx", UnixTime(i), |l| l.fail(UnixTime(i))), None);
         }
-        assert!(s.lockout("tx", UnixTime(5), |l| l.fail(UnixTime(5))).is_some());
-        assert!(s.lockout("tx", UnixTime(6), |l| l.check(UnixTime(6))).is_err());
-        assert!(s.lockout("other", UnixTime(6), |l| l.check(UnixTime(6))).is_ok());
+        assert!(
+            s.lockout("tx", UnixTime(5), |l| l.fail(UnixTime(5)))
+                .is_some()
+        );
+        assert!(
+            s.lockout("tx", UnixTime(6), |l| l.check(UnixTime(6)))
+                .is_err()
+        );
+        assert!(
+            s.lockout("other", UnixTime(6), |l| l.check(UnixTime(6)))
+                .is_ok()
+        );
     }
 }

@@ -9,6 +9,7 @@ use actix_web::{App, HttpServer, web};
 use crate::error::{ServerError, ServerResult};
 use crate::platform::Platform;
 
+pub mod citizen;
 pub mod connect;
 pub mod service;
 
@@ -19,6 +20,7 @@ pub type State = web::Data<Platform>;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     connect::configure(cfg);
     service::configure(cfg);
+    citizen::configure(cfg);
 }
 
 /// Builds the HTTP server on an already bound listener.
@@ -27,8 +29,14 @@ pub fn server(platform: Arc<Platform>, listener: TcpListener) -> ServerResult<Se
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
+    let citizen = web::Data::new(crate::citizen::Citizen::from_config(&platform.config)?);
     let data = web::Data::from(platform);
-    let srv = HttpServer::new(move || App::new().app_data(data.clone()).configure(configure))
+    let srv = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(citizen.clone())
+            .configure(configure)
+    })
         .workers(workers)
         .listen(listener)
         .map_err(|e| ServerError::Config(format!("listen: {e}")))?

@@ -1,0 +1,344 @@
+//! The citizen pages (spec §5.3, D46): plain HTML forms that work without JavaScript, in
+//! Traditional Chinese with English, behind a cookie session with a CSRF token on every form.
+//!
+//! Handlers only translate between HTTP and [`crate::citizen::flow`].
+
+use std::sync::Arc;
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+
+use mydata_protocol::codes::IdentityMethod;
+use mydata_protocol::flow::RedirectRequest;
+
+use super::State;
+use crate::citizen::flow::{self as cflow, Action, Next, Step, View};
+use crate::citizen::session::COOKIE;
+use crate::citizen::{Channel, Citizen};
+
+/// Mounts the citizen pages.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/service/{client_id}/{resources}/{tx_id}",
+        web::get().to(redirect),
+    )
+    .route("/flow/{id}", web::get().to(page))
+    .route("/flow/{id}/{action}", web::post().to(post))
+    .route("/static/mydata.css", web::get().to(css));
+}
+
+const CSS: &str = include_str!("../../static/mydata.css");
+
+/// Security headers of every page: no caching, no framing, no referrer, nothing but our CSS.
+fn secure(b: &mut actix_web::HttpResponseBuilder) -> &mut actix_web::HttpResponseBuilder {
+    b.insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+}
+
+async fn css() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+        .body(CSS)
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage<'a> {
+    title: &'a str,
+    text_zh: &'a str,
+    text_en: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "flow.html")]
+struct FlowPage<'a> {
+    v: &'a View,
+    title: &'a str,
+    step: &'a str,
+    pii: bool,
+    otp: bool,
+    channels: Vec<(&'static str, String)>,
+    unusable: String,
+    lock_until: String,
+}
+
+fn html(status: StatusCode, body: Result<String, askama::Error>) -> HttpResponse {
+    match body {
+        Ok(b) => secure(&mut HttpResponse::build(status))
+            .content_type("text/html; charset=utf-8")
+            .body(b),
+        Err(e) => {
+            log::error!("template: {e}");
+            HttpResponse::InternalServerError().finish()
+        }
+    }
+}
+
+fn message(status: StatusCode, title: &str, zh: &str, en: &str) -> HttpResponse {
+    html(
+        status,
+        MessagePage {
+            title,
+            text_zh: zh,
+            text_en: en,
+        }
+        .render(),
+    )
+}
+
+fn no_session() -> HttpResponse {
+    message(
+        StatusCode::FORBIDDEN,
+        "連線已失效 / Session expired",
+        "此頁面已失效（逾時、在其他瀏覽器開啟，或表單已過期）。請回到申請服務的網站重新開始。",
+        "This page is no longer valid (it timed out, was opened in another browser, or the form is stale). Go back to the service's site and start again.",
+    )
+}
+
+fn internal() -> HttpResponse {
+    message(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "系統錯誤 / System error",
+        "系統暫時無法處理您的要求，請稍後再試。",
+        "The platform cannot handle your request right now. Please try again later.",
+    )
+}
+
+fn session_cookie(state: &State, value: String) -> Cookie<'static> {
+    Cookie::build(COOKIE, value)
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(state.config.public_url.starts_with("https://"))
+        .finish()
+}
+
+fn respond(state: &State, next: Next) -> HttpResponse {
+    match next {
+        Next::NotFound => secure(&mut HttpResponse::NotFound())
+            .content_type("text/plain; charset=utf-8")
+            .body("Not Found"),
+        Next::Return(loc) => secure(&mut HttpResponse::Found())
+            .insert_header((header::LOCATION, loc))
+            .finish(),
+        Next::Flow { id, cookie } => {
+            let mut b = HttpResponse::SeeOther();
+            secure(&mut b).insert_header((header::LOCATION, format!("/flow/{id}")));
+            if let Some(c) = cookie {
+                b.cookie(session_cookie(state, c));
+            }
+            b.finish()
+        }
+        Next::NoSession => no_session(),
+    }
+}
+
+fn cookie_of(req: &HttpRequest) -> Option<String> {
+    req.cookie(COOKIE).map(|c| c.value().to_string())
+}
+
+/// The first value of `name` in a query string (form decoding).
+fn query_param(query: &str, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+async fn redirect(state: State, citizen: web::Data<Citizen>, req: HttpRequest) -> HttpResponse {
+    // The raw path: the `{resources}` segment may hold %2F and %2B (§5.2).
+    let raw = req.uri().path();
+    let mut parts = raw.trim_start_matches('/').splitn(4, '/').skip(1);
+    let (Some(client_id), Some(resources), Some(tx_id)) =
+        (parts.next(), parts.next(), parts.next())
+    else {
+        return respond(&state, Next::NotFound);
+    };
+    let q = req.query_string();
+    let (return_url, pid, case_number) = (
+        query_param(q, "returnUrl"),
+        query_param(q, "pid"),
+        query_param(q, "caseNumber"),
+    );
+    let rr = RedirectRequest {
+        client_id,
+        resources,
+        tx_id,
+        return_url: return_url.as_deref(),
+        pid: pid.as_deref(),
+        case_number: case_number.as_deref(),
+        browser_ip: cflow::browser_ip(req.peer_addr()),
+    };
+    let platform: Arc<_> = state.clone().into_inner();
+    let cookie = cookie_of(&req);
+    match cflow::start(&platform, &citizen, &rr, cookie.as_deref()).await {
+        Ok(next) => respond(&state, next),
+        Err(e) => {
+            log::error!("redirect: {e}");
+            internal()
+        }
+    }
+}
+
+fn method_names(ms: &[IdentityMethod]) -> String {
+    ms.iter()
+        .map(|m| match m {
+            IdentityMethod::CitizenCertificate => "自然人憑證 (CER)",
+            IdentityMethod::ChipFinancialCard => "晶片金融卡 (FIC)",
+            IdentityMethod::HardwareFinancialCertificate => "硬體金融憑證 (FCH)",
+            IdentityMethod::BusinessCertificate => "工商憑證 (MOE)",
+            IdentityMethod::TwFido => "TW FidO (TFD)",
+            IdentityMethod::NhiCard => "健保卡 (NHI)",
+            IdentityMethod::SoftwareFinancialCertificate => "軟體金融憑證 (FCS)",
+            IdentityMethod::TwoDocuments => "雙證件 (PII)",
+            IdentityMethod::Otp => "一次性密碼 (OTP)",
+        })
+        .collect::<Vec<_>>()
+        .join("、")
+}
+
+/// `HH:MM:SS` in Taiwan time (UTC+8, no daylight saving).
+fn taipei_clock(unix: i64) -> String {
+    let s = (unix + 8 * 3600).rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+async fn page(
+    state: State,
+    citizen: web::Data<Citizen>,
+    path: web::Path<String>,
+    req: HttpRequest,
+) -> HttpResponse {
+    let id = path.into_inner();
+    let cookie = cookie_of(&req);
+    let platform = state.clone().into_inner();
+    let c = citizen.clone().into_inner();
+    let r = web::block(move || cflow::view(&platform, &c, &id, cookie.as_deref())).await;
+    let v = match r {
+        Ok(Ok(Ok(v))) => v,
+        Ok(Ok(Err(next))) => return respond(&state, next),
+        Ok(Err(e)) => {
+            log::error!("flow page: {e}");
+            return internal();
+        }
+        Err(e) => {
+            log::error!("flow page: {e}");
+            return internal();
+        }
+    };
+    let (step, title) = match v.step {
+        Step::Terms => ("terms", "服務條款 / Terms of use"),
+        Step::Basic => ("basic", "基本資料 / Basic information"),
+        Step::Identity => ("identity", "身分驗證 / Identity verification"),
+        Step::Consent => ("consent", "同意傳送 / Consent"),
+    };
+    let channels = v
+        .channels
+        .iter()
+        .map(|(ch, masked)| (ch.as_str(), masked.clone()))
+        .collect();
+    let page = FlowPage {
+        title,
+        step,
+        pii: v.usable.contains(&IdentityMethod::TwoDocuments),
+        otp: v.usable.contains(&IdentityMethod::Otp),
+        channels,
+        unusable: method_names(&v.unusable),
+        lock_until: v.locked.map(|(u, _)| taipei_clock(u)).unwrap_or_default(),
+        v: &v,
+    };
+    html(StatusCode::OK, page.render())
+}
+
+/// Every field any form of the flow posts.
+#[derive(Debug, Deserialize)]
+struct FlowForm {
+    #[serde(default)]
+    csrf: String,
+    national_id: Option<String>,
+    birth_date: Option<String>,
+    nhi_card_number: Option<String>,
+    household_number: Option<String>,
+    channel: Option<String>,
+    code: Option<String>,
+    decision: Option<String>,
+}
+
+async fn post(
+    state: State,
+    citizen: web::Data<Citizen>,
+    path: web::Path<(String, String)>,
+    form: web::Form<FlowForm>,
+    req: HttpRequest,
+) -> HttpResponse {
+    let (id, action) = path.into_inner();
+    let f = form.into_inner();
+    let action = match action.as_str() {
+        "terms" => Action::AcceptTerms,
+        "basic" => Action::Basic {
+            national_id: f.national_id.unwrap_or_default(),
+            birth_date: f.birth_date.unwrap_or_default(),
+        },
+        "pii" => Action::TwoDocuments {
+            nhi_card_number: f.nhi_card_number.unwrap_or_default(),
+            household_number: f.household_number.unwrap_or_default(),
+        },
+        "otp-send" => match f.channel.as_deref().and_then(Channel::parse) {
+            Some(ch) => Action::SendOtp(ch),
+            None => return no_session(),
+        },
+        "otp" => Action::CheckOtp(f.code.unwrap_or_default()),
+        "consent" => match f.decision.as_deref() {
+            Some("agree") => Action::Consent(true),
+            Some("refuse") => Action::Consent(false),
+            _ => return no_session(),
+        },
+        "cancel" => Action::Cancel,
+        _ => {
+            return message(
+                StatusCode::NOT_FOUND,
+                "找不到頁面 / Not found",
+                "沒有這個頁面。",
+                "There is no such page.",
+            );
+        }
+    };
+    let cookie = cookie_of(&req);
+    let platform = state.clone().into_inner();
+    match cflow::act(&platform, &citizen, &id, cookie.as_deref(), &f.csrf, action).await {
+        Ok(next) => respond(&state, next),
+        Err(e) => {
+            log::error!("flow action: {e}");
+            internal()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taiwan_time() {
+        assert_eq!(taipei_clock(0), "08:00:00");
+        assert_eq!(taipei_clock(16 * 3600 + 61), "00:01:01");
+    }
+
+    #[test]
+    fn first_query_value_wins() {
+        assert_eq!(
+            query_param("pid=a%2Bb&pid=c", "pid").as_deref(),
+            Some("a+b")
+        );
+        assert_eq!(query_param("x=1", "pid"), None);
+    }
+}
