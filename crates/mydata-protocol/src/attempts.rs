@@ -168,7 +168,11 @@ pub fn otp_check(
             .zip(c.digest.iter())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0;
-    if same { OtpCheck::Valid } else { OtpCheck::Wrong }
+    if same {
+        OtpCheck::Valid
+    } else {
+        OtpCheck::Wrong
+    }
 }
 
 #[cfg(test)]
