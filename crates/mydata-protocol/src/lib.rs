@@ -28,5 +28,6 @@ pub mod param;
 pub mod person;
 mod random;
 pub mod resources;
+pub mod template;
 
 pub use error::{Error, IdKind, Result};
