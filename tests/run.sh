@@ -46,7 +46,7 @@ fi
 # (2) install the pinned requirements when requirements.txt changed.
 req_sum="$("${py}" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "${req}")"
 if [[ ! -f "${stamp}" ]] || [[ "$(cat -- "${stamp}")" != "${req_sum}" ]] \
-    || ! "${py}" -c 'import cryptography, jwcrypto, authlib, requests' >/dev/null 2>&1; then
+    || ! "${py}" -c 'import cryptography, jwcrypto, authlib, requests, selenium' >/dev/null 2>&1; then
     say "installing tests/requirements.txt into the venv"
     rm -f -- "${stamp}"
     "${py}" -m pip install -q --disable-pip-version-check -r "${req}" \
@@ -60,12 +60,21 @@ fi
 command -v openssl >/dev/null 2>&1 \
     || die "the openssl command-line tool is required by the interop tests (Debian/Ubuntu: sudo apt-get install openssl)"
 
-# (4) tell the Rust tests where the peers are.
+# (4) headless Chromium and its WebDriver, used by the page tests (Selenium drives them).
+chromium="${CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}"
+chromedriver="${CHROMEDRIVER:-$(command -v chromedriver || true)}"
+[[ -n "${chromium}" && -x "${chromium}" ]] \
+    || die "Chromium is required by the page tests (Debian/Ubuntu: sudo apt-get install chromium chromium-driver)"
+[[ -n "${chromedriver}" && -x "${chromedriver}" ]] \
+    || die "chromedriver is required by the page tests (Debian/Ubuntu: sudo apt-get install chromium-driver)"
+export CHROMIUM="${chromium}" CHROMEDRIVER="${chromedriver}"
+
+# (5) tell the Rust tests where the peers are.
 export MYDATA_PYTHON="${py}"
 export MYDATA_INTEROP_DIR="${interop_dir}"
 say "MYDATA_PYTHON=${MYDATA_PYTHON}"
 say "MYDATA_INTEROP_DIR=${MYDATA_INTEROP_DIR}"
 
-# (5) the tests.
+# (6) the tests.
 say "cargo test --workspace --all-targets $*"
 exec cargo test --workspace --all-targets "$@"

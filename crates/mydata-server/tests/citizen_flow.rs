@@ -36,6 +36,15 @@ async fn sp_api(seen: web::Data<Seen>, body: web::Json<Value>) -> HttpResponse {
     HttpResponse::Ok().finish()
 }
 
+async fn sp_return(req: actix_web::HttpRequest) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(format!(
+            "<!DOCTYPE html><title>SP</title><p id=sp>SP return page: {}</p>",
+            req.query_string().replace('<', "")
+        ))
+}
+
 fn start_sp_api() -> (String, Seen) {
     let seen: Seen = Arc::new(Mutex::new(Vec::new()));
     let s2 = seen.clone();
@@ -43,6 +52,7 @@ fn start_sp_api() -> (String, Seen) {
         App::new()
             .app_data(web::Data::new(s2.clone()))
             .route("/sp-api", web::post().to(sp_api))
+            .route("/return", web::get().to(sp_return))
     })
     .workers(1)
     .bind("127.0.0.1:0")
@@ -171,6 +181,7 @@ async fn world() -> World {
         identity_methods: vec!["OTP".into()],
         secret: None,
         claims: Vec::new(),
+        template: None,
     })
     .unwrap();
     std::mem::forget(dp);
@@ -216,11 +227,25 @@ fn cer_only_dataset() -> String {
 
 impl World {
     fn register(&self, mode: PackagingMode, resources: &[String]) -> SpCredentials {
+        self.register_returning(mode, resources, RETURN)
+    }
+
+    /// The receiver's own `/return` page, for a real browser to land on.
+    fn sp_return_url(&self) -> String {
+        self.sp_api_url.replace("/sp-api", "/return")
+    }
+
+    fn register_returning(
+        &self,
+        mode: PackagingMode,
+        resources: &[String],
+        return_url: &str,
+    ) -> SpCredentials {
         self.p
             .register_sp(NewSp {
                 name: "測試服務 Test service".into(),
                 purpose: "申請測試 / testing".into(),
-                return_url: RETURN.into(),
+                return_url: return_url.into(),
                 sp_api_url: self.sp_api_url.clone(),
                 allowed_ips: vec!["127.0.0.1".parse().unwrap()],
                 resources: resources.iter().map(|i| i.parse().unwrap()).collect(),
@@ -286,8 +311,12 @@ struct Answer {
 impl Answer {
     /// The return code and decrypted tx_id of a redirect back to the SP.
     fn returned(&self, creds: &SpCredentials) -> (u16, Option<String>) {
+        self.returned_to(creds, RETURN)
+    }
+
+    fn returned_to(&self, creds: &SpCredentials, ret: &str) -> (u16, Option<String>) {
         let loc = self.location.as_deref().expect("a redirect");
-        assert!(loc.starts_with(RETURN), "{loc}");
+        assert!(loc.starts_with(ret), "{loc}");
         let q = loc.split_once('?').unwrap().1;
         let mut code = None;
         let mut tx = None;
@@ -815,4 +844,67 @@ async fn no_usable_method_goes_back_with_403() {
     assert!(p.body.contains("(CER)"));
     let a = b.submit(&flow, "cancel", &p.csrf(), &[]).await;
     assert_eq!(a.returned(&creds), (403, Some("tx-cer".to_string())));
+}
+
+/// The pages in headless Chromium with JavaScript disabled (Selenium, tests/interop/browser_flow.py):
+/// plain HTML forms carry the citizen from the SP's redirect to the SP's return page.
+#[actix_web::test]
+async fn headless_chromium_without_javascript() {
+    let w = world().await;
+    let ids = pii_datasets(2);
+    let ret = w.sp_return_url();
+    let creds = w.register_returning(PackagingMode::B, &ids, &ret);
+    let url = redirect_url(&w.srv.url, &creds, &ids, "tx-browser", CITIZEN, &ret);
+    let args = serde_json::json!({
+        "url": url,
+        "national_id": CITIZEN,
+        "birth_date": "0770101",
+        "nhi_card_number": "000018342761",
+        "household_number": "A2034517",
+        "decision": "agree",
+        "wait_for": "/return",
+    });
+    let py = std::env::var("MYDATA_PYTHON")
+        .expect("MYDATA_PYTHON: run the tests with bash tests/run.sh");
+    let dir = std::env::var("MYDATA_INTEROP_DIR").expect("MYDATA_INTEROP_DIR");
+    let out = actix_web::rt::task::spawn_blocking(move || {
+        std::process::Command::new(py)
+            .arg(format!("{dir}/browser_flow.py"))
+            .arg(args.to_string())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "browser_flow.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        r["steps"],
+        serde_json::json!(["terms", "basic", "identity", "consent"])
+    );
+    let rows = r["consent_rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows[0].as_str().unwrap().contains(ids[0].as_str()));
+    let final_url = r["final_url"].as_str().unwrap();
+    assert!(final_url.starts_with(&ret), "{final_url}");
+    assert!(
+        r["final_text"]
+            .as_str()
+            .unwrap()
+            .contains("SP return page: code=200&tx_id=")
+    );
+    let a = Answer {
+        status: 302,
+        location: Some(final_url.to_string()),
+        body: String::new(),
+    };
+    assert_eq!(
+        a.returned_to(&creds, &ret),
+        (200, Some("tx-browser".to_string()))
+    );
+    assert_eq!(w.sp_api_calls().len(), 1);
 }
