@@ -9,6 +9,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use mydata_protocol::ids::ResourceId;
 use mydata_protocol::jwe::JweMode;
 use mydata_protocol::package::sp::PackagingMode;
+use mydata_protocol::template::Template;
 use mydata_server::clock::SystemClock;
 use mydata_server::config::Config;
 use mydata_server::platform::{NewDp, NewSp, Platform};
@@ -209,6 +210,10 @@ pub struct DpRegisterArgs {
     /// Use this `resource_id` instead of a generated one.
     #[arg(long)]
     resource_id: Option<ResourceId>,
+    /// DP-API request template (D28): a JSON file, `{"items": [{"location", "name", "value"}],
+    /// "skeleton": {...}}` or a bare array of items.
+    #[arg(long, value_name = "FILE.json")]
+    template: Option<PathBuf>,
     /// JSON output.
     #[arg(long)]
     json: bool,
@@ -402,6 +407,17 @@ pub fn sp(cmd: SpCmd) -> CliResult<i32> {
 pub fn dp(cmd: DpCmd) -> CliResult<i32> {
     match cmd {
         DpCmd::Register(a) => {
+            let template = match &a.template {
+                None => None,
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    Some(
+                        Template::from_json(&text)
+                            .map_err(|e| format!("{}: {e}", path.display()))?,
+                    )
+                }
+            };
             let p = open(load_config(&a.place)?)?;
             let (rec, secret) = p.register_dp(NewDp {
                 resource_id: a.resource_id,
@@ -416,6 +432,7 @@ pub fn dp(cmd: DpCmd) -> CliResult<i32> {
                 },
                 claims: a.claims,
                 identity_methods: a.identity_methods,
+                template,
             })?;
             if a.json {
                 println!(

@@ -1,14 +1,21 @@
 //! The platform's DP-API caller (spec §9, D28, D29): one call series per (transaction, dataset),
-//! with the retry policy of [`mydata_protocol::dpapi`].
+//! with the request built from the dataset's template ([`mydata_protocol::template`]) and the
+//! retry policy of [`mydata_protocol::dpapi`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web::Bytes;
+use awc::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
+use awc::http::{Method, Uri};
 use mydata_protocol::codes::DatasetCode;
+use mydata_protocol::date::CivilDate;
 use mydata_protocol::dpapi::{Answer, MAX_BODY_BYTES, Series, Step};
 use mydata_protocol::package::dp::{self, TrustAnchors, VerifyOptions};
+use mydata_protocol::template::{self, TemplateError, Values};
 
+use crate::auth::CitizenClaims;
 use crate::clock::SharedClock;
 use crate::storage::{DpMethod, DpRecord};
 
@@ -37,8 +44,119 @@ pub fn client() -> awc::Client {
         .finish()
 }
 
-/// Runs one call series against `dp`, waiting in real time between calls and reading the budget
-/// from `clock`.
+/// Why a call could not be built; the series then ends with 500 without calling the DP.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// The template refused the values (a header value with a control character).
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    /// The registered endpoint does not make a valid request URI.
+    #[error("the endpoint does not make a valid request URI")]
+    Url,
+    /// A header name or value not accepted by the HTTP client.
+    #[error("header {0} is not a valid HTTP header")]
+    Header(String),
+}
+
+/// One DP-API call as it goes on the wire. Every call of a series sends the same request.
+#[derive(Clone)]
+pub struct PreparedCall {
+    /// GET or POST.
+    pub method: DpMethod,
+    /// The endpoint with `transaction_uid` and the template's query pairs.
+    pub url: String,
+    /// Every header: `Authorization`, `Accept`, the template's, and `Content-Type` with a body.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The body (POST with `form` or `json` items).
+    pub body: Option<Bytes>,
+}
+
+impl std::fmt::Debug for PreparedCall {
+    /// Names only: the query, the headers and the body may hold personal data and the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedCall")
+            .field("method", &self.method)
+            .field(
+                "headers",
+                &self.headers.iter().map(|h| &h.0).collect::<Vec<_>>(),
+            )
+            .field("body_len", &self.body.as_ref().map(Bytes::len))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The template values of one call series (D28): the series' `transaction_uid`, the dataset,
+/// the citizen's claims, and the `params` the citizen entered. A birth date that does not parse
+/// as `YYYY-MM-DD` renders empty, like a missing one.
+pub fn values_for(
+    dp: &DpRecord,
+    transaction_uid: &str,
+    citizen: &CitizenClaims,
+    params: BTreeMap<String, String>,
+) -> Values {
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Values {
+        transaction_uid: transaction_uid.to_string(),
+        resource_id: dp.resource_id.clone(),
+        pid: non_empty(&citizen.uid),
+        pid_type: non_empty(&citizen.uid_type),
+        birthdate: citizen
+            .birthdate
+            .as_deref()
+            .and_then(|b| b.parse::<CivilDate>().ok()),
+        name: citizen.name.clone(),
+        email: citizen.email.clone(),
+        params,
+    }
+}
+
+/// Builds the request of a call series (spec §9.1): `transaction_uid` appended to the endpoint's
+/// query, then the template's query pairs; `Authorization: Bearer {token}` and
+/// `Accept: application/zip`, then the template's headers; the template's body for POST.
+pub fn prepare(dp: &DpRecord, token: &str, values: &Values) -> Result<PreparedCall, PrepareError> {
+    let method = match dp.method {
+        DpMethod::Get => template::Method::Get,
+        DpMethod::Post => template::Method::Post,
+    };
+    let rendered = dp
+        .template
+        .as_ref()
+        .map(|t| t.render(method, values))
+        .transpose()?;
+    let url = template::call_url(&dp.endpoint, &values.transaction_uid, rendered.as_ref());
+    url.parse::<Uri>().map_err(|_| PrepareError::Url)?;
+    let mut headers = vec![
+        (
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| PrepareError::Header("Authorization".into()))?,
+        ),
+        (ACCEPT, HeaderValue::from_static("application/zip")),
+    ];
+    let mut body = None;
+    if let Some(r) = rendered {
+        for (name, value) in &r.headers {
+            let bad = || PrepareError::Header(name.clone());
+            headers.push((
+                HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?,
+                HeaderValue::from_bytes(value.as_bytes()).map_err(|_| bad())?,
+            ));
+        }
+        if let Some(b) = r.body {
+            headers.push((CONTENT_TYPE, HeaderValue::from_static(b.content_type())));
+            body = Some(Bytes::from(b.as_str().to_string()));
+        }
+    }
+    Ok(PreparedCall {
+        method: dp.method,
+        url,
+        headers,
+        body,
+    })
+}
+
+/// Runs one call series against `dp` without citizen values: the template's citizen
+/// placeholders render empty. See [`run_series_with`].
 pub async fn run_series(
     client: &awc::Client,
     clock: &SharedClock,
@@ -47,17 +165,54 @@ pub async fn run_series(
     transaction_uid: &str,
     trust: Option<Arc<TrustAnchors>>,
 ) -> SeriesResult {
-    let sep = if dp.endpoint.contains('?') { '&' } else { '?' };
-    let url = format!("{}{sep}transaction_uid={transaction_uid}", dp.endpoint);
+    let values = Values {
+        transaction_uid: transaction_uid.to_string(),
+        resource_id: dp.resource_id.clone(),
+        ..Values::default()
+    };
+    run_series_with(client, clock, dp, token, &values, trust).await
+}
+
+/// Runs one call series against `dp` with the request built from its template and `values`,
+/// waiting in real time between calls and reading the budget from `clock`. When the request
+/// cannot be built (a header value with a control character), the DP is not called and the
+/// series ends with 500.
+pub async fn run_series_with(
+    client: &awc::Client,
+    clock: &SharedClock,
+    dp: &DpRecord,
+    token: &str,
+    values: &Values,
+    trust: Option<Arc<TrustAnchors>>,
+) -> SeriesResult {
+    let call = match prepare(dp, token, values) {
+        Ok(c) => c,
+        Err(e) => {
+            log::warn!("DP-API call of {} not sent: {e}", dp.resource_id);
+            return SeriesResult {
+                code: DatasetCode::DpError,
+                package: None,
+                calls: 0,
+            };
+        }
+    };
     let mut series = Series::start(clock.now());
     loop {
-        let req = match dp.method {
-            DpMethod::Get => client.get(&url),
-            DpMethod::Post => client.post(&url),
+        let mut req = client.request(
+            match call.method {
+                DpMethod::Get => Method::GET,
+                DpMethod::Post => Method::POST,
+            },
+            &call.url,
+        );
+        for h in &call.headers {
+            req = req.insert_header(h.clone());
         }
-        .insert_header(("Authorization", format!("Bearer {token}")))
-        .insert_header(("Accept", "application/zip"));
-        let (answer_status, retry_after, body) = match req.send().await {
+        let sent = match &call.body {
+            Some(b) => req.send_body(b.clone()).await,
+            None => req.send().await,
+        };
+        let (answer_status, retry_after, body) = match sent {
             Err(_) => (None, None, None),
             Ok(mut resp) => {
                 let status = resp.status().as_u16();

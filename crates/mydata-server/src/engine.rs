@@ -1,8 +1,10 @@
 //! The online service after consent (spec §5.3 step 4, §7, §8, D22, D25, D37): the SP-API call,
 //! the DP-API call series, packaging, taking the package, and the purge.
 
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use mydata_protocol::codes::{DatasetCode, ReturnCode};
@@ -55,6 +57,73 @@ pub mod state {
     pub const ENDED: &str = "ended";
     /// Ended at §5.3 step 10; the SP-API was called with `unable_to_deliver`.
     pub const UNDELIVERABLE: &str = "undeliverable";
+}
+
+/// The source IPs registered for the MyData-API, each with the SPs that registered it, kept in
+/// memory so that a poll does not read every SP record (`engine::data`). Built from storage when
+/// the platform starts; [`Platform::register_sp`] adds to it.
+#[derive(Debug, Default)]
+pub struct SourceIndex {
+    by_ip: RwLock<HashMap<IpAddr, BTreeSet<String>>>,
+}
+
+impl SourceIndex {
+    /// The index of `sps`.
+    pub fn from_sps(sps: &[SpRecord]) -> Self {
+        let index = SourceIndex::default();
+        for sp in sps {
+            index.insert(sp);
+        }
+        index
+    }
+
+    /// Adds `sp`'s source IPs, replacing what the index held for its `client_id` (use it after
+    /// any change of an SP's `allowed_ips`).
+    pub fn insert(&self, sp: &SpRecord) {
+        let mut m = self.by_ip.write().unwrap_or_else(|e| e.into_inner());
+        remove_client(&mut m, &sp.client_id);
+        for ip in sp
+            .allowed_ips
+            .iter()
+            .filter_map(|a| a.parse::<IpAddr>().ok())
+        {
+            m.entry(ip).or_default().insert(sp.client_id.clone());
+        }
+    }
+
+    /// Forgets an SP.
+    pub fn remove(&self, client_id: &str) {
+        let mut m = self.by_ip.write().unwrap_or_else(|e| e.into_inner());
+        remove_client(&mut m, client_id);
+    }
+
+    /// Whether some SP registered `ip`.
+    pub fn is_registered(&self, ip: IpAddr) -> bool {
+        let m = self.by_ip.read().unwrap_or_else(|e| e.into_inner());
+        m.get(&ip).is_some_and(|c| !c.is_empty())
+    }
+
+    /// The SPs that registered `ip`.
+    pub fn clients(&self, ip: IpAddr) -> Vec<String> {
+        let m = self.by_ip.read().unwrap_or_else(|e| e.into_inner());
+        m.get(&ip)
+            .map(|c| c.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+fn remove_client(m: &mut HashMap<IpAddr, BTreeSet<String>>, client_id: &str) {
+    m.retain(|_, clients| {
+        clients.remove(client_id);
+        !clients.is_empty()
+    });
+}
+
+/// Whether `sp` registered `ip` as a MyData-API source.
+fn allows(sp: &SpRecord, ip: IpAddr) -> bool {
+    sp.allowed_ips
+        .iter()
+        .any(|a| a.parse::<IpAddr>().is_ok_and(|a| a == ip))
 }
 
 fn param_mode(sp: &SpRecord) -> ParamMode {
@@ -289,27 +358,23 @@ async fn fetch_and_package(
         let trust = trust.clone();
         handles.push(actix_web::rt::spawn(async move {
             let Some(dp) = p.store.get_dp(&rid)? else {
-                return Ok::<_, ServerError>((rid, DatasetCode::DpError, None, 0));
+                return Ok::<_, ServerError>((rid, String::new(), DatasetCode::DpError, None, 0));
             };
             if dp.status != "active" {
-                return Ok((rid, DatasetCode::DpServiceStopped, None, 0));
+                return Ok((rid, dp.name, DatasetCode::DpServiceStopped, None, 0));
             }
             let transaction_uid = PermissionTicket::generate()?.as_str().to_string();
             let token = p.issue_token(&tx_id, &client_id, &rid, &transaction_uid, &citizen)?;
+            // Citizen-entered parameters (D28 `{{param:KEY}}`) are not collected yet: they
+            // render empty.
+            let values = dpcall::values_for(&dp, &transaction_uid, &citizen, Default::default());
             let client = dpcall::client();
-            let r = dpcall::run_series(
-                &client,
-                &p.clock,
-                &dp,
-                &token.token,
-                &transaction_uid,
-                trust,
-            )
-            .await;
+            let r =
+                dpcall::run_series_with(&client, &p.clock, &dp, &token.token, &values, trust).await;
             // The end of the call series ends the token's life (spec §10.1).
             p.auth.revoke_hash(&token.record.token_hash)?;
             p.store.delete_token(&token.record.token_hash)?;
-            Ok((rid, r.code, r.package, r.calls))
+            Ok((rid, dp.name, r.code, r.package, r.calls))
         }));
     }
     let mut results = Vec::new();
@@ -320,7 +385,7 @@ async fn fetch_and_package(
         results.push(r);
     }
     let now = p.now();
-    for (rid, code, _, _) in &results {
+    for (rid, _, code, _, _) in &results {
         p.store.insert_transfer(&TransferRecord {
             at: now.0,
             kind: "dp_call".into(),
@@ -333,20 +398,14 @@ async fn fetch_and_package(
         })?;
     }
     // Build the SP package (spec §11, D10).
-    let names: std::collections::HashMap<String, String> = p
-        .store
-        .list_dps()?
-        .into_iter()
-        .map(|d| (d.resource_id, d.name))
-        .collect();
     let mut readers: Vec<std::io::Cursor<Vec<u8>>> = results
         .iter()
-        .map(|(_, _, pkg, _)| {
+        .map(|(_, _, _, pkg, _)| {
             std::io::Cursor::new(pkg.as_ref().map(|b| b.to_vec()).unwrap_or_default())
         })
         .collect();
     let mut datasets = Vec::new();
-    for ((rid, code, pkg, _), reader) in results.iter().zip(readers.iter_mut()) {
+    for ((rid, name, code, pkg, _), reader) in results.iter().zip(readers.iter_mut()) {
         let outcome = match (code, pkg) {
             (DatasetCode::Delivered, Some(_)) => Outcome::Package(reader),
             (DatasetCode::NoData, _) => Outcome::NoData,
@@ -354,7 +413,7 @@ async fn fetch_and_package(
         };
         datasets.push(Dataset {
             resource_id: rid.parse::<ResourceId>()?,
-            resource_name: names.get(rid).cloned().unwrap_or_default(),
+            resource_name: name.clone(),
             outcome,
         });
     }
@@ -367,7 +426,7 @@ async fn fetch_and_package(
     let (_, _summary) = sp::build(file, packaging(&sp), datasets)?;
     let all_failed = results
         .iter()
-        .all(|(_, c, _, _)| !matches!(c, DatasetCode::Delivered | DatasetCode::NoData));
+        .all(|(_, _, c, _, _)| !matches!(c, DatasetCode::Delivered | DatasetCode::NoData));
     let mut tx = p
         .store
         .get_tx(&tx.id)?
@@ -375,7 +434,7 @@ async fn fetch_and_package(
     tx.datasets = serde_json::to_string(
         &results
             .iter()
-            .map(|(rid, c, _, calls)| DatasetResult {
+            .map(|(rid, _, c, _, calls)| DatasetResult {
                 resource_id: rid.clone(),
                 code: Some(c.wire()),
                 calls: *calls,
@@ -407,21 +466,40 @@ pub fn data(
     ticket: Option<&str>,
     tx_id: Option<&str>,
 ) -> ServerResult<DataAnswer> {
-    let src = source.to_string();
-    let sps = p.store.list_sps()?;
-    let registered = sps.iter().any(|s| s.allowed_ips.contains(&src));
-    let now = p.now();
-    let found = match flow::data_ticket(registered, ticket) {
-        Err(answer) => return Ok(DataAnswer::Status(answer)),
-        Ok(None) => None,
-        Ok(Some(t)) => p.store.find_tx_by_ticket(&p.ticket_hash(t.as_str()))?,
+    // The ticket's transaction and its SP: one lookup each, never a scan of every SP.
+    let lookup = |t: &PermissionTicket| -> ServerResult<(Option<TxRecord>, Option<SpRecord>)> {
+        let tx = p.store.find_tx_by_ticket(&p.ticket_hash(t.as_str()))?;
+        let sp = match &tx {
+            Some(tx) => p.store.get_sp(&tx.client_id)?,
+            None => None,
+        };
+        Ok((tx, sp))
     };
-    let sp = found
-        .as_ref()
-        .and_then(|tx| sps.iter().find(|s| s.client_id == tx.client_id));
+    let mut registered = p.sp_sources.is_registered(source);
+    let mut early = None;
+    if !registered && let Ok(Some(t)) = flow::data_ticket(true, ticket) {
+        // An SP registered by another process on the same database since this one started
+        // (`mydata sp register`) is not in the index: learn it from the ticket it presents.
+        let (tx, sp) = lookup(&t)?;
+        if let Some(sp) = sp.as_ref().filter(|s| allows(s, source)) {
+            p.sp_sources.insert(sp);
+            registered = true;
+        }
+        early = Some((tx, sp));
+    }
+    let now = p.now();
+    let (found, sp) = match flow::data_ticket(registered, ticket) {
+        Err(answer) => return Ok(DataAnswer::Status(answer)),
+        Ok(None) => (None, None),
+        Ok(Some(t)) => match early {
+            Some(l) => l,
+            None => lookup(&t)?,
+        },
+    };
+    let sp = sp.as_ref();
     let facts = match (&found, sp) {
         (Some(tx), Some(sp)) => Some(TicketFacts {
-            service_allows_ip: sp.allowed_ips.contains(&src),
+            service_allows_ip: allows(sp, source),
             tx_id: tx.tx_id.parse()?,
             created_at: UnixTime(tx.created_at),
             consent_at: tx.consent_at.map(UnixTime),

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use mydata_protocol::ids::{CbcIv, ClientId, ClientSecret, ResourceId};
 use mydata_protocol::jwe::JweMode;
 use mydata_protocol::package::sp::PackagingMode;
+use mydata_protocol::template::{self, Template};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{
@@ -17,6 +18,7 @@ use crate::auth::{
 };
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::engine::SourceIndex;
 use crate::error::{ServerError, ServerResult};
 use crate::secrets::MasterKey;
 use crate::storage::{DpMethod, DpRecord, SpRecord, Store};
@@ -117,6 +119,8 @@ pub struct Platform {
     pub key: MasterKey,
     /// Configuration.
     pub config: Config,
+    /// Source IP → SPs that registered it, for the MyData-API (`engine::data`).
+    pub sp_sources: SourceIndex,
 }
 
 impl std::fmt::Debug for Platform {
@@ -148,6 +152,8 @@ pub struct NewDp {
     pub claims: Vec<String>,
     /// Identity methods.
     pub identity_methods: Vec<String>,
+    /// DP-API request template (D28); `None` = the plain call.
+    pub template: Option<Template>,
 }
 
 impl Platform {
@@ -166,12 +172,14 @@ impl Platform {
         for t in store.live_tokens(clock.now())? {
             auth.import(&t)?;
         }
+        let sp_sources = SourceIndex::from_sps(&store.list_sps()?);
         Ok(Platform {
             store,
             auth,
             clock,
             key,
             config,
+            sp_sources,
         })
     }
 
@@ -212,6 +220,26 @@ impl Platform {
         if let Some(c) = claims.iter().find(|c| !KNOWN_CLAIMS.contains(&c.as_str())) {
             return Err(ServerError::Invalid(format!("unknown claim {c}")));
         }
+        let endpoint = url::Url::parse(&new.endpoint)
+            .map_err(|e| ServerError::Invalid(format!("endpoint: {e}")))?;
+        if !matches!(endpoint.scheme(), "http" | "https") {
+            return Err(ServerError::Invalid("endpoint: http or https only".into()));
+        }
+        if endpoint.fragment().is_some() {
+            return Err(ServerError::Invalid("endpoint: no #fragment".into()));
+        }
+        if new.endpoint.parse::<awc::http::Uri>().is_err() {
+            return Err(ServerError::Invalid(
+                "endpoint: not a valid request URI (percent-encode spaces and non-ASCII)".into(),
+            ));
+        }
+        if let Some(t) = &new.template {
+            t.check_method(match new.method {
+                DpMethod::Get => template::Method::Get,
+                DpMethod::Post => template::Method::Post,
+            })
+            .map_err(|e| ServerError::Invalid(e.to_string()))?;
+        }
         let record = DpRecord {
             secret_hash: self
                 .auth
@@ -225,6 +253,7 @@ impl Platform {
             claims,
             identity_methods: new.identity_methods,
             status: "active".into(),
+            template: new.template,
         };
         self.store.insert_dp(&record, self.now())?;
         self.auth.register_resource(&grant_info(&record))?;
@@ -256,6 +285,7 @@ impl Platform {
                 method: DpMethod::Get,
                 claims: KNOWN_CLAIMS.iter().map(|s| s.to_string()).collect(),
                 identity_methods: d.identity_methods.iter().map(|m| m.to_string()).collect(),
+                template: None,
             })?;
             added += 1;
         }
@@ -347,6 +377,7 @@ impl Platform {
             status: "active".into(),
         };
         self.store.insert_sp(&record, self.now())?;
+        self.sp_sources.insert(&record);
         let creds = SpCredentials {
             client_id: id.to_string(),
             client_secret: client_secret.as_str().to_string(),

@@ -2,6 +2,7 @@
 //! SQLite ([`sqlite::SqliteStore`]); the shared test suite in [`suite`] runs against every backend.
 
 use mydata_protocol::date::UnixTime;
+use mydata_protocol::template::Template;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::TokenRecord;
@@ -43,6 +44,10 @@ pub struct DpRecord {
     pub identity_methods: Vec<String>,
     /// `active` or `stopped`.
     pub status: String,
+    /// The DP-API request template (D28); `None` is the plain call (`transaction_uid`,
+    /// `Authorization` and `Accept` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<Template>,
 }
 
 /// A registered SP service.

@@ -19,6 +19,7 @@ pub fn sample_dp(id: &str) -> DpRecord {
         claims: vec!["sub".into(), "uid".into()],
         identity_methods: vec!["PII".into()],
         status: "active".into(),
+        template: None,
     }
 }
 
