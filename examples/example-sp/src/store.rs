@@ -1,0 +1,236 @@
+//! The in-memory transaction store of the example SP.
+//!
+//! A real SP keeps these records in its database; here they live in memory and are dropped 8
+//! hours after they start (the platform's own retention, spec §14).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use mydata_protocol::ids::{PermissionTicket, ResourceId, SecretKey};
+use mydata_sp::package::{Delivered, Verification};
+use serde::Serialize;
+
+/// How long a transaction is kept.
+pub const KEEP: Duration = Duration::from_secs(28_800);
+/// The most text of one file shown on the result page.
+pub const PREVIEW_BYTES: usize = 64 * 1024;
+
+/// Where a transaction is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Redirected to the platform; the citizen has not come back.
+    Started,
+    /// Back with code 200; the MyData-API is being polled.
+    Waiting,
+    /// The package arrived and was checked.
+    Delivered,
+    /// Polling or decryption failed.
+    Failed,
+    /// Back with a code other than 200.
+    Ended,
+}
+
+/// One data file as shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileView {
+    /// The name inside the DP package.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: usize,
+    /// Its SHA-256.
+    pub digest: String,
+    /// Its text, for JSON, CSV and text files that are UTF-8 (at most [`PREVIEW_BYTES`]).
+    #[serde(skip)]
+    pub text: Option<String>,
+}
+
+/// One dataset as shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatasetView {
+    /// The dataset.
+    pub resource_id: String,
+    /// Its registered name.
+    #[serde(skip)]
+    pub resource_name: String,
+    /// The per-dataset code.
+    pub code: u16,
+    /// Whether a DP package shipped.
+    pub shipped: bool,
+    /// Whether it verified.
+    pub verified: bool,
+    /// Its verification error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Its files.
+    pub files: Vec<FileView>,
+}
+
+/// What `/api/tx/{tx_id}` answers and the pages show.
+#[derive(Debug, Clone, Serialize)]
+pub struct TxView {
+    /// The transaction.
+    pub tx_id: String,
+    /// The return code, once the citizen is back.
+    pub code: Option<u16>,
+    /// Where it is.
+    #[serde(rename = "state")]
+    pub phase: Phase,
+    /// Whether the SP-API call arrived.
+    pub sp_api_received: bool,
+    /// The datasets the platform could not deliver (SP-API `unable_to_deliver`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unable_to_deliver: Option<Vec<String>>,
+    /// The datasets received.
+    pub datasets: Vec<DatasetView>,
+    /// Whether the package arrived and every shipped DP package verified.
+    pub verified: bool,
+    /// What failed.
+    pub error: Option<String>,
+}
+
+/// One transaction.
+pub struct Tx {
+    /// The browser session that started it (the cookie value).
+    pub session: String,
+    /// The requested datasets, in order.
+    pub resources: Vec<ResourceId>,
+    /// When it started.
+    pub started: SystemTime,
+    /// The return code.
+    pub code: Option<u16>,
+    /// The ticket from the SP-API.
+    pub ticket: Option<PermissionTicket>,
+    /// The JWE key from the SP-API (dropped once used).
+    pub secret_key: Option<SecretKey>,
+    /// `unable_to_deliver` from the SP-API.
+    pub unable_to_deliver: Option<Vec<ResourceId>>,
+    /// Whether an SP-API call arrived.
+    pub sp_api_received: bool,
+    /// The phase.
+    pub phase: Phase,
+    /// The datasets received.
+    pub datasets: Vec<DatasetView>,
+    /// Whether everything verified.
+    pub verified: bool,
+    /// What failed.
+    pub error: Option<String>,
+}
+
+impl Tx {
+    /// A transaction just redirected.
+    pub fn new(session: String, resources: Vec<ResourceId>, now: SystemTime) -> Self {
+        Tx {
+            session,
+            resources,
+            started: now,
+            code: None,
+            ticket: None,
+            secret_key: None,
+            unable_to_deliver: None,
+            sp_api_received: false,
+            phase: Phase::Started,
+            datasets: Vec::new(),
+            verified: false,
+            error: None,
+        }
+    }
+
+    /// The view of this transaction.
+    pub fn view(&self, tx_id: &str) -> TxView {
+        TxView {
+            tx_id: tx_id.to_owned(),
+            code: self.code,
+            phase: self.phase,
+            sp_api_received: self.sp_api_received,
+            unable_to_deliver: self
+                .unable_to_deliver
+                .as_ref()
+                .map(|v| v.iter().map(ToString::to_string).collect()),
+            datasets: self.datasets.clone(),
+            verified: self.verified,
+            error: self.error.clone(),
+        }
+    }
+
+    /// Records a delivered package.
+    pub fn delivered(&mut self, d: &Delivered) {
+        self.datasets = d.datasets.iter().map(dataset_view).collect();
+        self.verified = d.verified();
+        self.error = d.first_failure().map(ToString::to_string);
+        self.phase = Phase::Delivered;
+        self.secret_key = None;
+    }
+
+    /// Records a failure.
+    pub fn failed(&mut self, error: String) {
+        self.error = Some(error);
+        self.phase = Phase::Failed;
+        self.secret_key = None;
+    }
+}
+
+fn dataset_view(d: &mydata_sp::package::DatasetData) -> DatasetView {
+    let texty = |n: &str| {
+        let l = n.to_ascii_lowercase();
+        [".json", ".csv", ".txt", ".xml"]
+            .iter()
+            .any(|x| l.ends_with(x))
+    };
+    DatasetView {
+        resource_id: d.resource_id.to_string(),
+        resource_name: d.resource_name.clone(),
+        code: d.code,
+        shipped: !matches!(d.verification, Verification::NotShipped),
+        verified: d.verification.is_verified(),
+        error: d.verification.error().map(ToString::to_string),
+        files: d
+            .files
+            .iter()
+            .map(|f| FileView {
+                name: f.name.clone(),
+                size: f.bytes.len(),
+                digest: f.digest.clone(),
+                text: (texty(&f.name) && f.bytes.len() <= PREVIEW_BYTES)
+                    .then(|| String::from_utf8(f.bytes.clone()).ok())
+                    .flatten(),
+            })
+            .collect(),
+    }
+}
+
+/// Every transaction, by `tx_id`.
+#[derive(Default)]
+pub struct Store {
+    txs: Mutex<HashMap<String, Tx>>,
+}
+
+impl Store {
+    /// Runs `f` on the map (a poisoned lock is recovered: the data is plain records).
+    pub fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, Tx>) -> R) -> R {
+        let mut g = match self.txs.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        f(&mut g)
+    }
+
+    /// Adds a transaction and drops the ones older than [`KEEP`].
+    pub fn insert(&self, tx_id: String, tx: Tx) {
+        let now = tx.started;
+        self.with(|m| {
+            m.retain(|_, t| {
+                now.duration_since(t.started)
+                    .map(|age| age <= KEEP)
+                    .unwrap_or(true)
+            });
+            m.insert(tx_id, tx);
+        });
+    }
+
+    /// The view of one transaction.
+    pub fn view(&self, tx_id: &str) -> Option<TxView> {
+        self.with(|m| m.get(tx_id).map(|t| t.view(tx_id)))
+    }
+}
