@@ -182,6 +182,22 @@ impl Placeholder {
     }
 }
 
+impl Placeholder {
+    /// The userinfo claim whose value this placeholder reveals (`uid`, `uid_type`, `birthdate`,
+    /// `name` or `email`), if any. A platform sends a DP through its template only what the
+    /// dataset may see.
+    pub fn claim(&self) -> Option<&'static str> {
+        match self {
+            Placeholder::Pid => Some("uid"),
+            Placeholder::PidType => Some("uid_type"),
+            Placeholder::Birthdate(_) => Some("birthdate"),
+            Placeholder::Name => Some("name"),
+            Placeholder::Email => Some("email"),
+            Placeholder::TransactionUid | Placeholder::ResourceId | Placeholder::Param(_) => None,
+        }
+    }
+}
+
 impl fmt::Display for Placeholder {
     /// The placeholder's text, without braces (`birthdate:roc7`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -630,6 +646,14 @@ impl Template {
             }
         }
         out
+    }
+
+    /// The userinfo claims the template's placeholders reveal ([`Placeholder::claim`]).
+    pub fn claims(&self) -> BTreeSet<&'static str> {
+        self.placeholders()
+            .into_iter()
+            .filter_map(Placeholder::claim)
+            .collect()
     }
 
     /// The `KEY`s of the `{{param:KEY}}` placeholders: the values the citizen must enter.
@@ -1113,6 +1137,15 @@ mod tests {
         );
         assert!(r.headers.is_empty() && r.body.is_none());
         assert_eq!(t.param_keys().into_iter().collect::<Vec<_>>(), ["plate"]);
+        assert_eq!(
+            t.claims().into_iter().collect::<Vec<_>>(),
+            ["birthdate", "email", "name", "uid", "uid_type"]
+        );
+        let none = Template::new(vec![q(
+            "a",
+            "{{transaction_uid}}{{resource_id}}{{param:x}}",
+        )]);
+        assert!(none.unwrap().claims().is_empty());
         assert_eq!(t.placeholders().len(), 12);
     }
 

@@ -249,3 +249,81 @@ fn registration_refusals_name_the_item() {
     );
     assert_eq!(form_urlencode("王"), "%E7%8E%8B");
 }
+
+/// Every combination of a few hostile fragments as names and values, in every location: the
+/// checks never panic, and what passes renders without a control character in any header, with
+/// a JSON body that parses and a query string that decodes to the same number of pairs.
+#[test]
+fn no_panic_on_hostile_templates() {
+    const PARTS: &[&str] = &[
+        "",
+        "{{",
+        "}}",
+        "{",
+        "pid",
+        "param:",
+        "birthdate:",
+        "iso",
+        "name",
+        "/",
+        "~",
+        "~1",
+        "\r\n",
+        "\0",
+        "王",
+        "&=#",
+        "\"",
+        "\\",
+        " ",
+    ];
+    let mut checked = 0;
+    let mut accepted = 0;
+    for a in PARTS {
+        for b in PARTS {
+            for c in PARTS {
+                let text = format!("{a}{b}{c}");
+                for loc in [
+                    Location::Query,
+                    Location::Header,
+                    Location::Form,
+                    Location::Json,
+                ] {
+                    for (name, value) in [
+                        (text.clone(), "{{name}}".to_string()),
+                        (
+                            match loc {
+                                Location::Json => "/v".to_string(),
+                                _ => "v".to_string(),
+                            },
+                            text.clone(),
+                        ),
+                    ] {
+                        checked += 1;
+                        let Ok(t) = Template::new(vec![Item::new(loc, name, value)]) else {
+                            continue;
+                        };
+                        accepted += 1;
+                        for &h in HOSTILE {
+                            let Ok(r) = t.render(Method::Post, &citizen(h)) else {
+                                assert_eq!(loc, Location::Header);
+                                continue;
+                            };
+                            for (_, v) in &r.headers {
+                                assert!(!v.chars().any(|c| c.is_control() && c != '\t'));
+                            }
+                            match &r.body {
+                                Some(Body::Json(j)) => {
+                                    serde_json::from_str::<Value>(j).unwrap();
+                                }
+                                Some(Body::Form(f)) => assert_eq!(decode(f).len(), 1),
+                                None => {}
+                            }
+                            assert_eq!(decode(&r.query_string()).len(), r.query.len());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 50_000 && accepted > 1_000, "{checked} {accepted}");
+}

@@ -86,26 +86,29 @@ impl std::fmt::Debug for PreparedCall {
 }
 
 /// The template values of one call series (D28): the series' `transaction_uid`, the dataset,
-/// the citizen's claims, and the `params` the citizen entered. A birth date that does not parse
-/// as `YYYY-MM-DD` renders empty, like a missing one.
+/// the citizen's claims that the dataset may see (`dp.claims`; the others render empty), and
+/// the `params` the citizen entered. A birth date that does not parse as `YYYY-MM-DD` renders
+/// empty, like a missing one.
 pub fn values_for(
     dp: &DpRecord,
     transaction_uid: &str,
     citizen: &CitizenClaims,
     params: BTreeMap<String, String>,
 ) -> Values {
-    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let may = |claim: &str| dp.claims.iter().any(|c| c == claim);
+    let claim = |claim: &str, v: Option<&str>| {
+        v.filter(|v| !v.is_empty() && may(claim))
+            .map(str::to_string)
+    };
     Values {
         transaction_uid: transaction_uid.to_string(),
         resource_id: dp.resource_id.clone(),
-        pid: non_empty(&citizen.uid),
-        pid_type: non_empty(&citizen.uid_type),
-        birthdate: citizen
-            .birthdate
-            .as_deref()
+        pid: claim("uid", Some(&citizen.uid)),
+        pid_type: claim("uid_type", Some(&citizen.uid_type)),
+        birthdate: claim("birthdate", citizen.birthdate.as_deref())
             .and_then(|b| b.parse::<CivilDate>().ok()),
-        name: citizen.name.clone(),
-        email: citizen.email.clone(),
+        name: claim("name", citizen.name.as_deref()),
+        email: claim("email", citizen.email.as_deref()),
         params,
     }
 }

@@ -239,6 +239,16 @@ impl Platform {
                 DpMethod::Post => template::Method::Post,
             })
             .map_err(|e| ServerError::Invalid(e.to_string()))?;
+            // The template sends the DP only what the dataset may see at userinfo.
+            if let Some(c) = t
+                .claims()
+                .into_iter()
+                .find(|c| !claims.iter().any(|k| k == c))
+            {
+                return Err(ServerError::Invalid(format!(
+                    "the template uses claim {c}, which the dataset may not see (add --claim {c})"
+                )));
+            }
         }
         let record = DpRecord {
             secret_hash: self

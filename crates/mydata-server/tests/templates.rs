@@ -17,7 +17,7 @@ use mydata_protocol::package::dp::VerifyOptions;
 use mydata_protocol::package::sp::{self, PackagingMode};
 use mydata_protocol::param::{ParamCipher, ParamMode};
 use mydata_protocol::template::Template;
-use mydata_server::auth::CitizenClaims;
+use mydata_server::auth::{CitizenClaims, KNOWN_CLAIMS};
 use mydata_server::clock::{ManualClock, SharedClock};
 use mydata_server::config::Config;
 use mydata_server::dpcall;
@@ -120,7 +120,7 @@ fn new_dp(id: &str, endpoint: String, method: DpMethod, template: Option<&str>) 
         secret: None,
         endpoint,
         method,
-        claims: vec![],
+        claims: KNOWN_CLAIMS.iter().map(|c| c.to_string()).collect(),
         identity_methods: vec!["PII".into()],
         template: template.map(|t| Template::from_json(t).unwrap()),
     }
@@ -437,7 +437,33 @@ fn registration_refuses_bad_templates_and_endpoints() {
             None,
         )));
     }
+    // A placeholder for a claim the dataset may not see (default claims: no name, no email).
+    let mut no_name = new_dp(
+        "API.TMPLBAD004",
+        "http://127.0.0.1:9/dp".into(),
+        DpMethod::Get,
+        Some(r#"[{"location": "query", "name": "n", "value": "{{name}}"}]"#),
+    );
+    no_name.claims = vec![];
+    let m = invalid(p.register_dp(no_name));
+    assert!(m.contains("claim name"), "{m}");
     assert!(p.store.list_dps().unwrap().is_empty(), "nothing registered");
+    // A record whose claims were narrowed after registration: those values render empty.
+    let (mut dp, _) = p
+        .register_dp(new_dp(
+            "API.TMPLCLM001",
+            "http://127.0.0.1:9/dp".into(),
+            DpMethod::Get,
+            Some(r#"[{"location": "query", "name": "n", "value": "{{name}}|{{email}}|{{pid}}"}]"#),
+        ))
+        .unwrap();
+    dp.claims = vec!["uid".into(), "name".into()];
+    let v = dpcall::values_for(&dp, UID, &citizen(), BTreeMap::new());
+    assert_eq!(
+        (v.name.as_deref(), v.email.as_deref(), v.pid.as_deref()),
+        (Some(NAME), None, Some("a120345672"))
+    );
+    assert!(v.birthdate.is_none() && v.pid_type.is_none());
     // The template document itself is checked before registration.
     assert!(Template::from_json(r#"[{"location":"query","name":"a","value":"{{ssn}}"}]"#).is_err());
     assert!(Template::from_json(r#"[{"location":"query","name":"a","value":"{{"}]"#).is_err());
