@@ -58,14 +58,14 @@ pub fn index(
     error: Option<&str>,
 ) -> String {
     let mut b = String::new();
-    let _ = write!(
+    let _ = writeln!(
         b,
-        "<p>{} — 服務代碼 / client_id <code>{}</code></p>\n",
+        "<p>{} — 服務代碼 / client_id <code>{}</code></p>",
         escape(service_name),
         escape(client_id)
     );
     if let Some(e) = error {
-        let _ = write!(b, "<p class=\"bad\">{}</p>\n", escape(e));
+        let _ = writeln!(b, "<p class=\"bad\">{}</p>", escape(e));
     }
     b.push_str(
         "<form method=\"post\" action=\"/start\">\n\
@@ -74,9 +74,9 @@ pub fn index(
          <fieldset><legend>資料集 / Datasets</legend>\n",
     );
     for c in choices {
-        let _ = write!(
+        let _ = writeln!(
             b,
-            "<label><input type=\"checkbox\" name=\"resource\" value=\"{}\"{}> {} <small>({}, {})</small></label><br>\n",
+            "<label><input type=\"checkbox\" name=\"resource\" value=\"{}\"{}> {} <small>({}, {})</small></label><br>",
             escape(c.resource_id),
             if c.checked { " checked" } else { "" },
             escape(c.name),
@@ -114,9 +114,9 @@ fn dataset(b: &mut String, d: &DatasetView) {
     } else {
         "未附檔案 / no file".to_string()
     };
-    let _ = write!(
+    let _ = writeln!(
         b,
-        "<h3>{} <small>({})</small></h3>\n<p>代碼 / code {} — {}</p>\n",
+        "<h3>{} <small>({})</small></h3>\n<p>代碼 / code {} — {}</p>",
         escape(&d.resource_name),
         escape(&d.resource_id),
         d.code,
@@ -127,9 +127,9 @@ fn dataset(b: &mut String, d: &DatasetView) {
     }
     b.push_str("<table><tr><th>檔名 / file</th><th>大小 / bytes</th><th>SHA-256</th></tr>\n");
     for f in &d.files {
-        let _ = write!(
+        let _ = writeln!(
             b,
-            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
             escape(&f.name),
             f.size,
             escape(&f.digest)
@@ -137,9 +137,9 @@ fn dataset(b: &mut String, d: &DatasetView) {
     }
     b.push_str("</table>\n");
     for f in d.files.iter().filter(|f| f.text.is_some()) {
-        let _ = write!(
+        let _ = writeln!(
             b,
-            "<p>{}</p><pre>{}</pre>\n",
+            "<p>{}</p><pre>{}</pre>",
             escape(&f.name),
             escape(f.text.as_deref().unwrap_or(""))
         );
@@ -149,18 +149,18 @@ fn dataset(b: &mut String, d: &DatasetView) {
 /// The page of one transaction after the return; refreshes itself while waiting.
 pub fn transaction(v: &TxView, outcome_zh: &str, outcome_en: &str) -> String {
     let mut b = String::new();
-    let _ = write!(
+    let _ = writeln!(
         b,
-        "<p>交易 / tx_id <code>{}</code></p>\n<p>平臺回覆 / return code {}: {} / {}</p>\n",
+        "<p>交易 / tx_id <code>{}</code></p>\n<p>平臺回覆 / return code {}: {} / {}</p>",
         escape(&v.tx_id),
         v.code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
         escape(outcome_zh),
         escape(outcome_en)
     );
     if let Some(u) = &v.unable_to_deliver {
-        let _ = write!(
+        let _ = writeln!(
             b,
-            "<p class=\"bad\">無法提供的資料集 / unable to deliver: {}</p>\n",
+            "<p class=\"bad\">無法提供的資料集 / unable to deliver: {}</p>",
             escape(&u.join(", "))
         );
     }
@@ -170,9 +170,9 @@ pub fn transaction(v: &TxView, outcome_zh: &str, outcome_en: &str) -> String {
             "<p>資料準備中，頁面每 2 秒自動更新。/ Waiting for the data; this page refreshes every 2 seconds.</p>\n",
         ),
         Phase::Delivered => {
-            let _ = write!(
+            let _ = writeln!(
                 b,
-                "<h2>收到的資料 / Data received</h2>\n<p>{}</p>\n",
+                "<h2>收到的資料 / Data received</h2>\n<p>{}</p>",
                 if v.verified {
                     "<span class=\"ok\">所有資料包皆驗證成功 / every package verified</span>"
                 } else {
@@ -184,9 +184,9 @@ pub fn transaction(v: &TxView, outcome_zh: &str, outcome_en: &str) -> String {
             }
         }
         Phase::Failed => {
-            let _ = write!(
+            let _ = writeln!(
                 b,
-                "<p class=\"bad\">取得資料失敗 / could not get the data: {}</p>\n",
+                "<p class=\"bad\">取得資料失敗 / could not get the data: {}</p>",
                 escape(v.error.as_deref().unwrap_or(""))
             );
         }
