@@ -154,6 +154,13 @@ impl Config {
         self.listen = addr;
         self
     }
+
+    /// Sets the return URL to `{base_url}/return` (the SP-API is then `{base_url}/sp-api`), for
+    /// an SP registered at the platform with this address.
+    pub fn with_public_url(mut self, base_url: &str) -> Self {
+        self.sp.return_url = format!("{}/return", base_url.trim_end_matches('/'));
+        self
+    }
 }
 
 struct State {
@@ -196,6 +203,16 @@ impl Running {
         format!("http://{}", self.addr)
     }
 
+    /// The return URL this SP sends in its redirects.
+    pub fn return_url(&self) -> &str {
+        &self.state.sp.return_url
+    }
+
+    /// The SP-API URL of this instance: `http://{addr}/sp-api`.
+    pub fn sp_api_url(&self) -> String {
+        format!("http://{}/sp-api", self.addr)
+    }
+
     /// The server handle (to stop it from elsewhere).
     pub fn handle(&self) -> ServerHandle {
         self.handle.clone()
@@ -224,8 +241,29 @@ impl Running {
     }
 }
 
-/// Binds and starts the example SP on the current actix runtime.
+/// Binds `cfg.listen` and starts the example SP on the current actix runtime.
 pub async fn spawn(cfg: Config) -> io::Result<Running> {
+    launch(cfg, None)
+}
+
+/// Starts the example SP on an already bound listener (`cfg.listen` is ignored).
+///
+/// Useful when the SP must be registered at the platform with its address before it starts:
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let base = format!("http://{}", listener.local_addr()?);
+/// // Register return_url = {base}/return and sp_api_url = {base}/sp-api at the platform, then:
+/// let cfg = example_sp::Config::sandbox001().with_public_url(&base);
+/// let sp = example_sp::spawn_on(listener, cfg).await?;
+/// # sp.stop().await; Ok(()) }
+/// ```
+pub async fn spawn_on(listener: std::net::TcpListener, cfg: Config) -> io::Result<Running> {
+    launch(cfg, Some(listener))
+}
+
+fn launch(cfg: Config, listener: Option<std::net::TcpListener>) -> io::Result<Running> {
     let trust = TrustAnchors::from_pem(&[&cfg.trust_anchors_pem])
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let state = Arc::new(State {
@@ -254,8 +292,11 @@ pub async fn spawn(cfg: Config) -> io::Result<Running> {
             .route("/api/tx/{tx_id}", web::get().to(api_tx))
     })
     .workers(cfg.workers.max(1))
-    .disable_signals()
-    .bind(cfg.listen)?;
+    .disable_signals();
+    let server = match listener {
+        Some(l) => server.listen(l)?,
+        None => server.bind(cfg.listen)?,
+    };
     let addr = server
         .addrs()
         .first()

@@ -493,3 +493,28 @@ async fn mode_b_gcm_untrusted_dp_and_other_outcomes() {
     sp.stop().await;
     ph.stop(true).await;
 }
+
+#[actix_web::test]
+async fn spawn_on_a_bound_listener_with_its_own_return_url() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let base = format!("http://{addr}");
+    let cfg = Config::sandbox001()
+        .with_platform_url("http://127.0.0.1:9")
+        .with_public_url(&format!("{base}/"));
+    let sp = example_sp::spawn_on(listener, cfg).await.unwrap();
+    assert_eq!(sp.addr(), addr);
+    assert_eq!(sp.return_url(), format!("{base}/return"));
+    assert_eq!(sp.sp_api_url(), format!("{base}/sp-api"));
+    let s = start_tx(&sp.url(), "pid=A120345672&resource=API.2RXHOGTXIC").await;
+    let want = format!(
+        "returnUrl={}&pid=",
+        percent_encode(&format!("{base}/return"))
+    );
+    assert!(
+        s.location
+            .starts_with("http://127.0.0.1:9/service/CLI.SANDBOX001/")
+    );
+    assert!(s.location.contains(&want), "{}", s.location);
+    sp.stop().await;
+}
