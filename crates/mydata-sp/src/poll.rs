@@ -334,7 +334,8 @@ impl MyDataApi {
         cancel: &CancelToken,
     ) -> Result<String, PollError> {
         let client = self.client();
-        let deadline = timer.now() + self.opts.deadline;
+        // A deadline beyond what SystemTime can hold means no deadline.
+        let deadline = timer.now().checked_add(self.opts.deadline);
         let mut polls = 0u32;
         let mut transient = 0u32;
         loop {
@@ -361,7 +362,10 @@ impl MyDataApi {
                     wait
                 }
             };
-            if timer.now() + wait > deadline {
+            let wake = timer.now().checked_add(wait);
+            if let (Some(d), Some(w)) = (deadline, wake)
+                && w > d
+            {
                 return Err(PollError::DeadlineExceeded { polls });
             }
             tokio::select! {
@@ -412,6 +416,22 @@ mod tests {
             api.wait_from(Some("99999999"), now),
             Duration::from_secs(3600)
         );
+    }
+
+    #[actix_web::test]
+    async fn huge_deadline_does_not_overflow() {
+        let opts = PollOptions {
+            deadline: Duration::MAX,
+            max_transient_failures: 0,
+            ..PollOptions::default()
+        };
+        // Port 1 on loopback refuses the connection: one transient failure, then give up.
+        let api = MyDataApi::new("http://127.0.0.1:1", opts);
+        let ticket = PermissionTicket::generate().unwrap();
+        let got = api
+            .poll(&ticket, None, &SystemTimer, &CancelToken::new())
+            .await;
+        assert!(matches!(got, Err(PollError::Transport(_))), "{got:?}");
     }
 
     #[actix_web::test]
