@@ -18,6 +18,8 @@ import time
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
 
 
 def driver():
@@ -35,8 +37,15 @@ def driver():
 
 
 def step(d):
+    """The platform page's step and its heading element, or (None, None) off the platform."""
     els = d.find_elements(By.ID, "step")
-    return els[0].get_attribute("data-step") if els else None
+    return (els[0].get_attribute("data-step"), els[0]) if els else (None, None)
+
+
+def click_and_wait(d, element_id, old):
+    """Submits a form and waits until the browser has left the page (its heading went stale)."""
+    d.find_element(By.ID, element_id).click()
+    WebDriverWait(d, 15).until(EC.staleness_of(old))
 
 
 def main():
@@ -46,23 +55,23 @@ def main():
     try:
         d.get(a["url"])
         for _ in range(8):
-            s = step(d)
+            s, heading = step(d)
             if s is None:
                 break
             out["steps"].append(s)
             if s == "terms":
-                d.find_element(By.ID, "accept-terms").click()
+                click_and_wait(d, "accept-terms", heading)
             elif s == "basic":
                 d.find_element(By.ID, "national_id").send_keys(a["national_id"])
                 d.find_element(By.ID, "birth_date").send_keys(a["birth_date"])
-                d.find_element(By.ID, "submit-basic").click()
+                click_and_wait(d, "submit-basic", heading)
             elif s == "identity":
                 d.find_element(By.ID, "nhi_card_number").send_keys(a["nhi_card_number"])
                 d.find_element(By.ID, "household_number").send_keys(a["household_number"])
-                d.find_element(By.ID, "submit-pii").click()
+                click_and_wait(d, "submit-pii", heading)
             elif s == "consent":
                 out["consent_rows"] = [r.text for r in d.find_elements(By.CSS_SELECTOR, "#datasets tbody tr")]
-                d.find_element(By.ID, a.get("decision", "agree")).click()
+                click_and_wait(d, a.get("decision", "agree"), heading)
                 break
         deadline = time.time() + 30
         while time.time() < deadline:

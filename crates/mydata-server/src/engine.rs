@@ -504,7 +504,7 @@ pub fn data(
             created_at: UnixTime(tx.created_at),
             consent_at: tx.consent_at.map(UnixTime),
             sp_api_acknowledged: tx.sp_api_ack,
-            unable_to_deliver: false,
+            unable_to_deliver: tx.state == state::UNDELIVERABLE,
             all_failed: tx.state == state::ENDED
                 || (tx.state == state::READY && tx.code == Some(504)),
             taken: tx.state == state::TAKEN,

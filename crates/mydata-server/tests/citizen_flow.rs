@@ -692,6 +692,10 @@ async fn redirect_rejections() {
     assert_eq!(calls[0]["tx_id"], "tx-r5");
     assert_eq!(calls[0]["unable_to_deliver"], serde_json::json!([ids[0]]));
     assert!(calls[0].get("secret_key").is_none());
+    // Its ticket answers 504 on the MyData-API (§8.1, D22).
+    let ticket = calls[0]["permission_ticket"].as_str().unwrap();
+    let (status, _) = poll_until_ready(&w.srv.url, ticket, "tx-r5").await;
+    assert_eq!(status, 504);
 }
 
 #[actix_web::test]

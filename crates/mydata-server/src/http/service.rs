@@ -76,7 +76,6 @@ async fn lookup(state: State, req: HttpRequest, kind: Body) -> HttpResponse {
     let Some(peer) = req.peer_addr() else {
         return status(401).finish();
     };
-    let src = peer.ip().to_string();
     let Some(tx_id) = header_str(&req, "tx_id").map(str::to_string) else {
         return status(400).finish();
     };
@@ -84,12 +83,7 @@ async fn lookup(state: State, req: HttpRequest, kind: Body) -> HttpResponse {
     let p = state.into_inner();
     let r = web::block(
         move || -> crate::ServerResult<(u16, Option<serde_json::Value>)> {
-            let sps = p.store.list_sps()?;
-            let mine: Vec<&str> = sps
-                .iter()
-                .filter(|s| s.allowed_ips.contains(&src))
-                .map(|s| s.client_id.as_str())
-                .collect();
+            let mine = p.sp_sources.clients(peer.ip());
             if mine.is_empty() {
                 return Ok((401, None));
             }
@@ -98,7 +92,7 @@ async fn lookup(state: State, req: HttpRequest, kind: Body) -> HttpResponse {
                 .store
                 .find_tx_any(&tx_id)?
                 .into_iter()
-                .filter(|t| mine.contains(&t.client_id.as_str()))
+                .filter(|t| mine.contains(&t.client_id))
                 .filter(|t| client_id.as_deref().is_none_or(|c| c == t.client_id))
                 .filter(|t| now.0 <= t.created_at + engine::RETENTION_SECS)
                 .collect();
