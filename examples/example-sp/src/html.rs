@@ -212,4 +212,43 @@ mod tests {
         assert!(!page("x", "", false).contains("refresh"));
         assert!(page("x", "", true).contains("http-equiv=\"refresh\" content=\"2\""));
     }
+
+    fn view(phase: Phase) -> TxView {
+        TxView {
+            tx_id: "t<1>".into(),
+            code: Some(200),
+            phase,
+            sp_api_received: true,
+            unable_to_deliver: None,
+            datasets: vec![DatasetView {
+                resource_id: "API.2RXHOGTXIC".into(),
+                resource_name: "低收".into(),
+                code: 200,
+                shipped: true,
+                verified: true,
+                error: None,
+                files: vec![crate::store::FileView {
+                    name: "a.json".into(),
+                    size: 7,
+                    digest: "ab".into(),
+                    text: Some("{\"x\":\"<b>\"}".into()),
+                }],
+            }],
+            verified: true,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn waiting_page_refreshes_and_result_page_does_not() {
+        let w = transaction(&view(Phase::Waiting), "已同意", "success");
+        assert!(w.contains("http-equiv=\"refresh\""));
+        assert!(w.contains("t&lt;1&gt;"));
+        assert!(!w.contains("a.json"));
+        let d = transaction(&view(Phase::Delivered), "已同意", "success");
+        assert!(!d.contains("http-equiv=\"refresh\""));
+        assert!(d.contains("<td>a.json</td><td>7</td>"));
+        assert!(d.contains("&quot;&lt;b&gt;&quot;"));
+        assert!(!d.contains("<b>"));
+    }
 }
