@@ -420,6 +420,7 @@ struct Ctx {
     flow: Flow,
     csrf: String,
     citizen: Option<Pid>,
+    method: Option<IdentityMethod>,
 }
 
 fn load(
@@ -429,13 +430,13 @@ fn load(
     cookie: Option<&str>,
     now: UnixTime,
 ) -> ServerResult<Option<Ctx>> {
-    let Some((flow, csrf, citizen)) = c
+    let Some((flow, csrf, citizen, method)) = c
         .sessions
         .with(cookie, now, |s| {
             s.flows
                 .get(id)
                 .cloned()
-                .map(|f| (f, s.csrf.clone(), s.citizen.clone()))
+                .map(|f| (f, s.csrf.clone(), s.citizen.clone(), s.method))
         })
         .flatten()
     else {
@@ -453,6 +454,7 @@ fn load(
         flow,
         csrf,
         citizen,
+        method,
     }))
 }
 
@@ -710,6 +712,14 @@ pub async fn act(
                 {
                     ctx.flow.basic = true;
                     ctx.flow.notice = None;
+                    // A session already authenticated as this citizen, with a method this request
+                    // accepts, needs no second verification (D46).
+                    if let (Some(who), Some(m)) = (&ctx.citizen, ctx.method)
+                        && *who == ctx.flow.accepted.pid
+                        && ctx.flow.accepted.methods.contains(&m)
+                    {
+                        return authenticated(p, c, cookie, ctx, m, now);
+                    }
                 }
                 // Without a registry the birth date cannot be checked here; the identity
                 // verification that follows decides.

@@ -1,0 +1,510 @@
+//! Shared set-up of the page tests: the platform with the sandbox DP, an SP-API receiver, a
+//! local SMTP sink, and a cookie-keeping HTTP browser.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use base64::Engine as _;
+use mydata_dp::sandbox::{self, SandboxConfig};
+use mydata_protocol::catalogue::Catalogue;
+use mydata_protocol::date::UnixTime;
+use mydata_protocol::flow::percent_encode;
+use mydata_protocol::ids::{CbcIv, ClientSecret};
+use mydata_protocol::jwe::JweMode;
+use mydata_protocol::package::sp::PackagingMode;
+use mydata_protocol::param::{ParamCipher, ParamMode};
+use mydata_protocol::resources::ResourceList;
+use mydata_server::clock::ManualClock;
+use mydata_server::config::Config;
+use mydata_server::http::{Spawned, spawn};
+use mydata_server::platform::{NewDp, NewSp, Platform, SANDBOX_CATALOGUE, SpCredentials};
+use mydata_server::secrets::MasterKey;
+use mydata_server::storage::DpMethod;
+use mydata_server::storage::sqlite::SqliteStore;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+pub const RETURN: &str = "http://127.0.0.1:1/return";
+pub const CITIZEN: &str = "A120345672";
+pub const OTHER: &str = "F228710436";
+
+pub type Seen = Arc<Mutex<Vec<Value>>>;
+
+pub async fn sp_api(seen: web::Data<Seen>, body: web::Json<Value>) -> HttpResponse {
+    seen.lock().unwrap().push(body.into_inner());
+    HttpResponse::Ok().finish()
+}
+
+pub async fn sp_return(req: actix_web::HttpRequest) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(format!(
+            "<!DOCTYPE html><title>SP</title><p id=sp>SP return page: {}</p>",
+            req.query_string().replace('<', "")
+        ))
+}
+
+pub fn start_sp_api() -> (String, Seen) {
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let srv = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(s2.clone()))
+            .route("/sp-api", web::post().to(sp_api))
+            .route("/return", web::get().to(sp_return))
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let addr = srv.addrs()[0];
+    actix_web::rt::spawn(srv.run());
+    (format!("http://{addr}/sp-api"), seen)
+}
+
+pub type Mails = Arc<Mutex<Vec<String>>>;
+
+/// A local SMTP sink: enough of RFC 5321 for one client, keeping each message's data.
+pub async fn start_smtp_sink() -> (String, Mails) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let mails: Mails = Arc::new(Mutex::new(Vec::new()));
+    let m2 = mails.clone();
+    actix_web::rt::spawn(async move {
+        loop {
+            let Ok((sock, _)) = l.accept().await else {
+                return;
+            };
+            let mails = m2.clone();
+            actix_web::rt::spawn(async move {
+                let (r, mut w) = sock.into_split();
+                let mut r = BufReader::new(r);
+                w.write_all(b"220 sink ESMTP\r\n").await.unwrap();
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let cmd = line.to_ascii_uppercase();
+                    if cmd.starts_with("EHLO") || cmd.starts_with("HELO") {
+                        w.write_all(b"250-sink\r\n250 8BITMIME\r\n").await.unwrap();
+                    } else if cmd.starts_with("DATA") {
+                        w.write_all(b"354 go on\r\n").await.unwrap();
+                        let mut data = String::new();
+                        loop {
+                            line.clear();
+                            r.read_line(&mut line).await.unwrap();
+                            if line == ".\r\n" {
+                                break;
+                            }
+                            data.push_str(&line);
+                        }
+                        mails.lock().unwrap().push(data);
+                        w.write_all(b"250 queued\r\n").await.unwrap();
+                    } else if cmd.starts_with("QUIT") {
+                        w.write_all(b"221 bye\r\n").await.unwrap();
+                        return;
+                    } else {
+                        w.write_all(b"250 ok\r\n").await.unwrap();
+                    }
+                }
+            });
+        }
+    });
+    (format!("smtp://{addr}"), mails)
+}
+
+/// The 6-digit code of the last e-mail (the body may be base64 or quoted-printable).
+pub fn code_in(mail: &str) -> String {
+    let (headers, body) = mail.split_once("\r\n\r\n").unwrap();
+    let text = if headers.to_ascii_lowercase().contains("base64") {
+        let b: String = body.split_whitespace().collect();
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b).unwrap()).unwrap()
+    } else {
+        body.replace("=\r\n", "")
+    };
+    let i = text.find("password: ").expect("code line") + "password: ".len();
+    text[i..i + 6].to_string()
+}
+
+pub struct World {
+    pub p: Arc<Platform>,
+    pub clock: ManualClock,
+    pub srv: Spawned,
+    pub seen: Seen,
+    pub sp_api_url: String,
+    pub mails: Mails,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn now_real() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+pub async fn world() -> World {
+    world_with(&[]).await
+}
+
+/// A world whose sandbox DP answers these datasets with these behaviours.
+pub async fn world_with(behaviours: &[(&str, mydata_dp::sandbox::Behaviour)]) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(UnixTime(now_real()));
+    let (smtp, mails) = start_smtp_sink().await;
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        sandbox: true,
+        smtp_url: smtp,
+        ..Config::default()
+    };
+    let store = Arc::new(SqliteStore::open(&dir.path().join("mydata.sqlite")).unwrap());
+    let p = Arc::new(
+        Platform::new(
+            store,
+            MasterKey::generate().unwrap(),
+            Arc::new(clock.clone()),
+            config,
+        )
+        .unwrap(),
+    );
+    let srv = spawn(p.clone()).unwrap();
+    let mut dp_cfg = SandboxConfig::embedded(&srv.url).unwrap();
+    for (id, b) in behaviours {
+        dp_cfg.behaviours.insert(id.to_string(), *b);
+    }
+    let dp = sandbox::spawn(dp_cfg).await.unwrap();
+    p.load_sandbox_at(&dp.base_url()).unwrap();
+    // A dataset that OTP unlocks (no sandbox catalogue dataset lists OTP).
+    p.register_dp(NewDp {
+        resource_id: Some("API.OTPDEMO001".parse().unwrap()),
+        name: "OTP 示範資料".into(),
+        provider: "沙盒".into(),
+        scopes: vec!["sandbox.otp".into()],
+        endpoint: format!("{}/dp/API.ARPPI3VTCB", dp.base_url()),
+        method: DpMethod::Get,
+        identity_methods: vec!["OTP".into()],
+        secret: None,
+        claims: Vec::new(),
+        template: None,
+    })
+    .unwrap();
+    std::mem::forget(dp);
+    let (sp_api_url, seen) = start_sp_api();
+    World {
+        p,
+        clock,
+        srv,
+        seen,
+        sp_api_url,
+        mails,
+        dir,
+    }
+}
+
+/// Catalogue datasets that list the two-documents method.
+pub fn pii_datasets(n: usize) -> Vec<String> {
+    Catalogue::from_json(SANDBOX_CATALOGUE)
+        .unwrap()
+        .datasets
+        .iter()
+        .filter(|d| d.identity_methods.iter().any(|m| m.code() == "PII"))
+        .take(n)
+        .map(|d| d.resource_id.to_string())
+        .collect()
+}
+
+/// A dataset that only certificates unlock.
+pub fn cer_only_dataset() -> String {
+    Catalogue::from_json(SANDBOX_CATALOGUE)
+        .unwrap()
+        .datasets
+        .iter()
+        .find(|d| {
+            d.identity_methods
+                .iter()
+                .all(|m| matches!(m.code(), "CER" | "TFD"))
+        })
+        .unwrap()
+        .resource_id
+        .to_string()
+}
+
+impl World {
+    pub fn register(&self, mode: PackagingMode, resources: &[String]) -> SpCredentials {
+        self.register_returning(mode, resources, RETURN)
+    }
+
+    /// The receiver's own `/return` page, for a real browser to land on.
+    pub fn sp_return_url(&self) -> String {
+        self.sp_api_url.replace("/sp-api", "/return")
+    }
+
+    pub fn register_returning(
+        &self,
+        mode: PackagingMode,
+        resources: &[String],
+        return_url: &str,
+    ) -> SpCredentials {
+        self.p
+            .register_sp(NewSp {
+                name: "測試服務 Test service".into(),
+                purpose: "申請測試 / testing".into(),
+                return_url: return_url.into(),
+                sp_api_url: self.sp_api_url.clone(),
+                allowed_ips: vec!["127.0.0.1".parse().unwrap()],
+                resources: resources.iter().map(|i| i.parse().unwrap()).collect(),
+                jwe_mode: JweMode::Gcm,
+                packaging_mode: mode,
+                ..NewSp::default()
+            })
+            .unwrap()
+            .1
+    }
+
+    pub fn sp_api_calls(&self) -> Vec<Value> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+pub fn cipher(creds: &SpCredentials) -> ParamCipher {
+    cipher_in(creds, ParamMode::Gcm)
+}
+
+pub fn cipher_in(creds: &SpCredentials, mode: ParamMode) -> ParamCipher {
+    ParamCipher::new(
+        &creds.client_secret.parse::<ClientSecret>().unwrap(),
+        &creds.cbc_iv.parse::<CbcIv>().unwrap(),
+        mode,
+    )
+}
+
+pub fn segment(ids: &[String]) -> String {
+    ResourceList::new(ids.iter().map(|i| i.parse().unwrap()).collect())
+        .unwrap()
+        .encode()
+}
+
+pub fn redirect_url(
+    base: &str,
+    creds: &SpCredentials,
+    resources: &[String],
+    tx_id: &str,
+    pid: &str,
+    return_url: &str,
+) -> String {
+    let enc_pid = cipher(creds).encrypt(pid).unwrap();
+    format!(
+        "{base}/service/{}/{}/{tx_id}?returnUrl={}&pid={}",
+        creds.client_id,
+        percent_encode(&segment(resources)),
+        percent_encode(return_url),
+        percent_encode(&enc_pid)
+    )
+}
+
+/// A browser: one cookie jar, no automatic redirects.
+pub struct Browser {
+    pub base: String,
+    /// Cookies by host:port, then by name.
+    pub cookies: std::collections::HashMap<String, std::collections::BTreeMap<String, String>>,
+    pub client: awc::Client,
+}
+
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub location: Option<String>,
+    pub body: String,
+}
+
+impl Answer {
+    /// The return code and decrypted tx_id of a redirect back to the SP.
+    pub fn returned(&self, creds: &SpCredentials) -> (u16, Option<String>) {
+        self.returned_to(creds, RETURN)
+    }
+
+    pub fn returned_to(&self, creds: &SpCredentials, ret: &str) -> (u16, Option<String>) {
+        self.returned_in(creds, ret, ParamMode::Gcm)
+    }
+
+    /// The return code and decrypted tx_id, for an SP whose parameters use `mode`.
+    pub fn returned_in(
+        &self,
+        creds: &SpCredentials,
+        ret: &str,
+        mode: ParamMode,
+    ) -> (u16, Option<String>) {
+        let loc = self.location.as_deref().expect("a redirect");
+        assert!(loc.starts_with(ret), "{loc}");
+        let q = loc.split_once('?').unwrap().1;
+        let mut code = None;
+        let mut tx = None;
+        for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
+            match k.as_ref() {
+                "code" if code.is_none() => code = Some(v.parse().unwrap()),
+                "tx_id" if tx.is_none() => tx = Some(cipher_in(creds, mode).decrypt(&v).unwrap()),
+                _ => {}
+            }
+        }
+        (code.expect("code"), tx)
+    }
+
+    pub fn csrf(&self) -> String {
+        const MARK: &str = "name=\"csrf\" value=\"";
+        let i = self.body.find(MARK).expect("a form") + MARK.len();
+        let j = self.body[i..].find('"').unwrap();
+        self.body[i..i + j].to_string()
+    }
+
+    pub fn step(&self) -> &str {
+        let i = self
+            .body
+            .find("data-step=\"")
+            .unwrap_or_else(|| panic!("not a flow page: {self:?}"))
+            + 11;
+        let j = self.body[i..].find('"').unwrap();
+        &self.body[i..i + j]
+    }
+}
+
+impl Browser {
+    pub fn new(base: &str) -> Self {
+        Browser {
+            base: base.into(),
+            cookies: Default::default(),
+            client: awc::Client::builder().disable_redirects().finish(),
+        }
+    }
+
+    pub async fn send(&mut self, req: awc::ClientRequest, form: Option<&[(&str, &str)]>) -> Answer {
+        let host = req
+            .get_uri()
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let jar = self.cookies.entry(host.clone()).or_default();
+        let req = if jar.is_empty() {
+            req
+        } else {
+            let v = jar
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            req.insert_header(("Cookie", v))
+        };
+        let mut r = match form {
+            Some(f) => req.send_form(&f.to_vec()).await.unwrap(),
+            None => req.send().await.unwrap(),
+        };
+        for v in r.headers().get_all("set-cookie") {
+            let v = v.to_str().unwrap();
+            let (pair, _) = v.split_once(';').unwrap_or((v, ""));
+            if let Some((k, val)) = pair.split_once('=') {
+                if k == "mydata_session" {
+                    assert!(v.contains("HttpOnly") && v.contains("SameSite=Lax"), "{v}");
+                }
+                self.cookies
+                    .entry(host.clone())
+                    .or_default()
+                    .insert(k.to_string(), val.to_string());
+            }
+        }
+        let location = r
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = String::from_utf8(r.body().await.unwrap().to_vec()).unwrap();
+        Answer {
+            status: r.status().as_u16(),
+            location,
+            body,
+        }
+    }
+
+    pub async fn get(&mut self, url: &str) -> Answer {
+        let url = if url.starts_with("http") {
+            url.to_string()
+        } else {
+            format!("{}{url}", self.base)
+        };
+        let req = self.client.get(url);
+        self.send(req, None).await
+    }
+
+    /// Posts a form to an absolute URL.
+    pub async fn post_to(&mut self, url: &str, form: &[(&str, &str)]) -> Answer {
+        let req = self.client.post(url);
+        self.send(req, Some(form)).await
+    }
+
+    pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Answer {
+        let req = self.client.post(format!("{}{path}", self.base));
+        self.send(req, Some(form)).await
+    }
+
+    /// Opens the redirect and follows it to the first page; returns the flow path.
+    pub async fn open(&mut self, url: &str) -> (String, Answer) {
+        let a = self.get(url).await;
+        assert_eq!(a.status, 303, "{a:?}");
+        let flow = a.location.unwrap();
+        let page = self.get(&flow).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        (flow, page)
+    }
+
+    /// Posts a form of the current page and loads the next page (or returns the redirect).
+    pub async fn submit(
+        &mut self,
+        flow: &str,
+        action: &str,
+        csrf: &str,
+        fields: &[(&str, &str)],
+    ) -> Answer {
+        let mut form = vec![("csrf", csrf)];
+        form.extend_from_slice(fields);
+        let a = self.post(&format!("{flow}/{action}"), &form).await;
+        if a.status == 303 {
+            let next = a.location.unwrap();
+            assert_eq!(next, flow);
+            return self.get(&next).await;
+        }
+        a
+    }
+
+    /// Terms and basic information for `id` born `roc`; returns the identity page.
+    pub async fn through_basic(&mut self, flow: &str, page: Answer, id: &str, roc: &str) -> Answer {
+        assert_eq!(page.step(), "terms");
+        let p = self.submit(flow, "terms", &page.csrf(), &[]).await;
+        assert_eq!(p.step(), "basic");
+        self.submit(
+            flow,
+            "basic",
+            &p.csrf(),
+            &[("national_id", id), ("birth_date", roc)],
+        )
+        .await
+    }
+}
+
+pub async fn poll_until_ready(base: &str, ticket: &str, tx_id: &str) -> (u16, String) {
+    for _ in 0..200 {
+        let mut r = awc::Client::default()
+            .get(format!("{base}/service/data"))
+            .insert_header(("permission_ticket", ticket))
+            .insert_header(("tx_id", tx_id))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        if status != 429 {
+            let body = String::from_utf8(r.body().await.unwrap().to_vec()).unwrap();
+            return (status, body);
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("never ready");
+}
