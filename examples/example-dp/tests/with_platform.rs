@@ -67,6 +67,7 @@ async fn example_dp_serves_the_platform() {
             method: DpMethod::Get,
             claims: vec![],
             identity_methods: vec!["PII".into()],
+            template: None,
         })
         .unwrap();
     let _dp = Running(
