@@ -208,6 +208,16 @@ fn methods_of(dp: &DpRecord) -> Vec<IdentityMethod> {
 
 fn dataset_map(p: &Platform, sp: &SpRecord) -> ServerResult<HashMap<String, DpRecord>> {
     let wanted: std::collections::HashSet<&str> = sp.resources.iter().map(String::as_str).collect();
+    // A few datasets: one lookup each, rather than reading and parsing every registration.
+    if wanted.len() <= 8 {
+        let mut m = HashMap::new();
+        for id in wanted {
+            if let Some(d) = p.store.get_dp(id)? {
+                m.insert(d.resource_id.clone(), d);
+            }
+        }
+        return Ok(m);
+    }
     Ok(p.store
         .list_dps()?
         .into_iter()
@@ -546,8 +556,11 @@ fn live(
     ) {
         return finish(p, c, cookie, ctx, ReturnCode::Timeout, now).map(Some);
     }
-    ctx.tx.last_activity = now.0;
-    p.store.update_tx(&ctx.tx)?;
+    // Within the same second there is nothing new to record.
+    if ctx.tx.last_activity != now.0 {
+        ctx.tx.last_activity = now.0;
+        p.store.update_tx(&ctx.tx)?;
+    }
     Ok(None)
 }
 
