@@ -94,17 +94,7 @@ async fn refusal_mismatch_conflict_and_bad_forms() {
         ))
         .await;
     let p = b.through_basic(&flow, page, CITIZEN, "0770101").await;
-    let p = b
-        .submit(
-            &flow,
-            "pii",
-            &p.csrf(),
-            &[
-                ("nhi_card_number", "000018342761"),
-                ("household_number", "A2034517"),
-            ],
-        )
-        .await;
+    let p = b.two_documents(&flow, &p.csrf()).await;
     // A forged form (wrong CSRF token) is refused and changes nothing.
     let forged = b
         .post(
@@ -279,34 +269,14 @@ async fn lockout_and_expiry() {
     }
     assert!(p.body.contains("id=\"locked\""));
     // While locked, even the right documents are not judged.
-    p = b
-        .submit(
-            &flow,
-            "pii",
-            &p.csrf(),
-            &[
-                ("nhi_card_number", "000018342761"),
-                ("household_number", "A2034517"),
-            ],
-        )
-        .await;
+    p = b.two_documents(&flow, &p.csrf()).await;
     assert_eq!(p.step(), "identity");
     assert!(p.body.contains("id=\"locked\""));
     // 15 minutes later they are.
     w.clock.advance(900);
     let p = b.get(&flow).await;
     assert!(!p.body.contains("id=\"locked\""));
-    let p = b
-        .submit(
-            &flow,
-            "pii",
-            &p.csrf(),
-            &[
-                ("nhi_card_number", "000018342761"),
-                ("household_number", "A2034517"),
-            ],
-        )
-        .await;
+    let p = b.two_documents(&flow, &p.csrf()).await;
     assert_eq!(p.step(), "consent");
 
     // Idle for more than 1,200 s before consent: 408.

@@ -133,7 +133,7 @@ impl Sp {
 
     /// The SP's view of a transaction once it settled.
     async fn settled(&self, tx_id: &str) -> Value {
-        for _ in 0..400 {
+        for _ in 0..1200 {
             if let Some(v) = self.running.status(tx_id)
                 && !matches!(v["state"].as_str(), Some("started" | "waiting"))
             {
@@ -158,17 +158,7 @@ impl Sp {
 /// The two-documents path for the first sandbox citizen, up to the consent page.
 async fn authenticate(b: &mut Browser, flow: &str, page: Answer) -> Answer {
     let p = b.through_basic(flow, page, CITIZEN, "0770101").await;
-    let p = b
-        .submit(
-            flow,
-            "pii",
-            &p.csrf(),
-            &[
-                ("nhi_card_number", "000018342761"),
-                ("household_number", "A2034517"),
-            ],
-        )
-        .await;
+    let p = b.two_documents(&flow, &p.csrf()).await;
     assert_eq!(p.step(), "consent");
     p
 }

@@ -37,10 +37,10 @@ pub fn server(platform: Arc<Platform>, listener: TcpListener) -> ServerResult<Se
             .app_data(citizen.clone())
             .configure(configure)
     })
-        .workers(workers)
-        .listen(listener)
-        .map_err(|e| ServerError::Config(format!("listen: {e}")))?
-        .run();
+    .workers(workers)
+    .listen(listener)
+    .map_err(|e| ServerError::Config(format!("listen: {e}")))?
+    .run();
     Ok(srv)
 }
 

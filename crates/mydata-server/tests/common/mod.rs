@@ -475,6 +475,20 @@ impl Browser {
         a
     }
 
+    /// The first sandbox citizen's two documents, on the identity page.
+    pub async fn two_documents(&mut self, flow: &str, csrf: &str) -> Answer {
+        self.submit(
+            flow,
+            "pii",
+            csrf,
+            &[
+                ("nhi_card_number", "000018342761"),
+                ("household_number", "A2034517"),
+            ],
+        )
+        .await
+    }
+
     /// Terms and basic information for `id` born `roc`; returns the identity page.
     pub async fn through_basic(&mut self, flow: &str, page: Answer, id: &str, roc: &str) -> Answer {
         assert_eq!(page.step(), "terms");
@@ -491,7 +505,8 @@ impl Browser {
 }
 
 pub async fn poll_until_ready(base: &str, ticket: &str, tx_id: &str) -> (u16, String) {
-    for _ in 0..200 {
+    // Generous: the DP calls run on a loaded 2-core machine in CI.
+    for _ in 0..1200 {
         let mut r = awc::Client::default()
             .get(format!("{base}/service/data"))
             .insert_header(("permission_ticket", ticket))
