@@ -158,7 +158,7 @@ impl Sp {
 /// The two-documents path for the first sandbox citizen, up to the consent page.
 async fn authenticate(b: &mut Browser, flow: &str, page: Answer) -> Answer {
     let p = b.through_basic(flow, page, CITIZEN, "0770101").await;
-    let p = b.two_documents(&flow, &p.csrf()).await;
+    let p = b.two_documents(flow, &p.csrf()).await;
     assert_eq!(p.step(), "consent");
     p
 }
