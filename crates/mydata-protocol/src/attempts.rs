@@ -162,13 +162,7 @@ pub fn otp_check(
     if now.0.saturating_sub(c.issued_at.0) > OTP_VALID_SECS || now < c.issued_at {
         return OtpCheck::Expired;
     }
-    let d = digest_of(input);
-    let same = d.len() == c.digest.len()
-        && d.iter()
-            .zip(c.digest.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
+    if crate::constant_time_eq(&digest_of(input), &c.digest) {
         OtpCheck::Valid
     } else {
         OtpCheck::Wrong

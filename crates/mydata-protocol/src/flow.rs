@@ -966,14 +966,7 @@ impl SpApiBody {
     pub fn api_key_matches(&self, expected: Option<&str>) -> bool {
         match (self.api_key.as_deref(), expected) {
             (None, None) => true,
-            (Some(got), Some(want)) => {
-                got.len() == want.len()
-                    && got
-                        .bytes()
-                        .zip(want.bytes())
-                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                        == 0
-            }
+            (Some(got), Some(want)) => crate::constant_time_eq(got.as_bytes(), want.as_bytes()),
             _ => false,
         }
     }

@@ -31,3 +31,10 @@ pub mod resources;
 pub mod template;
 
 pub use error::{Error, IdKind, Result};
+
+/// Whether two byte strings are equal, comparing every byte of equal-length inputs (no early
+/// exit), for secrets such as API keys, one-time password digests and CSRF tokens. Lengths are
+/// not hidden.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

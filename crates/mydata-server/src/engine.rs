@@ -126,7 +126,8 @@ fn allows(sp: &SpRecord, ip: IpAddr) -> bool {
         .any(|a| a.parse::<IpAddr>().is_ok_and(|a| a == ip))
 }
 
-fn param_mode(sp: &SpRecord) -> ParamMode {
+/// The parameter cipher mode of a registration.
+pub(crate) fn param_mode(sp: &SpRecord) -> ParamMode {
     if sp.jwe_mode == "gcm" {
         ParamMode::Gcm
     } else {
@@ -142,7 +143,8 @@ fn jwe_mode(sp: &SpRecord) -> JweMode {
     }
 }
 
-fn packaging(sp: &SpRecord) -> PackagingMode {
+/// The packaging mode of a registration.
+pub(crate) fn packaging(sp: &SpRecord) -> PackagingMode {
     if sp.packaging_mode == "B" {
         PackagingMode::B
     } else {

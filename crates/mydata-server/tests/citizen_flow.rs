@@ -84,14 +84,7 @@ async fn refusal_mismatch_conflict_and_bad_forms() {
     // Refusal: 205 and no SP-API call.
     let mut b = Browser::new(&w.srv.url);
     let (flow, page) = b
-        .open(&redirect_url(
-            &w.srv.url,
-            &creds,
-            &ids,
-            "tx-refuse",
-            CITIZEN,
-            RETURN,
-        ))
+        .open(&w.redirect(&creds, &ids, "tx-refuse", CITIZEN))
         .await;
     let p = b.through_basic(&flow, page, CITIZEN, "0770101").await;
     let p = b.two_documents(&flow, &p.csrf()).await;
@@ -119,24 +112,13 @@ async fn refusal_mismatch_conflict_and_bad_forms() {
     assert!(w.sp_api_calls().is_empty());
 
     // Step 12: this browser's session now belongs to CITIZEN; a redirect for OTHER gives 409.
-    let a = b
-        .get(&redirect_url(
-            &w.srv.url, &creds, &ids, "tx-other", OTHER, RETURN,
-        ))
-        .await;
+    let a = b.get(&w.redirect(&creds, &ids, "tx-other", OTHER)).await;
     assert_eq!(a.returned(&creds), (409, Some("tx-other".to_string())));
 
     // Another person's ID on the basic-information page: 409.
     let mut b2 = Browser::new(&w.srv.url);
     let (flow, page) = b2
-        .open(&redirect_url(
-            &w.srv.url,
-            &creds,
-            &ids,
-            "tx-mismatch",
-            CITIZEN,
-            RETURN,
-        ))
+        .open(&w.redirect(&creds, &ids, "tx-mismatch", CITIZEN))
         .await;
     let a = b2.through_basic(&flow, page, OTHER, "0640315").await;
     assert_eq!(a.returned(&creds), (409, Some("tx-mismatch".to_string())));
@@ -144,14 +126,7 @@ async fn refusal_mismatch_conflict_and_bad_forms() {
     // A used pair cannot start again (D19): 400.
     let mut b3 = Browser::new(&w.srv.url);
     let a = b3
-        .get(&redirect_url(
-            &w.srv.url,
-            &creds,
-            &ids,
-            "tx-mismatch",
-            CITIZEN,
-            RETURN,
-        ))
+        .get(&w.redirect(&creds, &ids, "tx-mismatch", CITIZEN))
         .await;
     assert_eq!(a.returned(&creds), (400, Some("tx-mismatch".to_string())));
 }
@@ -179,16 +154,7 @@ async fn redirect_rejections() {
 
     // A dataset the service may not request: 401.
     let other = pii_datasets(2)[1].clone();
-    let a = b
-        .get(&redirect_url(
-            &w.srv.url,
-            &creds,
-            &[other],
-            "tx-r2",
-            CITIZEN,
-            RETURN,
-        ))
-        .await;
+    let a = b.get(&w.redirect(&creds, &[other], "tx-r2", CITIZEN)).await;
     assert_eq!(a.returned(&creds), (401, Some("tx-r2".to_string())));
 
     // A pid that does not decrypt: 400.
@@ -217,11 +183,7 @@ async fn redirect_rejections() {
     let mut dp = w.p.store.get_dp(&ids[0]).unwrap().unwrap();
     dp.status = "stopped".into();
     w.p.store.update_dp(&dp).unwrap();
-    let a = b
-        .get(&redirect_url(
-            &w.srv.url, &creds, &ids, "tx-r5", CITIZEN, RETURN,
-        ))
-        .await;
+    let a = b.get(&w.redirect(&creds, &ids, "tx-r5", CITIZEN)).await;
     assert_eq!(a.returned(&creds), (501, Some("tx-r5".to_string())));
     let calls = w.sp_api_calls();
     assert_eq!(calls.len(), 1);
@@ -240,11 +202,7 @@ async fn lockout_and_expiry() {
     let ids = pii_datasets(1);
     let creds = w.register(PackagingMode::A, &ids);
     let mut b = Browser::new(&w.srv.url);
-    let (flow, page) = b
-        .open(&redirect_url(
-            &w.srv.url, &creds, &ids, "tx-lock", CITIZEN, RETURN,
-        ))
-        .await;
+    let (flow, page) = b.open(&w.redirect(&creds, &ids, "tx-lock", CITIZEN)).await;
     let mut p = b.through_basic(&flow, page, CITIZEN, "0770101").await;
     for i in 0..5 {
         p = b
@@ -282,11 +240,7 @@ async fn lockout_and_expiry() {
     // Idle for more than 1,200 s before consent: 408.
     w.clock.advance(1_201);
     let mut b2 = Browser::new(&w.srv.url);
-    let (flow2, _) = b2
-        .open(&redirect_url(
-            &w.srv.url, &creds, &ids, "tx-idle", CITIZEN, RETURN,
-        ))
-        .await;
+    let (flow2, _) = b2.open(&w.redirect(&creds, &ids, "tx-idle", CITIZEN)).await;
     w.clock.advance(1_201);
     let a = b2.get(&flow2).await;
     assert_eq!(a.returned(&creds), (408, Some("tx-idle".to_string())));
@@ -310,11 +264,7 @@ async fn email_one_time_password() {
     let ids = vec!["API.OTPDEMO001".to_string()];
     let creds = w.register(PackagingMode::A, &ids);
     let mut b = Browser::new(&w.srv.url);
-    let (flow, page) = b
-        .open(&redirect_url(
-            &w.srv.url, &creds, &ids, "tx-otp", CITIZEN, RETURN,
-        ))
-        .await;
+    let (flow, page) = b.open(&w.redirect(&creds, &ids, "tx-otp", CITIZEN)).await;
     let p = b.through_basic(&flow, page, CITIZEN, "0770101").await;
     assert!(p.body.contains("id=\"method-otp\""));
     assert!(!p.body.contains("id=\"method-pii\""));
@@ -354,11 +304,7 @@ async fn no_usable_method_goes_back_with_403() {
     let ids = vec![cer_only_dataset()];
     let creds = w.register(PackagingMode::A, &ids);
     let mut b = Browser::new(&w.srv.url);
-    let (flow, page) = b
-        .open(&redirect_url(
-            &w.srv.url, &creds, &ids, "tx-cer", CITIZEN, RETURN,
-        ))
-        .await;
+    let (flow, page) = b.open(&w.redirect(&creds, &ids, "tx-cer", CITIZEN)).await;
     let p = b.through_basic(&flow, page, CITIZEN, "0770101").await;
     assert!(p.body.contains("id=\"no-method\""));
     assert!(p.body.contains("(CER)"));

@@ -16,7 +16,7 @@ use mydata_protocol::flow::{
     ServiceStatus, ServiceView, TxFacts, TxSlot, TxState,
 };
 use mydata_protocol::ids::{PermissionTicket, ResourceId};
-use mydata_protocol::param::{ParamCipher, ParamMode};
+use mydata_protocol::param::ParamCipher;
 
 use super::notify::mask;
 use super::{Channel, Flow, Notifier, Registry, RegistryEntry, Sessions};
@@ -182,20 +182,12 @@ pub enum Action {
     Cancel,
 }
 
-fn param_mode(sp: &SpRecord) -> ParamMode {
-    if sp.jwe_mode == "gcm" {
-        ParamMode::Gcm
-    } else {
-        ParamMode::Cbc
-    }
-}
-
 fn cipher(p: &Platform, sp: &SpRecord) -> ServerResult<ParamCipher> {
     let s = p.sp_secrets(sp)?;
     Ok(ParamCipher::new(
         &s.client_secret,
         &s.cbc_iv,
-        param_mode(sp),
+        engine::param_mode(sp),
     ))
 }
 
@@ -314,11 +306,7 @@ pub async fn start(
         .sessions
         .with(cookie, now, |s| s.citizen.clone())
         .flatten();
-    let mode = if sp.packaging_mode == "B" {
-        mydata_protocol::package::sp::PackagingMode::B
-    } else {
-        mydata_protocol::package::sp::PackagingMode::A
-    };
+    let mode = engine::packaging(&sp);
     let admission = match flow::admit(
         &accepted,
         existing_facts.as_ref(),
@@ -660,11 +648,7 @@ fn channels(c: &Citizen, entry: Option<&RegistryEntry>) -> Vec<(Channel, String)
 }
 
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    mydata_protocol::constant_time_eq(a.as_bytes(), b.as_bytes())
 }
 
 /// `POST /flow/{id}/…`: checks the session and the CSRF token, applies the action, and says where

@@ -264,6 +264,17 @@ impl World {
             .1
     }
 
+    /// The SP's redirect for `pid`, returning to [`RETURN`].
+    pub fn redirect(
+        &self,
+        creds: &SpCredentials,
+        ids: &[String],
+        tx_id: &str,
+        pid: &str,
+    ) -> String {
+        redirect_url(&self.srv.url, creds, ids, tx_id, pid, RETURN)
+    }
+
     pub fn sp_api_calls(&self) -> Vec<Value> {
         self.seen.lock().unwrap().clone()
     }
