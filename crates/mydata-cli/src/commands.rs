@@ -51,6 +51,17 @@ enum Cmd {
     /// Register and list DP datasets (operator).
     #[command(subcommand)]
     Dp(crate::server_cmds::DpCmd),
+    /// Run a conformance suite against a platform or an SP implementation.
+    #[command(subcommand)]
+    Conformance(ConformanceCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum ConformanceCmd {
+    /// Play SP and DP toward a platform and check the rules of protocol.md observable from outside.
+    Platform(crate::conformance_platform::Args),
+    /// Play the platform toward an SP and check its reactions through the conformance hook.
+    Sp(crate::conformance_sp::Args),
 }
 
 #[derive(Subcommand, Debug)]
@@ -219,6 +230,8 @@ pub fn run(cli: Cli) -> CliResult<i32> {
         Cmd::SandboxDp(a) => crate::server_cmds::sandbox_dp(a),
         Cmd::Sp(c) => crate::server_cmds::sp(c),
         Cmd::Dp(c) => crate::server_cmds::dp(c),
+        Cmd::Conformance(ConformanceCmd::Platform(a)) => crate::conformance_platform::run(a),
+        Cmd::Conformance(ConformanceCmd::Sp(a)) => crate::conformance_sp::run(a),
         Cmd::Package(PackageCmd::Build(a)) => package_build(a),
         Cmd::Package(PackageCmd::BuildSp(a)) => package_build_sp(a),
         Cmd::Package(PackageCmd::Verify(a)) => package_verify(a),

@@ -6,7 +6,10 @@
 #![forbid(unsafe_code)]
 
 mod commands;
+mod conformance_platform;
+mod conformance_sp;
 mod server_cmds;
+mod sp_client;
 
 use clap::Parser;
 

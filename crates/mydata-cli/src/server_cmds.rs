@@ -108,6 +108,10 @@ pub enum SpCmd {
     Register(SpRegisterArgs),
     /// List registered SP services.
     List(ListArgs),
+    /// Collect a package from a platform's MyData-API: poll, decrypt, verify, unpack.
+    Fetch(crate::sp_client::FetchArgs),
+    /// Verify a saved package (the JWE body or the decrypted zip) and unpack it.
+    Verify(crate::sp_client::VerifyArgs),
 }
 
 /// `mydata dp …`.
@@ -367,6 +371,8 @@ pub fn sp(cmd: SpCmd) -> CliResult<i32> {
             }
             Ok(0)
         }
+        SpCmd::Fetch(a) => crate::sp_client::fetch(a),
+        SpCmd::Verify(a) => crate::sp_client::verify(a),
         SpCmd::List(a) => {
             let p = open(load_config(&a.place)?)?;
             let sps = p.store.list_sps()?;

@@ -1,0 +1,1 @@
+//! The `platform` suite (PLACEHOLDER: being written).

@@ -1,0 +1,1 @@
+//! The `sp` suite (PLACEHOLDER: being written).
