@@ -178,13 +178,20 @@ impl Platform {
         self.config.data_dir.join("packages")
     }
 
-    /// Trust anchors for DP packages (the sandbox CA in sandbox mode).
+    /// Trust anchors for DP packages (the sandbox CA in sandbox mode). The sandbox CA is a
+    /// constant, so it is parsed once per process, not once per transaction.
     pub fn dp_trust(&self) -> Option<Arc<TrustAnchors>> {
-        self.config
-            .sandbox
-            .then(|| TrustAnchors::from_pem(&[crate::platform::SANDBOX_ROOT_CA]).ok())
-            .flatten()
-            .map(Arc::new)
+        static SANDBOX: std::sync::OnceLock<Option<Arc<TrustAnchors>>> = std::sync::OnceLock::new();
+        if !self.config.sandbox {
+            return None;
+        }
+        SANDBOX
+            .get_or_init(|| {
+                TrustAnchors::from_pem(&[crate::platform::SANDBOX_ROOT_CA])
+                    .ok()
+                    .map(Arc::new)
+            })
+            .clone()
     }
 }
 

@@ -1,6 +1,7 @@
 //! The embedded default backend: diesel over SQLite, with embedded migrations.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -234,6 +235,29 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: Pool<ConnectionManager<SqliteConnection>>,
+    /// One writer at a time. SQLite allows a single writer; without this, concurrent writers
+    /// meet `SQLITE_BUSY` and sleep in the busy handler on the HTTP workers (measured as the
+    /// largest stall under the flow_load bench). Readers do not take it (WAL).
+    writer: Arc<Mutex<()>>,
+}
+
+/// A pooled connection held with the writer lock.
+struct WriteConn<'a> {
+    conn: PooledConnection<ConnectionManager<SqliteConnection>>,
+    _lock: MutexGuard<'a, ()>,
+}
+
+impl std::ops::Deref for WriteConn<'_> {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for WriteConn<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -278,12 +302,26 @@ impl SqliteStore {
             .connection_customizer(Box::new(Pragmas))
             .build(ConnectionManager::<SqliteConnection>::new(url))
             .map_err(|e| ServerError::Storage(e.to_string()))?;
-        let store = SqliteStore { pool };
+        let store = SqliteStore {
+            pool,
+            writer: Arc::new(Mutex::new(())),
+        };
         store
             .conn()?
             .run_pending_migrations(MIGRATIONS)
             .map_err(|e| ServerError::Storage(format!("migrations: {e}")))?;
         Ok(store)
+    }
+
+    /// A connection for a write: the writer lock first, then a pooled connection. A panic
+    /// while writing cannot leave a half-written row (SQLite rolls the statement back), so a
+    /// poisoned lock is taken over.
+    fn wconn(&self) -> ServerResult<WriteConn<'_>> {
+        let lock = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(WriteConn {
+            conn: self.conn()?,
+            _lock: lock,
+        })
     }
 
     fn conn(&self) -> ServerResult<PooledConnection<ConnectionManager<SqliteConnection>>> {
@@ -302,7 +340,7 @@ impl Store for SqliteStore {
                 dps::record.eq(record),
                 dps::created_at.eq(now.0),
             ))
-            .execute(&mut self.conn()?)
+            .execute(&mut *self.wconn()?)
             .map_err(|e| {
                 if is_unique(&e) {
                     ServerError::Conflict(format!("dataset {}", dp.resource_id))
@@ -317,7 +355,7 @@ impl Store for SqliteStore {
         let record = serde_json::to_string(dp).map_err(json_err)?;
         let n = diesel::update(dps::table.find(&dp.resource_id))
             .set(dps::record.eq(record))
-            .execute(&mut self.conn()?)
+            .execute(&mut *self.wconn()?)
             .map_err(db)?;
         if n == 0 {
             return Err(ServerError::NotFound(format!("dataset {}", dp.resource_id)));
@@ -358,7 +396,7 @@ impl Store for SqliteStore {
                 sps::record.eq(record),
                 sps::created_at.eq(now.0),
             ))
-            .execute(&mut self.conn()?)
+            .execute(&mut *self.wconn()?)
             .map_err(|e| {
                 if is_unique(&e) {
                     ServerError::Conflict(format!("service {}", sp.client_id))
@@ -373,7 +411,7 @@ impl Store for SqliteStore {
         let record = serde_json::to_string(sp).map_err(json_err)?;
         let n = diesel::update(sps::table.find(&sp.client_id))
             .set(sps::record.eq(record))
-            .execute(&mut self.conn()?)
+            .execute(&mut *self.wconn()?)
             .map_err(db)?;
         if n == 0 {
             return Err(ServerError::NotFound(format!("service {}", sp.client_id)));
@@ -406,7 +444,7 @@ impl Store for SqliteStore {
     fn insert_token(&self, t: &TokenRecord) -> ServerResult<()> {
         diesel::insert_into(tokens::table)
             .values(TokenRow::from(t))
-            .execute(&mut self.conn()?)
+            .execute(&mut *self.wconn()?)
             .map_err(db)?;
         Ok(())
     }
@@ -422,27 +460,27 @@ impl Store for SqliteStore {
 
     fn delete_token(&self, token_hash: &str) -> ServerResult<()> {
         diesel::delete(tokens::table.find(token_hash))
-            .execute(&mut self.conn()?)
+            .execute(&mut *self.wconn()?)
             .map_err(db)?;
         Ok(())
     }
 
     fn delete_tokens_of_tx(&self, tx_id: &str) -> ServerResult<usize> {
         diesel::delete(tokens::table.filter(tokens::tx_id.eq(tx_id)))
-            .execute(&mut self.conn()?)
+            .execute(&mut *self.wconn()?)
             .map_err(db)
     }
 
     fn delete_expired_tokens(&self, now: UnixTime) -> ServerResult<usize> {
         diesel::delete(tokens::table.filter(tokens::exp.le(now.0)))
-            .execute(&mut self.conn()?)
+            .execute(&mut *self.wconn()?)
             .map_err(db)
     }
 
     fn insert_tx(&self, tx: &TxRecord) -> ServerResult<()> {
         diesel::insert_into(transactions::table)
             .values(TxRow::from(tx.clone()))
-            .execute(&mut self.conn()?)
+            .execute(&mut *self.wconn()?)
             .map_err(|e| {
                 if is_unique(&e) {
                     ServerError::Conflict(format!("transaction {} of {}", tx.tx_id, tx.client_id))
@@ -456,7 +494,7 @@ impl Store for SqliteStore {
     fn update_tx(&self, tx: &TxRecord) -> ServerResult<()> {
         let n = diesel::update(transactions::table.find(&tx.id))
             .set(TxRow::from(tx.clone()))
-            .execute(&mut self.conn()?)
+            .execute(&mut *self.wconn()?)
             .map_err(db)?;
         if n == 0 {
             return Err(ServerError::NotFound(format!("transaction {}", tx.id)));
@@ -515,7 +553,7 @@ impl Store for SqliteStore {
 
     fn delete_tx(&self, id: &str) -> ServerResult<()> {
         diesel::delete(transactions::table.find(id))
-            .execute(&mut self.conn()?)
+            .execute(&mut *self.wconn()?)
             .map_err(db)?;
         Ok(())
     }
@@ -532,7 +570,7 @@ impl Store for SqliteStore {
                 case_number: t.case_number.clone(),
                 identity_method: t.identity_method.clone(),
             })
-            .execute(&mut self.conn()?)
+            .execute(&mut *self.wconn()?)
             .map_err(db)?;
         Ok(())
     }
@@ -560,14 +598,14 @@ impl Store for SqliteStore {
     }
 
     fn checkpoint(&self) -> ServerResult<()> {
-        self.conn()?
+        self.wconn()?
             .batch_execute("PRAGMA wal_checkpoint(TRUNCATE);")
             .map_err(db)
     }
 
     fn delete_transfers_before(&self, before: UnixTime) -> ServerResult<usize> {
         diesel::delete(transfers::table.filter(transfers::at.lt(before.0)))
-            .execute(&mut self.conn()?)
+            .execute(&mut *self.wconn()?)
             .map_err(db)
     }
 }
