@@ -48,6 +48,11 @@ pub struct ServeArgs {
     /// With --sandbox, do not start the sandbox DP in this process.
     #[arg(long)]
     no_sandbox_dp: bool,
+    /// With --sandbox: the platform clock is system time plus an offset that
+    /// `POST /sandbox/clock {"advance_secs": N}` advances (conformance suites; never for
+    /// production).
+    #[arg(long)]
+    sandbox_clock: bool,
 }
 
 /// `mydata sandbox-dp`: the sandbox DP on its own.
@@ -59,7 +64,8 @@ pub struct SandboxDpArgs {
     /// The platform's base URL (for introspection).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     platform: String,
-    /// Behaviour of a dataset: RESOURCE_ID=instant|slow:SECONDS|no_data|fail:STATUS|down (repeat).
+    /// Behaviour of a dataset: RESOURCE_ID=instant|slow:SECONDS|no_data|fail:STATUS|down|tampered
+    /// (repeat).
     #[arg(long = "behaviour")]
     behaviours: Vec<String>,
     /// Time scale of slow datasets (catalogue delivery seconds × scale; 0 = all instant).
@@ -232,6 +238,10 @@ fn load_config(place: &Where) -> CliResult<Config> {
 }
 
 fn open(config: Config) -> CliResult<Platform> {
+    open_clocked(config, Arc::new(SystemClock))
+}
+
+fn open_clocked(config: Config, clock: mydata_server::clock::SharedClock) -> CliResult<Platform> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
     let key = match std::env::var("MYDATA_MASTER_KEY") {
@@ -239,12 +249,7 @@ fn open(config: Config) -> CliResult<Platform> {
         Err(_) => MasterKey::load_or_create(&config.data_dir)?,
     };
     let store = SqliteStore::open(&config.data_dir.join("mydata.sqlite"))?;
-    Ok(Platform::new(
-        Arc::new(store),
-        key,
-        Arc::new(SystemClock),
-        config,
-    )?)
+    Ok(Platform::new(Arc::new(store), key, clock, config)?)
 }
 
 /// Runs `mydata serve` until interrupted.
@@ -262,8 +267,23 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
     if let Some(u) = a.public_url {
         config.public_url = u.trim_end_matches('/').to_string();
     }
+    if a.sandbox_clock {
+        config.sandbox_clock = true;
+    }
+    if config.sandbox_clock && !config.sandbox {
+        return Err("--sandbox-clock is only valid with --sandbox".into());
+    }
     let listen = config.listen;
-    let platform = open(config)?;
+    let sandbox_clock = config
+        .sandbox_clock
+        .then(mydata_server::clock::OffsetClock::new);
+    let platform = match &sandbox_clock {
+        Some(c) => {
+            eprintln!("mydata: sandbox clock on (POST /sandbox/clock); never use in production");
+            open_clocked(config, Arc::new(c.clone()))?
+        }
+        None => open(config)?,
+    };
     if platform.config.sandbox {
         let n = platform.load_sandbox()?;
         eprintln!("mydata: sandbox registrations loaded ({n} new)");
@@ -310,7 +330,7 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
                 }
             }
         });
-        let srv = mydata_server::http::server(platform, listener)
+        let srv = mydata_server::http::server_with(platform, listener, sandbox_clock)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         srv.await
     })?;

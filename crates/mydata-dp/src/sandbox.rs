@@ -87,12 +87,16 @@ pub enum Behaviour {
     Fail(u16),
     /// Heartbeat 500 and every call 503.
     Down,
+    /// 200 with a package that was correctly signed and then altered: one byte of its first
+    /// data file is changed after signing, so its digest no longer matches the signed manifest
+    /// (for conformance suites: a platform must not pass it on as verified).
+    Tampered,
 }
 
 impl FromStr for Behaviour {
     type Err = String;
 
-    /// `instant`, `slow:SECONDS`, `no_data`, `fail:STATUS` or `down`.
+    /// `instant`, `slow:SECONDS`, `no_data`, `fail:STATUS`, `down` or `tampered`.
     fn from_str(s: &str) -> Result<Self, String> {
         let (name, arg) = match s.split_once(':') {
             Some((n, a)) => (n, Some(a)),
@@ -111,8 +115,9 @@ impl FromStr for Behaviour {
                 _ => Err(format!("{s}: the status must be 400 to 599")),
             },
             ("down", None) => Ok(Behaviour::Down),
+            ("tampered", None) => Ok(Behaviour::Tampered),
             _ => Err(format!(
-                "{s}: expected instant, slow:SECONDS, no_data, fail:STATUS or down"
+                "{s}: expected instant, slow:SECONDS, no_data, fail:STATUS, down or tampered"
             )),
         }
     }
@@ -126,6 +131,7 @@ impl fmt::Display for Behaviour {
             Behaviour::NoData => f.write_str("no_data"),
             Behaviour::Fail(s) => write!(f, "fail:{s}"),
             Behaviour::Down => f.write_str("down"),
+            Behaviour::Tampered => f.write_str("tampered"),
         }
     }
 }
@@ -393,6 +399,35 @@ impl Shared {
     }
 }
 
+/// A copy of a signed DP package with one byte of its first data file (the first entry outside
+/// `META-INFO/`) changed; the manifest, signature and certificate are copied unchanged.
+fn tamper(package: &[u8]) -> mydata_protocol::Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    let zerr = |e: zip::result::ZipError| mydata_protocol::Error::Zip(e.to_string());
+    let mut input = zip::ZipArchive::new(std::io::Cursor::new(package)).map_err(zerr)?;
+    let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    let mut altered = false;
+    for i in 0..input.len() {
+        let mut f = input.by_index(i).map_err(zerr)?;
+        let name = f.name().map_err(zerr)?.into_owned();
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes)?;
+        let meta = name.starts_with("META-INFO/") || name.starts_with("META-INFO\\");
+        if !altered && !meta && !f.is_dir() {
+            match bytes.first_mut() {
+                Some(b) => *b ^= 0x20,
+                None => bytes.push(b'x'),
+            }
+            altered = true;
+        }
+        out.start_file(name, opts).map_err(zerr)?;
+        out.write_all(&bytes)?;
+    }
+    Ok(out.finish().map_err(zerr)?.into_inner())
+}
+
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\r', '\n']) {
         format!("\"{}\"", s.replace('"', "\"\""))
@@ -422,7 +457,7 @@ impl SandboxDataset {
                     };
                 }
             }
-            Behaviour::Instant => {}
+            Behaviour::Instant | Behaviour::Tampered => {}
         }
         let Some(person) = call.uid().and_then(|uid| self.shared.citizens.get(uid)) else {
             return Outcome::NoData;
@@ -430,7 +465,12 @@ impl SandboxDataset {
         if person.has_no_data() {
             return Outcome::NoData;
         }
-        match self.shared.package(self.index, person) {
+        let built = self.shared.package(self.index, person);
+        let built = match (built, self.behaviour) {
+            (Ok(p), Behaviour::Tampered) => tamper(&p).map(Arc::from),
+            (other, _) => other,
+        };
+        match built {
             Ok(p) => Outcome::Package(p),
             Err(e) => {
                 log::error!("sandbox: packaging failed: {e}");
@@ -782,6 +822,8 @@ mod tests {
         assert_eq!("no_data".parse(), Ok(Behaviour::NoData));
         assert_eq!("fail:503".parse(), Ok(Behaviour::Fail(503)));
         assert_eq!("down".parse(), Ok(Behaviour::Down));
+        assert_eq!("tampered".parse(), Ok(Behaviour::Tampered));
+        assert_eq!(Behaviour::Tampered.to_string(), "tampered");
         for bad in [
             "slow",
             "slow:x",
@@ -856,5 +898,36 @@ mod tests {
         .unwrap();
         let names: Vec<_> = v.files.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["data.json", "data.csv"]);
+    }
+
+    #[test]
+    fn a_tampered_package_keeps_its_signature_and_fails_verification() {
+        let config = SandboxConfig::embedded("http://127.0.0.1:1").unwrap();
+        let dp = SandboxDp::new(&config).unwrap();
+        let person = config.citizens.get("A120345672").unwrap();
+        let good = dp.shared.package(0, person).unwrap();
+        let bad = tamper(&good).unwrap();
+        let opts = mydata_protocol::package::dp::VerifyOptions::at(
+            mydata_protocol::date::UnixTime(1_798_761_600),
+        );
+        assert!(
+            mydata_protocol::package::dp::verify(std::io::Cursor::new(&good[..]), &opts).is_ok()
+        );
+        assert!(
+            mydata_protocol::package::dp::verify(std::io::Cursor::new(&bad[..]), &opts).is_err()
+        );
+        // Only the data file changed: the manifest and signature entries are the same bytes.
+        let entry = |zip: &[u8], name: &str| {
+            let mut z = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
+            let mut f = z.by_name(name).unwrap();
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut f, &mut v).unwrap();
+            v
+        };
+        for meta in ["META-INFO/manifest.xml", "data.json"] {
+            let same = entry(&good, meta) == entry(&bad, meta);
+            assert_eq!(same, meta != "data.json", "{meta}");
+        }
+        assert!(tamper(b"not a zip").is_err());
     }
 }

@@ -36,6 +36,13 @@ pub struct Config {
     /// of `fixtures/citizens.json`). Empty = the sandbox fixture with `sandbox`, otherwise none
     /// (and those checks are not offered).
     pub registry: String,
+    /// Sandbox only: the platform clock is system time plus an offset that `POST /sandbox/clock`
+    /// advances (spec `conformance-platform.md`). Only valid with `sandbox` (`mydata serve`
+    /// refuses it otherwise). Never for production.
+    pub sandbox_clock: bool,
+    /// Base URL that replaces `http://127.0.0.1:8090` in the sandbox SPs' `return_url` and
+    /// `sp_api_url` when they are registered (`fixtures/sandbox.json`).
+    pub sandbox_sp_url: String,
 }
 
 impl Default for Config {
@@ -51,6 +58,8 @@ impl Default for Config {
             smtp_from: "MyData <no-reply@mydata.invalid>".into(),
             sms_webhook: String::new(),
             registry: String::new(),
+            sandbox_clock: false,
+            sandbox_sp_url: "http://127.0.0.1:8090".into(),
         }
     }
 }
@@ -83,10 +92,15 @@ impl Config {
                 "MYDATA_SMTP_FROM" => c.smtp_from = v,
                 "MYDATA_SMS_WEBHOOK" => c.sms_webhook = v,
                 "MYDATA_REGISTRY" => c.registry = v,
+                "MYDATA_SANDBOX_CLOCK" => {
+                    c.sandbox_clock = matches!(v.as_str(), "1" | "true" | "yes")
+                }
+                "MYDATA_SANDBOX_SP_URL" => c.sandbox_sp_url = v,
                 _ => {}
             }
         }
         c.public_url = c.public_url.trim_end_matches('/').to_string();
+        c.sandbox_sp_url = c.sandbox_sp_url.trim_end_matches('/').to_string();
         Ok(c)
     }
 }
@@ -114,5 +128,19 @@ mod tests {
         std::fs::write(&p, "lisen = 1\n").unwrap();
         assert!(Config::load(Some(&p), []).is_err());
         assert!(Config::load(None, [("MYDATA_LISTEN".into(), "x".into())]).is_err());
+        let c = Config::load(
+            None,
+            [
+                ("MYDATA_SANDBOX".into(), "1".into()),
+                ("MYDATA_SANDBOX_CLOCK".into(), "true".into()),
+                (
+                    "MYDATA_SANDBOX_SP_URL".into(),
+                    "http://127.0.0.1:9999/".into(),
+                ),
+            ],
+        )
+        .unwrap();
+        assert!(c.sandbox_clock);
+        assert_eq!(c.sandbox_sp_url, "http://127.0.0.1:9999");
     }
 }

@@ -32,6 +32,9 @@ pub const SANDBOX_ROOT_CA: &[u8] = include_bytes!("../../../fixtures/pki/sandbox
 /// The sandbox SP registrations, compiled in (fixtures/sandbox.json).
 pub const SANDBOX_SPS: &str = include_str!("../../../fixtures/sandbox.json");
 
+/// The SP base URL written in `fixtures/sandbox.json`, replaced by `sandbox_sp_url`.
+const SANDBOX_SP_BASE: &str = "http://127.0.0.1:8090";
+
 /// A new SP service registration, as the operator gives it.
 #[derive(Debug, Clone, Default)]
 pub struct NewSp {
@@ -439,12 +442,17 @@ impl Platform {
                     .map(|r| r.trim().parse())
                     .collect::<Result<_, _>>()?
             };
+            // The fixture's SP base is replaced by the configured one (`sandbox_sp_url`).
+            let rebase = |u: String| match u.strip_prefix(SANDBOX_SP_BASE) {
+                Some(rest) => format!("{}{rest}", self.config.sandbox_sp_url),
+                None => u,
+            };
             self.register_sp(NewSp {
                 client_id: Some(sp.client_id),
                 name: sp.name,
                 purpose: sp.purpose,
-                return_url: sp.return_url,
-                sp_api_url: sp.sp_api_url,
+                return_url: rebase(sp.return_url),
+                sp_api_url: rebase(sp.sp_api_url),
                 client_secret: Some(sp.client_secret),
                 cbc_iv: Some(sp.cbc_iv),
                 api_key: Some(sp.api_key),

@@ -11,6 +11,7 @@ use crate::platform::Platform;
 
 pub mod citizen;
 pub mod connect;
+pub mod sandbox;
 pub mod service;
 
 /// Shared state handed to handlers.
@@ -25,6 +26,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// Builds the HTTP server on an already bound listener.
 pub fn server(platform: Arc<Platform>, listener: TcpListener) -> ServerResult<Server> {
+    server_with(platform, listener, None)
+}
+
+/// [`server`], plus the sandbox clock hook (`POST /sandbox/clock`, [`sandbox`]) when
+/// `sandbox_clock` is given: it must be the platform's own clock, and the platform must be in
+/// sandbox mode with `sandbox_clock` set (refused otherwise).
+pub fn server_with(
+    platform: Arc<Platform>,
+    listener: TcpListener,
+    sandbox_clock: Option<crate::clock::OffsetClock>,
+) -> ServerResult<Server> {
+    if sandbox_clock.is_some() && !(platform.config.sandbox && platform.config.sandbox_clock) {
+        return Err(ServerError::Config(
+            "the sandbox clock needs sandbox and sandbox_clock".into(),
+        ));
+    }
     let workers = match platform.config.workers {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
@@ -36,6 +53,11 @@ pub fn server(platform: Arc<Platform>, listener: TcpListener) -> ServerResult<Se
             .app_data(data.clone())
             .app_data(citizen.clone())
             .configure(configure)
+            .configure(|cfg| {
+                if let Some(c) = &sandbox_clock {
+                    sandbox::configure(cfg, c.clone());
+                }
+            })
     })
     .workers(workers)
     .listen(listener)
@@ -57,12 +79,20 @@ pub struct Spawned {
 
 /// Starts `platform` on 127.0.0.1 with an ephemeral port in the current actix/tokio runtime.
 pub fn spawn(platform: Arc<Platform>) -> ServerResult<Spawned> {
+    spawn_with(platform, None)
+}
+
+/// [`spawn`] with the sandbox clock hook (see [`server_with`]).
+pub fn spawn_with(
+    platform: Arc<Platform>,
+    sandbox_clock: Option<crate::clock::OffsetClock>,
+) -> ServerResult<Spawned> {
     let listener =
         TcpListener::bind("127.0.0.1:0").map_err(|e| ServerError::Config(format!("bind: {e}")))?;
     let addr = listener
         .local_addr()
         .map_err(|e| ServerError::Config(format!("bind: {e}")))?;
-    let srv = server(platform, listener)?;
+    let srv = server_with(platform, listener, sandbox_clock)?;
     let handle = srv.handle();
     actix_web::rt::spawn(srv);
     Ok(Spawned {
