@@ -333,6 +333,20 @@ impl MyDataApi {
         timer: &T,
         cancel: &CancelToken,
     ) -> Result<String, PollError> {
+        self.poll_observed(ticket, tx_id, timer, cancel, |_, _| {})
+            .await
+    }
+
+    /// [`MyDataApi::poll`], calling `observe` with the request number (from 1) and the answer
+    /// after every request, before waiting or returning; for progress displays and logs.
+    pub async fn poll_observed<T: Timer, F: FnMut(u32, &Answer)>(
+        &self,
+        ticket: &PermissionTicket,
+        tx_id: Option<&TxId>,
+        timer: &T,
+        cancel: &CancelToken,
+        mut observe: F,
+    ) -> Result<String, PollError> {
         let client = self.client();
         // A deadline beyond what SystemTime can hold means no deadline.
         let deadline = timer.now().checked_add(self.opts.deadline);
@@ -347,6 +361,7 @@ impl MyDataApi {
                 a = self.fetch_with(&client, ticket, tx_id, timer.now()) => a,
                 () = cancel.cancelled() => return Err(PollError::Cancelled),
             };
+            observe(polls, &answer);
             let wait = match answer {
                 Answer::Ready(jwe) => return Ok(jwe),
                 Answer::Final(e) => return Err(e),

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use mydata_protocol::ids::{PermissionTicket, TxId};
-use mydata_sp::poll::{CancelToken, MyDataApi, PollError, PollOptions, Timer};
+use mydata_sp::poll::{Answer, CancelToken, MyDataApi, PollError, PollOptions, Timer};
 
 /// One scripted answer: status, optional Retry-After, body.
 #[derive(Clone)]
@@ -139,6 +139,53 @@ async fn waits_as_told_then_takes_the_jwe() {
         assert_eq!(x.as_deref(), Some("3f0c9b1e-7a44-4c1e-9d55-2b8f6c0a1d2e"));
     }
     h.stop(true).await;
+}
+
+#[actix_web::test]
+async fn observer_sees_every_answer_in_order() {
+    let (url, _script, h) = start(vec![
+        Scripted(429, Some("7"), ""),
+        Scripted(503, None, ""),
+        Scripted(200, None, "aaa.bbb.ccc.ddd.eee"),
+    ]);
+    let api = MyDataApi::new(&url, PollOptions::default());
+    let timer = ManualTimer::new();
+    let mut seen = Vec::new();
+    let jwe = api
+        .poll_observed(&ticket(), None, &timer, &CancelToken::new(), |n, a| {
+            seen.push((n, a.clone()));
+        })
+        .await
+        .unwrap();
+    assert_eq!(jwe, "aaa.bbb.ccc.ddd.eee");
+    assert_eq!(seen.len(), 3);
+    assert_eq!(
+        seen[0],
+        (
+            1,
+            Answer::NotReady {
+                wait: Duration::from_secs(7)
+            }
+        )
+    );
+    assert!(
+        matches!(&seen[1], (2, Answer::Transient { wait, .. }) if wait.as_secs() == 60),
+        "{seen:?}"
+    );
+    assert_eq!(seen[2], (3, Answer::Ready("aaa.bbb.ccc.ddd.eee".into())));
+    // A final answer is observed too, and is what the poll returns.
+    let (url, _script, h2) = start(vec![Scripted(201, None, "")]);
+    let api = MyDataApi::new(&url, PollOptions::default());
+    let mut last = None;
+    let got = api
+        .poll_observed(&ticket(), None, &timer, &CancelToken::new(), |n, a| {
+            last = Some((n, a.clone()));
+        })
+        .await;
+    assert_eq!(got, Err(PollError::AlreadyTaken));
+    assert_eq!(last, Some((1, Answer::Final(PollError::AlreadyTaken))));
+    h.stop(true).await;
+    h2.stop(true).await;
 }
 
 #[actix_web::test]
