@@ -1,0 +1,936 @@
+//! `mydata sp fetch` and `mydata sp verify` against the real `mydata serve --sandbox` binary over
+//! HTTP on 127.0.0.1: the test registers its own SPs (`mydata sp register`), walks the citizen
+//! pages as a browser (terms, basic information, two documents, consent), and collects the
+//! package with the command, from a saved SP-API body, from the ticket on the command line, and
+//! with `--listen` (the command plays the SP itself).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use mydata_protocol::flow::{ApplicationMode, Pid};
+use mydata_protocol::jwe::JweMode;
+use mydata_protocol::param::{ParamCipher, ParamMode};
+use mydata_protocol::resources::ResourceList;
+use mydata_sp::SpConfig;
+use mydata_sp::redirect::RedirectRequest;
+use serde_json::Value;
+use sha2::Digest as _;
+
+const CITIZEN: &str = "A120345672";
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mydata"))
+}
+
+fn root_ca() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/pki/sandbox-root-ca.pem")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Instant sandbox datasets that the two-documents method unlocks.
+fn pii_instant_datasets() -> Vec<String> {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/catalogue.json"),
+    )
+    .unwrap();
+    let c: Value = serde_json::from_str(&text).unwrap();
+    c["datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| {
+            d["delivery"] == "instant"
+                && d["identity_methods"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|m| m == "PII")
+        })
+        .map(|d| d["resource_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// ---- a small HTTP/1.1 client ----
+
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn csrf(&self) -> String {
+        const MARK: &str = "name=\"csrf\" value=\"";
+        let i = self.body.find(MARK).expect("a form") + MARK.len();
+        let j = self.body[i..].find('"').unwrap();
+        self.body[i..i + j].to_string()
+    }
+
+    fn step(&self) -> &str {
+        let i = self
+            .body
+            .find("data-step=\"")
+            .unwrap_or_else(|| panic!("not a flow page: {self:?}"))
+            + 11;
+        let j = self.body[i..].find('"').unwrap();
+        &self.body[i..i + j]
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let nl = b.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size = std::str::from_utf8(&b[..nl])
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap();
+        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[nl + 2..nl + 2 + n]);
+        b = &b[nl + 2 + n + 2..];
+    }
+}
+
+fn http(method: &str, url: &str, cookie: Option<&str>, form: Option<&[(&str, &str)]>) -> Resp {
+    let u = url::Url::parse(url).unwrap();
+    assert_eq!(u.host_str(), Some("127.0.0.1"), "only loopback: {url}");
+    let port = u.port().unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let target = match u.query() {
+        Some(q) => format!("{}?{q}", u.path()),
+        None => u.path().to_string(),
+    };
+    let body = form
+        .map(|f| {
+            url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(f)
+                .finish()
+        })
+        .unwrap_or_default();
+    let mut req =
+        format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    if let Some(c) = cookie {
+        req.push_str(&format!("Cookie: {c}\r\n"));
+    }
+    if form.is_some() {
+        req.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    Resp {
+        status,
+        headers,
+        body: String::from_utf8(body).unwrap(),
+    }
+}
+
+/// A browser on the platform: one cookie jar, no automatic redirects.
+struct Browser {
+    base: String,
+    cookies: BTreeMap<String, String>,
+}
+
+impl Browser {
+    fn new(base: &str) -> Self {
+        Browser {
+            base: base.to_string(),
+            cookies: BTreeMap::new(),
+        }
+    }
+
+    fn send(&mut self, method: &str, url: &str, form: Option<&[(&str, &str)]>) -> Resp {
+        let url = if url.starts_with("http") {
+            url.to_string()
+        } else {
+            format!("{}{url}", self.base)
+        };
+        let jar = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let r = http(
+            method,
+            &url,
+            (!jar.is_empty()).then_some(jar.as_str()),
+            form,
+        );
+        for (k, v) in &r.headers {
+            if k.eq_ignore_ascii_case("set-cookie") {
+                let pair = v.split(';').next().unwrap();
+                if let Some((n, val)) = pair.split_once('=') {
+                    self.cookies.insert(n.to_string(), val.to_string());
+                }
+            }
+        }
+        r
+    }
+
+    /// Posts a form of the flow page and loads the next page (or returns the redirect away).
+    fn submit(&mut self, flow: &str, action: &str, csrf: &str, fields: &[(&str, &str)]) -> Resp {
+        let mut form = vec![("csrf", csrf)];
+        form.extend_from_slice(fields);
+        let a = self.send("POST", &format!("{flow}/{action}"), Some(&form));
+        if a.status == 303 {
+            let next = a.header("location").unwrap().to_string();
+            return self.send("GET", &next, None);
+        }
+        a
+    }
+
+    /// Opens the SP's redirect and goes through terms, basic information, two documents and
+    /// consent as the first sandbox citizen; returns the redirect back to the SP.
+    fn consent(&mut self, redirect: &str) -> String {
+        let a = self.send("GET", redirect, None);
+        assert_eq!(a.status, 303, "{a:?}");
+        let flow = a.header("location").unwrap().to_string();
+        let p = self.send("GET", &flow, None);
+        assert_eq!(p.step(), "terms", "{p:?}");
+        let p = self.submit(&flow, "terms", &p.csrf(), &[]);
+        assert_eq!(p.step(), "basic");
+        let p = self.submit(
+            &flow,
+            "basic",
+            &p.csrf(),
+            &[("national_id", CITIZEN), ("birth_date", "0770101")],
+        );
+        let p = self.submit(
+            &flow,
+            "pii",
+            &p.csrf(),
+            &[
+                ("nhi_card_number", "000018342761"),
+                ("household_number", "A2034517"),
+            ],
+        );
+        assert_eq!(p.step(), "consent", "{}", p.body);
+        let a = self.submit(&flow, "consent", &p.csrf(), &[("decision", "agree")]);
+        assert_eq!(a.status, 302, "{a:?}");
+        a.header("location").unwrap().to_string()
+    }
+}
+
+// ---- the platform, an SP stub, registrations ----
+
+struct Platform {
+    _server: Kill,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+fn start_platform() -> Platform {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, d) = (free_port(), free_port());
+    let child = bin()
+        .args(["serve", "--sandbox", "--listen"])
+        .arg(format!("127.0.0.1:{p}"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("MYDATA_SANDBOX_DP_URL", format!("http://127.0.0.1:{d}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Kill(child);
+    let start = Instant::now();
+    loop {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", p)) {
+            let _ = s.write_all(
+                b"GET /.well-known/oauth-authorization-server HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            );
+            let mut out = String::new();
+            if s.read_to_string(&mut out).is_ok() && out.starts_with("HTTP/1.1 200") {
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Platform {
+        _server: server,
+        url: format!("http://127.0.0.1:{p}"),
+        dir,
+    }
+}
+
+/// An SP stub on 127.0.0.1: records the body of every `POST /sp-api` and answers 200 to
+/// everything.
+fn sp_stub() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(conn) = conn else { return };
+            let mut r = BufReader::new(conn);
+            let mut first = String::new();
+            if r.read_line(&mut first).is_err() {
+                continue;
+            }
+            let mut len = 0usize;
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            if first.starts_with("POST /sp-api") {
+                s2.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&body).into_owned());
+            }
+            let _ = r
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (port, seen)
+}
+
+fn wait_for_body(seen: &Mutex<Vec<String>>, n: usize) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(b) = seen.lock().unwrap().get(n) {
+            return b.clone();
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no SP-API call");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `mydata sp register --json` into the platform's data directory.
+fn register(p: &Platform, sp_port: u16, rid: &str, packaging: &str, jwe: &str) -> Value {
+    let out = bin()
+        .args(["sp", "register", "--json", "--name", "sp fetch test"])
+        .arg("--return-url")
+        .arg(format!("http://127.0.0.1:{sp_port}/return"))
+        .arg("--sp-api-url")
+        .arg(format!("http://127.0.0.1:{sp_port}/sp-api"))
+        .args(["--dataset", rid, "--allow-ip", "127.0.0.1"])
+        .args(["--packaging", packaging, "--jwe", jwe])
+        .arg("--data-dir")
+        .arg(p.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn sp_config(p: &Platform, creds: &Value, sp_port: u16, mode: JweMode) -> SpConfig {
+    SpConfig::new(
+        p.url.as_str(),
+        creds["client_id"].as_str().unwrap().parse().unwrap(),
+        creds["client_secret"].as_str().unwrap().parse().unwrap(),
+        creds["cbc_iv"].as_str().unwrap().parse().unwrap(),
+        format!("http://127.0.0.1:{sp_port}/return"),
+    )
+    .with_mode(mode)
+}
+
+/// The credential flags of `creds`.
+fn cred_args(p: &Platform, creds: &Value, jwe: &str, packaging: &str) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "--client-id",
+        creds["client_id"].as_str().unwrap(),
+        "--client-secret",
+        creds["client_secret"].as_str().unwrap(),
+        "--cbc-iv",
+        creds["cbc_iv"].as_str().unwrap(),
+        "--api-key",
+        creds["api_key"].as_str().unwrap(),
+        "--jwe",
+        jwe,
+        "--packaging",
+        packaging,
+        "--platform",
+        &p.url,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.push("--trust".into());
+    v.push(root_ca().display().to_string());
+    v
+}
+
+fn run(args: &[String]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: stdout {:?} stderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+/// The unpacked files match the JSON report: sizes, digests, and paths inside `out`.
+fn assert_unpacked(v: &Value, out: &Path, rid: &str) -> usize {
+    let ds = &v["datasets"][0];
+    assert_eq!(ds["resource_id"], rid, "{v}");
+    assert_eq!(ds["code"], 200, "{v}");
+    assert_eq!(ds["verified"], true, "{v}");
+    let files = ds["files"].as_array().unwrap();
+    assert!(!files.is_empty(), "{v}");
+    for f in files {
+        let path = out.join(rid).join(f["name"].as_str().unwrap());
+        assert_eq!(Path::new(f["path"].as_str().unwrap()), path);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len() as u64, f["size"].as_u64().unwrap());
+        assert_eq!(sha256_hex(&bytes), f["sha256"].as_str().unwrap());
+    }
+    files.len()
+}
+
+/// Rewrites the SP package with one data file of the DP package changed (the zip CRCs are
+/// recomputed, so only the signed digest can catch it).
+fn tamper(sp_zip: &[u8]) -> Vec<u8> {
+    use std::io::Cursor;
+    let rewrite = |bytes: &[u8], f: &dyn Fn(&str, Vec<u8>) -> Vec<u8>| -> Vec<u8> {
+        let mut a = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for i in 0..a.len() {
+            let mut e = a.by_index(i).unwrap();
+            let name = e.name().unwrap().to_string();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            w.start_file(name.as_str(), zip::write::SimpleFileOptions::default())
+                .unwrap();
+            w.write_all(&f(&name, data)).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    };
+    let changed = std::cell::Cell::new(false);
+    let out = rewrite(sp_zip, &|name, data| {
+        if !name.ends_with(".zip") {
+            return data;
+        }
+        rewrite(&data, &|inner, mut d| {
+            if !inner.starts_with("META-INF") && !changed.get() && !d.is_empty() {
+                d[0] ^= 0x01;
+                changed.set(true);
+            }
+            d
+        })
+    });
+    assert!(changed.get(), "no data file to tamper with");
+    out
+}
+
+#[test]
+fn fetch_and_verify_against_the_sandbox_platform() {
+    let ids = pii_instant_datasets();
+    let rid = ids[0].as_str();
+    let p = start_platform();
+    let (sp_port, seen) = sp_stub();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+
+    // (b) A saved SP-API body, mode A / CBC.
+    let creds = register(&p, sp_port, rid, "a", "cbc");
+    let cfg = sp_config(&p, &creds, sp_port, JweMode::Cbc);
+    let list = ResourceList::new(vec![rid.parse().unwrap()]).unwrap();
+    let pid = Pid::parse_for(ApplicationMode::Person, CITIZEN).unwrap();
+    let redirect = cfg.redirect(&RedirectRequest::new(&list, &pid)).unwrap();
+    let back = Browser::new(&p.url).consent(&redirect.url);
+    assert!(
+        back.starts_with(&cfg.return_url) && back.contains("code=200"),
+        "{back}"
+    );
+    let body = wait_for_body(&seen, 0);
+    let delivery = w.join("delivery.json");
+    std::fs::write(&delivery, &body).unwrap();
+    let args = cred_args(&p, &creds, "cbc", "A");
+    let out1 = w.join("out1");
+    let a = [
+        vec!["sp".to_string(), "fetch".into(), "--delivery".into()],
+        vec![delivery.display().to_string()],
+        vec!["--out".into(), out1.display().to_string(), "--json".into()],
+        vec!["--max-wait".into(), "1".into()],
+        args.clone(),
+    ]
+    .concat();
+    let out = run(&a);
+    let v = json_of(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{v} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(v["status"], "delivered");
+    assert_eq!(v["verified"], true);
+    assert_eq!(v["packaging_mode"], "A");
+    assert_eq!(v["tx_id"], redirect.tx_id.as_str());
+    assert!(v["polls"].as_u64().unwrap() >= 1);
+    assert_eq!(v["datasets"].as_array().unwrap().len(), 1);
+    assert_unpacked(&v, &out1, rid);
+    // Only the JSON on stdout; the progress went to stderr.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("poll 1:"));
+    let zip_path = out1.join("package.zip");
+    assert_eq!(Path::new(v["package"].as_str().unwrap()), zip_path);
+    // The saved zip is the SP package: `mydata package verify` agrees.
+    let pv = bin()
+        .args(["package", "verify", "--json", "--trust"])
+        .arg(root_ca())
+        .arg(&zip_path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        pv.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&pv.stdout)
+    );
+
+    // The ticket is spent: a second fetch of the same body is a final 201.
+    let a2 = [
+        vec!["sp".to_string(), "fetch".into(), "--delivery".into()],
+        vec![delivery.display().to_string()],
+        vec![
+            "--out".into(),
+            w.join("out2").display().to_string(),
+            "--json".into(),
+        ],
+        args.clone(),
+    ]
+    .concat();
+    let out = run(&a2);
+    let v = json_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{v}");
+    assert_eq!(v["status"], "taken");
+    assert_eq!(v["http_status"], 201);
+    assert_eq!(v["error"]["kind"], "already_taken");
+    // Same with the ticket on the command line, human output: the message says taken.
+    let sent: Value = serde_json::from_str(&body).unwrap();
+    let a3 = [
+        vec!["sp".to_string(), "fetch".into()],
+        vec![
+            "--ticket".into(),
+            sent["permission_ticket"].as_str().unwrap().into(),
+        ],
+        vec!["--tx-id".into(), sent["tx_id"].as_str().unwrap().into()],
+        vec![
+            "--secret-key".into(),
+            sent["secret_key"].as_str().unwrap().into(),
+        ],
+        vec!["--out".into(), w.join("out3").display().to_string()],
+        args.clone(),
+    ]
+    .concat();
+    let out = run(&a3);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("201") && err.contains("taken"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("status taken"));
+
+    // `sp verify` on the saved zip, unpacking again.
+    let out4 = w.join("out4");
+    let verify_zip = |file: &Path, out: Option<&Path>| {
+        let mut a = vec![
+            "sp".to_string(),
+            "verify".into(),
+            "--json".into(),
+            "--package".into(),
+            file.display().to_string(),
+        ];
+        if let Some(o) = out {
+            a.extend(["--out".to_string(), o.display().to_string()]);
+        }
+        a.extend(args.iter().cloned());
+        run(&a)
+    };
+    let out = verify_zip(&zip_path, Some(&out4));
+    let v = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(
+        (v["status"].as_str(), v["format"].as_str()),
+        (Some("verified"), Some("zip"))
+    );
+    assert_unpacked(&v, &out4, rid);
+    // A tampered data file inside the DP package: exit 1, the kind names the rule.
+    let bad = w.join("tampered.zip");
+    std::fs::write(&bad, tamper(&std::fs::read(&zip_path).unwrap())).unwrap();
+    let out = verify_zip(&bad, None);
+    let v = json_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{v}");
+    assert_eq!(v["verified"], false);
+    assert_eq!(v["error"]["kind"], "digest_mismatch", "{v}");
+    assert_eq!(v["datasets"][0]["verified"], false);
+    // A refusing directory is a usage error before anything is written.
+    let out = verify_zip(&zip_path, Some(&out4));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
+
+    // The JWE form: encrypted with this transaction's key it verifies; with another key it is a
+    // decryption failure.
+    let secret_plain = ParamCipher::from_raw(
+        creds["client_secret"].as_str().unwrap(),
+        creds["cbc_iv"].as_str().unwrap(),
+        ParamMode::Cbc,
+    )
+    .unwrap()
+    .decrypt(sent["secret_key"].as_str().unwrap())
+    .unwrap();
+    let jwe_with = |key: &str, name: &str| {
+        let o = bin()
+            .args(["jwe", "encrypt", "--key", key, "--client-id"])
+            .arg(creds["client_id"].as_str().unwrap())
+            .arg(&zip_path)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let path = w.join(name);
+        std::fs::write(&path, &o.stdout).unwrap();
+        path
+    };
+    let verify_jwe = |file: &Path| {
+        let a = [
+            vec!["sp".to_string(), "verify".into(), "--json".into()],
+            vec!["--package".into(), file.display().to_string()],
+            vec![
+                "--secret-key".into(),
+                sent["secret_key"].as_str().unwrap().into(),
+            ],
+            args.clone(),
+        ]
+        .concat();
+        run(&a)
+    };
+    let out = verify_jwe(&jwe_with(&secret_plain, "good.jwe"));
+    let v = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(v["format"], "jwe");
+    assert_eq!(v["datasets"][0]["verified"], true);
+    let out = verify_jwe(&jwe_with("Zq8VtY3cR1mK6wN0pL4sH9dB2fJ7xG5a", "wrong.jwe"));
+    let v = json_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{v}");
+    assert_eq!(v["verified"], false);
+    assert_eq!(v["error"]["kind"], "jwe", "{v}");
+    // A JWE without its key is a usage error.
+    let a = [
+        vec!["sp".to_string(), "verify".into()],
+        vec!["--package".into(), w.join("good.jwe").display().to_string()],
+        args.clone(),
+    ]
+    .concat();
+    assert_eq!(run(&a).status.code(), Some(2));
+
+    // (a) The ticket on the command line, mode B / GCM, a second transaction.
+    let creds_b = register(&p, sp_port, rid, "b", "gcm");
+    let cfg_b = sp_config(&p, &creds_b, sp_port, JweMode::Gcm);
+    let redirect = cfg_b.redirect(&RedirectRequest::new(&list, &pid)).unwrap();
+    let back = Browser::new(&p.url).consent(&redirect.url);
+    assert!(back.contains("code=200"), "{back}");
+    let sent: Value = serde_json::from_str(&wait_for_body(&seen, 1)).unwrap();
+    assert_eq!(sent["tx_id"], redirect.tx_id.as_str());
+    let out5 = w.join("out5");
+    let a = [
+        vec!["sp".to_string(), "fetch".into(), "--json".into()],
+        vec![
+            "--ticket".into(),
+            sent["permission_ticket"].as_str().unwrap().into(),
+        ],
+        vec!["--tx-id".into(), sent["tx_id"].as_str().unwrap().into()],
+        vec![
+            "--secret-key".into(),
+            sent["secret_key"].as_str().unwrap().into(),
+        ],
+        vec!["--out".into(), out5.display().to_string()],
+        vec!["--max-wait".into(), "1".into()],
+        cred_args(&p, &creds_b, "gcm", "B"),
+    ]
+    .concat();
+    let out = run(&a);
+    let v = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(
+        (v["status"].as_str(), v["packaging_mode"].as_str()),
+        (Some("delivered"), Some("B"))
+    );
+    assert_unpacked(&v, &out5, rid);
+    assert!(out5.join("package.zip").is_file());
+
+    // --listen: the command plays the SP; the test is the citizen's browser.
+    let listen_port = free_port();
+    let creds_l = register(&p, listen_port, rid, "a", "cbc");
+    let out6 = w.join("out6");
+    let child = bin()
+        .args(["sp", "fetch", "--json", "--listen"])
+        .arg(format!("127.0.0.1:{listen_port}"))
+        .args([
+            "--pid",
+            CITIZEN,
+            "--resource",
+            rid,
+            "--max-wait",
+            "1",
+            "--out",
+        ])
+        .arg(&out6)
+        .args(cred_args(&p, &creds_l, "cbc", "A"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Kill(child);
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let log = Arc::new(Mutex::new(String::new()));
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            log2.lock().unwrap().push_str(&format!("{line}\n"));
+            if line.starts_with("http://") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("no URL printed: {}", log.lock().unwrap()));
+    assert!(url.starts_with(&format!("{}/service/", p.url)), "{url}");
+    let back = Browser::new(&p.url).consent(&url);
+    assert!(
+        back.starts_with(&format!("http://127.0.0.1:{listen_port}/return?")),
+        "{back}"
+    );
+    let page = http("GET", &back, None, None);
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(page.body.contains("Return code 200"), "{}", page.body);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "fetch --listen did not finish: {}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stdout = Vec::new();
+    child
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    let v: Value = serde_json::from_slice(&stdout).unwrap();
+    assert_eq!(status.code(), Some(0), "{v} {}", log.lock().unwrap());
+    assert_eq!(v["status"], "delivered");
+    assert_unpacked(&v, &out6, rid);
+    let log = log.lock().unwrap().clone();
+    assert!(log.contains("SP-API call received"), "{log}");
+    assert!(log.contains("returned with code 200"), "{log}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let w = tempfile::tempdir().unwrap();
+    let out = w.path().join("o");
+    let o = out.display().to_string();
+    let cases: Vec<Vec<&str>> = vec![
+        // No ticket source.
+        vec!["sp", "fetch", "--sandbox", "1", "--out", &o],
+        // Two ticket sources.
+        vec![
+            "sp",
+            "fetch",
+            "--sandbox",
+            "1",
+            "--out",
+            &o,
+            "--delivery",
+            "x.json",
+            "--listen",
+            "127.0.0.1:9",
+        ],
+        // No such sandbox SP.
+        vec![
+            "sp",
+            "fetch",
+            "--sandbox",
+            "3",
+            "--out",
+            &o,
+            "--delivery",
+            "x.json",
+        ],
+        // No credentials and no trust anchors.
+        vec!["sp", "fetch", "--out", &o, "--delivery", "x.json"],
+        // A ticket that is not a UUID.
+        vec![
+            "sp",
+            "fetch",
+            "--sandbox",
+            "1",
+            "--out",
+            &o,
+            "--ticket",
+            "nope",
+            "--tx-id",
+            "t1",
+            "--secret-key",
+            "AAAA",
+        ],
+        // --listen without --pid.
+        vec![
+            "sp",
+            "fetch",
+            "--sandbox",
+            "1",
+            "--out",
+            &o,
+            "--listen",
+            "127.0.0.1:9",
+            "--resource",
+            "API.ARPPI3VTCB",
+        ],
+        // A missing delivery file.
+        vec![
+            "sp",
+            "fetch",
+            "--sandbox",
+            "1",
+            "--out",
+            &o,
+            "--delivery",
+            "/nonexistent/x.json",
+        ],
+        // verify: a missing package.
+        vec![
+            "sp",
+            "verify",
+            "--sandbox",
+            "1",
+            "--package",
+            "/nonexistent/p.zip",
+        ],
+    ];
+    for args in cases {
+        let r = bin().args(&args).output().unwrap();
+        assert_eq!(
+            r.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        assert!(!r.stderr.is_empty(), "{args:?}: no message");
+        assert!(r.stdout.is_empty(), "{args:?}");
+    }
+    // A refused SP-API body (wrong apiKey) is a failure (1), named by kind, and nothing polls.
+    let body = w.path().join("d.json");
+    std::fs::write(
+        &body,
+        r#"{"tx_id":"t1","apiKey":"WrongKey","permission_ticket":"6b1f0e52-2c1d-4f7a-9a57-0f3c1d2e8b44","secret_key":"AAAA"}"#,
+    )
+    .unwrap();
+    let r = bin()
+        .args([
+            "sp",
+            "fetch",
+            "--sandbox",
+            "1",
+            "--json",
+            "--platform",
+            "http://127.0.0.1:9",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .arg("--delivery")
+        .arg(&body)
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "api_key");
+    assert_eq!(v["status"], "refused");
+}
