@@ -66,10 +66,6 @@ pub const CHECKS: &[(&str, &str)] = &[
         "protocol.md §8.1 row 6, D25: while a dataset is pending the answer is 429 with Retry-After an integer in [5, 600]",
     ),
     (
-        "platform.data.foreign_ip_401",
-        "protocol.md §8.1 row 1, D26: a request from a source IP registered for no service answers 401",
-    ),
-    (
         "platform.data.jwe_gcm",
         "protocol.md §8.1 row 7, §12: 200 with Content-Type application/jwe; for a GCM SP a JWE (A256KW, A256GCM) that decrypts with the transaction's secret_key",
     ),
@@ -92,6 +88,10 @@ pub const CHECKS: &[(&str, &str)] = &[
     (
         "platform.data.one_shot_201",
         "protocol.md §8.1 row 4, D25: once the package is taken the ticket answers 201",
+    ),
+    (
+        "platform.data.foreign_ip_401",
+        "protocol.md §8.1 row 1, D26: a request from a source IP registered for no service answers 401",
     ),
     (
         "platform.data.all_failed_504",
@@ -687,17 +687,6 @@ async fn run_checks(c: &mut Ctx) {
     .await;
     c.record("platform.data.not_ready_429", outcome(r), t);
 
-    let t = Instant::now();
-    let r = match get_data_from(&c.p.platform_url, c.p.foreign_source, &delivery.ticket).await {
-        Ok(401) => Ok(()),
-        Ok(s) => fail(format!(
-            "from {} the answer is {s}, expected 401",
-            c.p.foreign_source
-        )),
-        Err(e) => fail(e),
-    };
-    c.record("platform.data.foreign_ip_401", outcome(r), t);
-
     // The package.
     let t = Instant::now();
     let main_answer = c.poll_ready(&delivery.ticket, &main_tx).await;
@@ -844,6 +833,18 @@ async fn after_package(c: &mut Ctx, delivery: &Delivery, main_tx: &TxId) {
         Err(e) => fail(e),
     };
     c.record("platform.data.one_shot_201", outcome(r), t);
+
+    // After the take: a platform that ignored the source address has nothing left to give.
+    let t = Instant::now();
+    let r = match get_data_from(&c.p.platform_url, c.p.foreign_source, &delivery.ticket).await {
+        Ok(401) => Ok(()),
+        Ok(s) => fail(format!(
+            "from {} the answer is {s}, expected 401",
+            c.p.foreign_source
+        )),
+        Err(e) => fail(e),
+    };
+    c.record("platform.data.foreign_ip_401", outcome(r), t);
 
     let t = Instant::now();
     let r = async {
