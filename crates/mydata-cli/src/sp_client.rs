@@ -322,6 +322,14 @@ impl Progress {
         }
     }
 
+    /// A line that stays, without the `mydata:` prefix (for copying, e.g. a URL).
+    fn bare(&self, text: &str) {
+        match &self.bar {
+            Some(b) => b.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
     /// The status next to the spinner (nothing without a terminal).
     fn status(&self, msg: String) {
         if let Some(b) = &self.bar {
@@ -518,8 +526,14 @@ fn print_report(r: &Value, as_json: bool) {
     if let Some(t) = r["tx_id"].as_str() {
         head = format!("tx_id {t}: {head}");
     }
-    if let Some(v) = r["verified"].as_bool() {
-        head.push_str(if v { ", verified" } else { ", NOT verified" });
+    if let Some(f) = r["package_file"].as_str() {
+        head = format!("{f}: {head}");
+    }
+    match (r["status"].as_str(), r["verified"].as_bool()) {
+        (Some(st), _) if st != "delivered" => {}
+        (_, None) => {}
+        (_, Some(true)) => head.push_str(", verified"),
+        (_, Some(false)) => head.push_str(", NOT verified"),
     }
     if let Some(m) = r["packaging_mode"].as_str() {
         head.push_str(&format!(" (packaging mode {m})"));
@@ -702,7 +716,7 @@ pub fn fetch(a: FetchArgs) -> CliResult<i32> {
             (None, Some((addr, ids, redirect))) => {
                 let l = listen(&sp, addr, &redirect.tx_id, &progress).await?;
                 progress.line("open this URL in a browser to go through the platform's pages:");
-                eprintln!("{}", redirect.url);
+                progress.bare(&redirect.url);
                 progress.status("waiting for the citizen (SP-API call and return)".into());
                 requested = Some(ids);
                 match l.wait(started, opts.deadline).await {
@@ -879,6 +893,17 @@ pub fn verify(a: VerifyArgs) -> CliResult<i32> {
         if a.secret_key.is_some() || a.delivery.is_some() {
             return Err(format!(
                 "{} is already a zip: --secret-key and --delivery are for a JWE",
+                a.package.display()
+            )
+            .into());
+        }
+        if matches!(
+            mydata_protocol::package::detect(std::io::Cursor::new(&bytes)),
+            Ok(mydata_protocol::package::PackageKind::Dp)
+        ) {
+            return Err(format!(
+                "{} is a DP package (one dataset), not the SP package: verify it with \
+                 `mydata package verify`",
                 a.package.display()
             )
             .into());

@@ -933,4 +933,33 @@ fn usage_errors_exit_2() {
     let v: Value = serde_json::from_slice(&r.stdout).unwrap();
     assert_eq!(v["error"]["kind"], "api_key");
     assert_eq!(v["status"], "refused");
+    // unable_to_deliver: the ticket never yields data, so nothing polls (the platform URL is a
+    // closed port) and the answer is final.
+    std::fs::write(
+        &body,
+        r#"{"tx_id":"t1","apiKey":"SandboxApiKey0000000000000000001","permission_ticket":"6b1f0e52-2c1d-4f7a-9a57-0f3c1d2e8b44","unable_to_deliver":["API.ARPPI3VTCB"]}"#,
+    )
+    .unwrap();
+    let r = bin()
+        .args([
+            "sp",
+            "fetch",
+            "--sandbox",
+            "1",
+            "--platform",
+            "http://127.0.0.1:9",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .arg("--delivery")
+        .arg(&body)
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stdout).contains("status undeliverable"));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("API.ARPPI3VTCB") && !err.contains("poll 1"),
+        "{err}"
+    );
 }
