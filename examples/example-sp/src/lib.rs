@@ -12,6 +12,12 @@
 //! | `POST /sp-api` | the SP-API receiver: records the ticket and `secret_key`, or `unable_to_deliver` |
 //! | `GET /return` | decrypts `tx_id`, checks the cookie binding, polls the MyData-API on code 200, shows the result |
 //! | `GET /api/tx/{tx_id}` | the transaction as JSON (for tests) |
+//! | `POST /conformance/start` | the conformance hook's start: JSON `{"pid", "resources", "caseNumber"?}` → `{"tx_id", "redirect"}` (spec/conformance-sp.md) |
+//! | `GET /conformance/tx/{tx_id}` | the conformance hook's view: `state`, `code`, `polls`, `error`, `datasets` |
+//!
+//! The conformance hook is always on: this is a sandbox app, and the hook can do nothing the
+//! form and `/api/tx` cannot (start a transaction, read its state). A production SP exposes
+//! it only in its test configuration.
 //!
 //! Start it in-process (from an actix runtime, e.g. `#[actix_web::test]`):
 //!
@@ -54,11 +60,11 @@ use mydata_sp::SpConfig;
 use mydata_sp::actix::{Rejected, SpApiReceiver};
 use mydata_sp::callback::{ReturnOutcome, parse_query};
 use mydata_sp::package::Expectations;
-use mydata_sp::poll::{CancelToken, MyDataApi, PollOptions, SystemTimer};
+use mydata_sp::poll::{Answer, CancelToken, MyDataApi, PollError, PollOptions, SystemTimer};
 use mydata_sp::receiver::{Received, ReceivedContent};
 use mydata_sp::redirect::RedirectRequest;
 
-use crate::store::{Phase, Store, Tx};
+use crate::store::{End, Phase, Store, Tx};
 
 /// The default listen address (the sandbox registrations' return URL and SP-API URL use it).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8090";
@@ -290,6 +296,8 @@ fn launch(cfg: Config, listener: Option<std::net::TcpListener>) -> io::Result<Ru
             .service(receiver.resource("/sp-api"))
             .route("/return", web::get().to(return_page))
             .route("/api/tx/{tx_id}", web::get().to(api_tx))
+            .route("/conformance/start", web::post().to(hook_start))
+            .route("/conformance/tx/{tx_id}", web::get().to(hook_tx))
     })
     .workers(cfg.workers.max(1))
     .disable_signals();
@@ -381,6 +389,76 @@ fn valid_session(v: &str) -> bool {
     v.len() == 32 && v.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
+/// Why a start was refused: the status and a bilingual message.
+type StartError = (actix_web::http::StatusCode, String);
+
+/// The start of a transaction, shared by the form (`POST /start`) and the conformance hook
+/// (`POST /conformance/start`): validates the input, builds the redirect with a fresh `tx_id`
+/// and records the transaction under `session`.
+fn begin(
+    s: &State,
+    pid_raw: &str,
+    ids: &[String],
+    case: &str,
+    session: &str,
+) -> Result<mydata_sp::redirect::Redirect, StartError> {
+    use actix_web::http::StatusCode;
+    let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+    let pid = Pid::parse_for(
+        ApplicationMode::PersonOrLegalPerson,
+        &pid_raw.trim().to_ascii_uppercase(),
+    )
+    .map_err(|_| bad("身分證統一編號格式錯誤 / the citizen ID is not valid".into()))?;
+    let mut parsed = Vec::new();
+    for id in ids {
+        match id.trim().parse::<ResourceId>() {
+            Ok(r) if !parsed.contains(&r) => parsed.push(r),
+            Ok(_) => {}
+            Err(_) => return Err(bad(format!("資料集代碼錯誤 / not a resource_id: {id}"))),
+        }
+    }
+    let list = ResourceList::new(parsed)
+        .map_err(|_| bad("請選擇 1 至 32 個資料集 / choose 1 to 32 datasets".into()))?;
+    let case = case.trim();
+    let case_number = if case.is_empty() {
+        None
+    } else {
+        Some(
+            case.parse::<CaseNumber>()
+                .map_err(|_| bad("案件編號格式錯誤 / the caseNumber is not valid".into()))?,
+        )
+    };
+    let rr = RedirectRequest {
+        case_number: case_number.as_ref(),
+        ..RedirectRequest::new(&list, &pid)
+    };
+    let redirect =
+        s.sp.redirect(&rr)
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    s.store.insert(
+        redirect.tx_id.to_string(),
+        Tx::new(session.to_owned(), list.ids().to_vec(), SystemTime::now()),
+    );
+    Ok(redirect)
+}
+
+/// The browser's session: its cookie when valid, else a fresh random one.
+fn session_of(req: &HttpRequest) -> Option<String> {
+    match req.cookie(SESSION_COOKIE).map(|c| c.value().to_owned()) {
+        Some(v) if valid_session(&v) => Some(v),
+        _ => SecretKey::generate().ok().map(|k| k.as_str().to_owned()),
+    }
+}
+
+fn session_cookie(s: &State, session: String) -> Cookie<'static> {
+    Cookie::build(SESSION_COOKIE, session)
+        .path("/")
+        .http_only(true)
+        .secure(s.secure_cookie)
+        .same_site(SameSite::Lax)
+        .finish()
+}
+
 async fn start(s: web::Data<State>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     let text = String::from_utf8_lossy(&body);
     let mut pid_raw = String::new();
@@ -399,76 +477,70 @@ async fn start(s: web::Data<State>, req: HttpRequest, body: web::Bytes) -> HttpR
             _ => {}
         }
     }
-    let pid = match Pid::parse_for(
-        ApplicationMode::PersonOrLegalPerson,
-        &pid_raw.trim().to_ascii_uppercase(),
-    ) {
-        Ok(p) => p,
-        Err(_) => return bad_form(&s, "身分證統一編號格式錯誤 / the citizen ID is not valid"),
+    let Some(session) = session_of(&req) else {
+        return html(
+            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+            html::message("錯誤 / Error", "no randomness available"),
+        );
     };
-    let mut parsed = Vec::new();
-    for id in &ids {
-        match id.trim().parse::<ResourceId>() {
-            Ok(r) if !parsed.contains(&r) => parsed.push(r),
-            Ok(_) => {}
-            Err(_) => {
-                return bad_form(&s, &format!("資料集代碼錯誤 / not a resource_id: {id}"));
-            }
-        }
-    }
-    let list = match ResourceList::new(parsed) {
-        Ok(l) => l,
-        Err(_) => return bad_form(&s, "請選擇 1 至 32 個資料集 / choose 1 to 32 datasets"),
-    };
-    let case = case.trim();
-    let case_number = if case.is_empty() {
-        None
-    } else {
-        match case.parse::<CaseNumber>() {
-            Ok(c) => Some(c),
-            Err(_) => return bad_form(&s, "案件編號格式錯誤 / the caseNumber is not valid"),
-        }
-    };
-    let session = match req.cookie(SESSION_COOKIE).map(|c| c.value().to_owned()) {
-        Some(v) if valid_session(&v) => v,
-        _ => match SecretKey::generate() {
-            Ok(k) => k.as_str().to_owned(),
-            Err(_) => {
-                return html(
-                    actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-                    html::message("錯誤 / Error", "no randomness available"),
-                );
-            }
-        },
-    };
-    let rr = RedirectRequest {
-        case_number: case_number.as_ref(),
-        ..RedirectRequest::new(&list, &pid)
-    };
-    let redirect = match s.sp.redirect(&rr) {
+    let redirect = match begin(&s, &pid_raw, &ids, &case, &session) {
         Ok(r) => r,
-        Err(e) => {
+        Err((status, msg)) if status.is_client_error() => return bad_form(&s, &msg),
+        Err((status, msg)) => {
             return html(
-                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-                html::message("設定錯誤 / Configuration error", &e.to_string()),
+                status,
+                html::message("設定錯誤 / Configuration error", &msg),
             );
         }
     };
-    s.store.insert(
-        redirect.tx_id.to_string(),
-        Tx::new(session.clone(), list.ids().to_vec(), SystemTime::now()),
-    );
-    let cookie = Cookie::build(SESSION_COOKIE, session)
-        .path("/")
-        .http_only(true)
-        .secure(s.secure_cookie)
-        .same_site(SameSite::Lax)
-        .finish();
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, redirect.url))
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .cookie(cookie)
+        .cookie(session_cookie(&s, session))
         .finish()
+}
+
+/// The conformance hook's start request (spec/conformance-sp.md §2.1).
+#[derive(Debug, serde::Deserialize)]
+struct HookStart {
+    pid: String,
+    resources: Vec<String>,
+    #[serde(rename = "caseNumber", default)]
+    case_number: Option<String>,
+}
+
+/// `POST /conformance/start`: the same start as the form, answered as JSON
+/// `{"tx_id", "redirect"}` with the session cookie, for the SP conformance suite.
+async fn hook_start(s: web::Data<State>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let start: HookStart = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return HttpResponse::BadRequest()
+                .json(serde_json::json!({"error": format!("body: {e}")}));
+        }
+    };
+    let Some(session) = session_of(&req) else {
+        return HttpResponse::InternalServerError()
+            .json(serde_json::json!({"error": "no randomness available"}));
+    };
+    let case = start.case_number.unwrap_or_default();
+    match begin(&s, &start.pid, &start.resources, &case, &session) {
+        Ok(r) => HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .cookie(session_cookie(&s, session))
+            .json(serde_json::json!({"tx_id": r.tx_id.as_str(), "redirect": r.url})),
+        Err((status, msg)) => HttpResponse::build(status).json(serde_json::json!({"error": msg})),
+    }
+}
+
+/// `GET /conformance/tx/{tx_id}`: the conformance hook's view of a transaction.
+async fn hook_tx(s: web::Data<State>, path: web::Path<String>) -> HttpResponse {
+    match s.store.hook_view(&path) {
+        Some(v) => HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(v),
+        None => HttpResponse::NotFound().json(serde_json::json!({"error": "unknown tx_id"})),
+    }
 }
 
 fn sp_api(s: &State, r: Received) -> Result<(), Rejected> {
@@ -578,11 +650,15 @@ fn poll_in_background(s: Arc<State>, tx_id: TxId) {
         match (&tx.ticket, &tx.secret_key) {
             (Some(t), Some(k)) => Some((t.clone(), k.clone(), tx.resources.clone())),
             _ => {
-                tx.failed(if tx.unable_to_deliver.is_some() {
-                    "the SP-API reported unable_to_deliver".into()
+                let (why, kind) = if tx.unable_to_deliver.is_some() {
+                    ("the SP-API reported unable_to_deliver", "unable_to_deliver")
                 } else {
-                    "no SP-API call with a secret_key was received".into()
-                });
+                    (
+                        "no SP-API call with a secret_key was received",
+                        "no_delivery",
+                    )
+                };
+                tx.failed(why.into(), End::Error(kind));
                 None
             }
         }
@@ -591,12 +667,27 @@ fn poll_in_background(s: Arc<State>, tx_id: TxId) {
         return;
     };
     actix_web::rt::spawn(async move {
+        // The SDK's poll, counting each answered request on the transaction for the hook.
+        let count = |n: u32, _: &Answer| {
+            s.store.with(|m| {
+                if let Some(tx) = m.get_mut(tx_id.as_str()) {
+                    tx.polls = n;
+                }
+            })
+        };
         let result = s
             .api
-            .poll(&ticket, Some(&tx_id), &SystemTimer, &s.cancel)
+            .poll_observed(&ticket, Some(&tx_id), &SystemTimer, &s.cancel, count)
             .await;
         let outcome = match result {
-            Err(e) => Err(format!("MyData-API: {e}")),
+            Err(e) => {
+                let end = match e {
+                    PollError::AlreadyTaken => End::Taken,
+                    PollError::Forbidden => End::Expired,
+                    ref other => End::Failed(other.kind()),
+                };
+                Err((format!("MyData-API: {e}"), end))
+            }
             Ok(jwe) => {
                 let exp = Expectations {
                     requested: Some(&resources),
@@ -606,14 +697,14 @@ fn poll_in_background(s: Arc<State>, tx_id: TxId) {
                         .trust(&s.trust)
                 };
                 s.sp.open_package(&jwe, &key, &exp)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| (e.to_string(), End::Rejected(e.kind())))
             }
         };
         s.store.with(|m| {
             if let Some(tx) = m.get_mut(tx_id.as_str()) {
-                match &outcome {
-                    Ok(d) => tx.delivered(d),
-                    Err(e) => tx.failed(e.clone()),
+                match outcome {
+                    Ok(d) => tx.delivered(&d),
+                    Err((e, end)) => tx.failed(e, end),
                 }
             }
         });

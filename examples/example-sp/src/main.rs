@@ -4,6 +4,13 @@
 //! example-sp [--sandbox 1|2] [--listen 127.0.0.1:8090] [--platform-url http://127.0.0.1:8080] …
 //! ```
 //!
+//! Against the SP conformance suite (spec/conformance-sp.md), point it at the suite:
+//!
+//! ```text
+//! example-sp --sandbox 1 --listen 127.0.0.1:8090 --platform http://127.0.0.1:8099
+//! mydata conformance sp --sp http://127.0.0.1:8090 --listen 127.0.0.1:8099
+//! ```
+//!
 //! Every flag can also come from the environment (`EXAMPLE_SP_LISTEN`, …).
 
 #![forbid(unsafe_code)]
@@ -27,8 +34,8 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "EXAMPLE_SP_LISTEN", default_value = example_sp::DEFAULT_LISTEN)]
     listen: SocketAddr,
-    /// The platform's base URL.
-    #[arg(long, env = "EXAMPLE_SP_PLATFORM_URL", default_value = example_sp::DEFAULT_PLATFORM_URL)]
+    /// The platform's base URL (for the SP conformance suite: the suite's address).
+    #[arg(long, visible_alias = "platform", env = "EXAMPLE_SP_PLATFORM_URL", default_value = example_sp::DEFAULT_PLATFORM_URL)]
     platform_url: String,
     /// client_id (overrides the sandbox one).
     #[arg(long, env = "EXAMPLE_SP_CLIENT_ID")]
@@ -48,7 +55,7 @@ struct Args {
     /// Packaging mode: A or B.
     #[arg(long, env = "EXAMPLE_SP_PACKAGING")]
     packaging: Option<String>,
-    /// The registered return URL.
+    /// The registered return URL (default: http://{listen}/return).
     #[arg(long, env = "EXAMPLE_SP_RETURN_URL")]
     return_url: Option<String>,
     /// PEM file of trust anchors for DP certificates (default: the sandbox root CA).
@@ -96,8 +103,10 @@ fn config(a: Args) -> Result<Config, String> {
             _ => return Err("--packaging must be A or B".into()),
         });
     }
-    if let Some(u) = a.return_url {
-        c.sp.return_url = u;
+    match a.return_url {
+        Some(u) => c.sp.return_url = u,
+        None if a.listen.port() != 0 => c = c.with_public_url(&format!("http://{}", a.listen)),
+        None => {}
     }
     if let Some(p) = a.trust_anchors {
         c.trust_anchors_pem =

@@ -116,6 +116,55 @@ pub struct Tx {
     pub verified: bool,
     /// What failed.
     pub error: Option<String>,
+    /// How the transaction ended, in the conformance hook's words (set with the phase).
+    pub end: Option<End>,
+    /// MyData-API requests made for it.
+    pub polls: u32,
+}
+
+/// How a transaction ended, as the conformance hook reports it (spec/conformance-sp.md §2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// MyData-API 201: the package had already been taken.
+    Taken,
+    /// MyData-API 403: unknown or expired ticket.
+    Expired,
+    /// Another final MyData-API answer, the deadline or the transport; the poll error's kind.
+    Failed(&'static str),
+    /// A package arrived and was refused (JWE, package, packaging mode or a DP package); the
+    /// failure kind of packages.md §6.
+    Rejected(&'static str),
+    /// Back with code 200 but no usable SP-API delivery (nothing to poll with).
+    Error(&'static str),
+}
+
+/// The transaction as the conformance hook answers it (`GET /conformance/tx/{tx_id}`).
+#[derive(Debug, Clone, Serialize)]
+pub struct HookView {
+    /// The transaction.
+    pub tx_id: String,
+    /// started | unable_to_deliver | returned | polling | delivered | taken | expired | failed |
+    /// rejected | refused | error.
+    pub state: &'static str,
+    /// The return code, once the citizen is back.
+    pub code: Option<u16>,
+    /// MyData-API requests made.
+    pub polls: u32,
+    /// A failure kind, for rejected, failed and error.
+    pub error: Option<&'static str>,
+    /// The datasets received (when delivered).
+    pub datasets: Vec<HookDataset>,
+}
+
+/// One dataset in a [`HookView`].
+#[derive(Debug, Clone, Serialize)]
+pub struct HookDataset {
+    /// The dataset.
+    pub resource_id: String,
+    /// The per-dataset code.
+    pub code: u16,
+    /// The names of its verified files.
+    pub files: Vec<String>,
 }
 
 impl Tx {
@@ -134,6 +183,53 @@ impl Tx {
             datasets: Vec::new(),
             verified: false,
             error: None,
+            end: None,
+            polls: 0,
+        }
+    }
+
+    /// The conformance hook's state word for this transaction.
+    pub fn hook_state(&self) -> &'static str {
+        match (self.phase, &self.end) {
+            (Phase::Delivered, _) if self.verified => "delivered",
+            (Phase::Delivered, _) => "rejected",
+            (_, _) if self.unable_to_deliver.is_some() => "unable_to_deliver",
+            (Phase::Started, _) => "started",
+            (Phase::Waiting, _) if self.polls == 0 => "returned",
+            (Phase::Waiting, _) => "polling",
+            (Phase::Ended, _) => "refused",
+            (Phase::Failed, Some(End::Taken)) => "taken",
+            (Phase::Failed, Some(End::Expired)) => "expired",
+            (Phase::Failed, Some(End::Rejected(_))) => "rejected",
+            (Phase::Failed, Some(End::Error(_))) => "error",
+            (Phase::Failed, _) => "failed",
+        }
+    }
+
+    /// The conformance hook's view of this transaction.
+    pub fn hook_view(&self, tx_id: &str) -> HookView {
+        let error = match &self.end {
+            Some(End::Failed(k) | End::Rejected(k) | End::Error(k)) => Some(*k),
+            _ => None,
+        };
+        HookView {
+            tx_id: tx_id.to_owned(),
+            state: self.hook_state(),
+            code: self.code,
+            polls: self.polls,
+            error,
+            datasets: if self.phase == Phase::Delivered && self.verified {
+                self.datasets
+                    .iter()
+                    .map(|d| HookDataset {
+                        resource_id: d.resource_id.clone(),
+                        code: d.code,
+                        files: d.files.iter().map(|f| f.name.clone()).collect(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -159,13 +255,15 @@ impl Tx {
         self.datasets = d.datasets.iter().map(dataset_view).collect();
         self.verified = d.verified();
         self.error = d.first_failure().map(ToString::to_string);
+        self.end = d.first_failure().map(|e| End::Rejected(e.kind()));
         self.phase = Phase::Delivered;
         self.secret_key = None;
     }
 
-    /// Records a failure.
-    pub fn failed(&mut self, error: String) {
+    /// Records a failure and how the hook reports it.
+    pub fn failed(&mut self, error: String, end: End) {
         self.error = Some(error);
+        self.end = Some(end);
         self.phase = Phase::Failed;
         self.secret_key = None;
     }
@@ -232,5 +330,10 @@ impl Store {
     /// The view of one transaction.
     pub fn view(&self, tx_id: &str) -> Option<TxView> {
         self.with(|m| m.get(tx_id).map(|t| t.view(tx_id)))
+    }
+
+    /// The conformance hook's view of one transaction.
+    pub fn hook_view(&self, tx_id: &str) -> Option<HookView> {
+        self.with(|m| m.get(tx_id).map(|t| t.hook_view(tx_id)))
     }
 }
