@@ -243,6 +243,11 @@ impl Browser {
     /// Opens the SP's redirect and goes through terms, basic information, two documents and
     /// consent as the first sandbox citizen; returns the redirect back to the SP.
     fn consent(&mut self, redirect: &str) -> String {
+        self.decide(redirect, "agree")
+    }
+
+    /// Like [`Browser::consent`], with `decision` (`agree` or `refuse`) on the consent page.
+    fn decide(&mut self, redirect: &str, decision: &str) -> String {
         let a = self.send("GET", redirect, None);
         assert_eq!(a.status, 303, "{a:?}");
         let flow = a.header("location").unwrap().to_string();
@@ -266,7 +271,7 @@ impl Browser {
             ],
         );
         assert_eq!(p.step(), "consent", "{}", p.body);
-        let a = self.submit(&flow, "consent", &p.csrf(), &[("decision", "agree")]);
+        let a = self.submit(&flow, "consent", &p.csrf(), &[("decision", decision)]);
         assert_eq!(a.status, 302, "{a:?}");
         a.header("location").unwrap().to_string()
     }
@@ -739,9 +744,35 @@ fn fetch_and_verify_against_the_sandbox_platform() {
     let listen_port = free_port();
     let creds_l = register(&p, listen_port, rid, "a", "cbc");
     let out6 = w.join("out6");
+    let (status, v, log) = fetch_listen(&p, &creds_l, listen_port, rid, &out6, "agree");
+    assert_eq!(status, Some(0), "{v} {log}");
+    assert_eq!(v["status"], "delivered");
+    assert_unpacked(&v, &out6, rid);
+    assert!(log.contains("SP-API call received"), "{log}");
+    assert!(log.contains("returned with code 200"), "{log}");
+    // The citizen refuses: no ticket, the command reports the return code and exits 1.
+    let out7 = w.join("out7");
+    let (status, v, log) = fetch_listen(&p, &creds_l, listen_port, rid, &out7, "refuse");
+    assert_eq!(status, Some(1), "{v} {log}");
+    assert_eq!(v["status"], "returned", "{v}");
+    assert_ne!(v["return_code"], 200, "{v}");
+    assert_eq!(v["polls"], 0);
+    assert!(!out7.join("package.zip").exists());
+}
+
+/// Runs `mydata sp fetch --listen` and goes through the platform's pages with `decision`;
+/// returns the exit code, the JSON on stdout and the progress lines.
+fn fetch_listen(
+    p: &Platform,
+    creds: &Value,
+    port: u16,
+    rid: &str,
+    out: &Path,
+    decision: &str,
+) -> (Option<i32>, Value, String) {
     let child = bin()
         .args(["sp", "fetch", "--json", "--listen"])
-        .arg(format!("127.0.0.1:{listen_port}"))
+        .arg(format!("127.0.0.1:{port}"))
         .args([
             "--pid",
             CITIZEN,
@@ -751,8 +782,8 @@ fn fetch_and_verify_against_the_sandbox_platform() {
             "1",
             "--out",
         ])
-        .arg(&out6)
-        .args(cred_args(&p, &creds_l, "cbc", "A"))
+        .arg(out)
+        .args(cred_args(p, creds, "cbc", "A"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -775,14 +806,14 @@ fn fetch_and_verify_against_the_sandbox_platform() {
         .recv_timeout(Duration::from_secs(60))
         .unwrap_or_else(|_| panic!("no URL printed: {}", log.lock().unwrap()));
     assert!(url.starts_with(&format!("{}/service/", p.url)), "{url}");
-    let back = Browser::new(&p.url).consent(&url);
+    let back = Browser::new(&p.url).decide(&url, decision);
     assert!(
-        back.starts_with(&format!("http://127.0.0.1:{listen_port}/return?")),
+        back.starts_with(&format!("http://127.0.0.1:{port}/return?")),
         "{back}"
     );
     let page = http("GET", &back, None, None);
     assert_eq!(page.status, 200, "{page:?}");
-    assert!(page.body.contains("Return code 200"), "{}", page.body);
+    assert!(page.body.contains("Return code "), "{}", page.body);
     let start = Instant::now();
     let status = loop {
         if let Some(s) = child.0.try_wait().unwrap() {
@@ -803,13 +834,15 @@ fn fetch_and_verify_against_the_sandbox_platform() {
         .unwrap()
         .read_to_end(&mut stdout)
         .unwrap();
-    let v: Value = serde_json::from_slice(&stdout).unwrap();
-    assert_eq!(status.code(), Some(0), "{v} {}", log.lock().unwrap());
-    assert_eq!(v["status"], "delivered");
-    assert_unpacked(&v, &out6, rid);
+    let v: Value = serde_json::from_slice(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {} / {}",
+            String::from_utf8_lossy(&stdout),
+            log.lock().unwrap()
+        )
+    });
     let log = log.lock().unwrap().clone();
-    assert!(log.contains("SP-API call received"), "{log}");
-    assert!(log.contains("returned with code 200"), "{log}");
+    (status.code(), v, log)
 }
 
 #[test]
