@@ -32,13 +32,22 @@ struct World {
 /// The reference server in sandbox mode with the clock hook; the sandbox DP and SPs are left to
 /// the suite, on free ports.
 fn world() -> World {
+    world_via(None)
+}
+
+/// [`world`], with the platform's DP calls going through a proxy with this mutation.
+fn world_via(dp_mutation: Option<Mutation>) -> World {
     let dir = tempfile::tempdir().unwrap();
     let (dp_url, sp_url) = (free_url(), free_url());
+    let platform_dp_url = match dp_mutation {
+        Some(m) => proxy(&dp_url, m),
+        None => dp_url.clone(),
+    };
     let config = Config {
         data_dir: dir.path().to_path_buf(),
         sandbox: true,
         sandbox_clock: true,
-        sandbox_dp_url: dp_url.clone(),
+        sandbox_dp_url: platform_dp_url,
         sandbox_sp_url: sp_url.clone(),
         ..Config::default()
     };
@@ -81,6 +90,17 @@ enum Mutation {
     IgnoreSource,
     /// After the clock hook, 403 becomes 201.
     ForgetRetention,
+    /// Between the platform and the DP: `transaction_uid` sent in upper case.
+    DpUpperUid,
+    /// Between the platform and the DP: a 429's `Retry-After` shortened to 1 s, so the
+    /// platform calls again before the DP asked.
+    DpShortRetryAfter,
+}
+
+impl Mutation {
+    fn on_dp_side(self) -> bool {
+        matches!(self, Mutation::DpUpperUid | Mutation::DpShortRetryAfter)
+    }
 }
 
 #[derive(Default)]
@@ -110,7 +130,19 @@ async fn forward(px: web::Data<Proxy>, req: HttpRequest, body: web::Bytes) -> Ht
         .timeout(Duration::from_secs(60))
         .connector(awc::Connector::new().local_address(local))
         .finish();
-    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut pq = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    if px.mutation == Mutation::DpUpperUid
+        && let Some(i) = pq.find("transaction_uid=")
+    {
+        let start = i + "transaction_uid=".len();
+        let end = pq[start..].find('&').map_or(pq.len(), |k| start + k);
+        let upper = pq[start..end].to_ascii_uppercase();
+        pq.replace_range(start..end, &upper);
+    }
     let mut up = client.request(req.method().clone(), format!("{}{pq}", px.upstream));
     for (k, v) in req.headers() {
         if !matches!(k.as_str(), "host" | "content-length" | "connection") {
@@ -186,6 +218,13 @@ async fn forward(px: web::Data<Proxy>, req: HttpRequest, body: web::Bytes) -> Ht
             }
         }
         Mutation::ForgetRetention if data && status == 403 && seen.clock_moved => status = 201,
+        Mutation::DpShortRetryAfter if status == 429 => {
+            for (k, v) in headers.iter_mut() {
+                if k == "retry-after" {
+                    *v = "1".into();
+                }
+            }
+        }
         _ => {}
     }
     drop(seen);
@@ -219,8 +258,8 @@ fn proxy(upstream: &str, mutation: Mutation) -> String {
 }
 
 async fn suite(mutation: Mutation) -> Report {
-    let w = world();
-    let url = if mutation == Mutation::None {
+    let w = world_via(mutation.on_dp_side().then_some(mutation));
+    let url = if mutation == Mutation::None || mutation.on_dp_side() {
         w.srv.url.clone()
     } else {
         proxy(&w.srv.url, mutation)
@@ -384,6 +423,24 @@ async fn retention_ignored() {
     only(
         Mutation::ForgetRetention,
         &["platform.retention.ticket_403_after_8h"],
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn dp_calls_with_an_upper_case_transaction_uid() {
+    only(
+        Mutation::DpUpperUid,
+        &["platform.dp.bearer_and_transaction_uid"],
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn dp_called_again_before_its_retry_after() {
+    only(
+        Mutation::DpShortRetryAfter,
+        &["platform.dp.retry_after_respected"],
     )
     .await;
 }
