@@ -297,7 +297,7 @@ async fn every_check_passes_against_the_reference_server() {
 }
 
 #[actix_web::test]
-async fn without_a_clock_hook_retention_is_skipped_and_a_busy_port_is_a_setup_failure() {
+async fn without_a_clock_hook_or_d46_pages_checks_are_skipped_and_a_busy_port_is_a_setup_failure() {
     let w = world();
     let mut p = Profile::sandbox(&w.srv.url, &w.dp_url, &w.sp_url);
     p.clock_hook = None;
@@ -310,6 +310,20 @@ async fn without_a_clock_hook_retention_is_skipped_and_a_busy_port_is_a_setup_fa
             .outcome,
         Outcome::Skip(_)
     ));
+    // Pages that do not follow D46: only the redirect and ticket checks run.
+    let mut p = Profile::sandbox(&w.srv.url, &w.dp_url, &w.sp_url);
+    p.d46_pages = false;
+    let r = run(&p).await;
+    assert!(r.passed(), "{}", r.summary());
+    assert_eq!(r.results.len(), CHECKS.len(), "{}", r.summary());
+    assert_eq!(r.skipped(), CHECKS.len() - 5, "{}", r.summary());
+    for id in [
+        "platform.redirect.bad_pid_400",
+        "platform.data.no_ticket_400",
+        "platform.data.unknown_ticket_403",
+    ] {
+        assert_eq!(r.get(id).unwrap().outcome, Outcome::Pass, "{id}");
+    }
     // The DP URL is taken by the platform itself: nothing runs, one setup failure.
     let mut p = Profile::sandbox(&w.srv.url, &w.srv.url, &w.sp_url);
     p.clock_hook = None;
