@@ -216,12 +216,11 @@ pub async fn consent(
         permission_ticket: ticket.clone(),
         delivery: SpApiDelivery::SecretKey(cipher.encrypt(secret_key.as_str())?),
     };
-    let acknowledged = post_sp_api(&sp, &body).await;
+    // The ticket is recorded before the call: the SP holds it as soon as the body arrives, and
+    // a poll that races the acknowledgement (an SP that polls as it answers 200) must get 429,
+    // not 403 (D22, D25). Until the DPs have been called no package can be ready, so nothing
+    // is served early; a failed call withdraws the ticket below.
     let now = p.now();
-    if !acknowledged {
-        end(&p, &mut tx, ReturnCode::SpApiFailed, now)?;
-        return Ok(ReturnCode::SpApiFailed);
-    }
     tx.state = state::FETCHING.into();
     tx.code = Some(200);
     tx.ticket_hash = Some(p.ticket_hash(ticket.as_str()));
@@ -237,6 +236,13 @@ pub async fn consent(
     tx.consent_at = Some(now.0);
     tx.purge_at = now.0 + RETENTION_SECS;
     p.store.update_tx(&tx)?;
+    if !post_sp_api(&sp, &body).await {
+        // The ticket never works (code 410): unknown to the MyData-API from here on (403).
+        tx.ticket_hash = None;
+        tx.sp_api_ack = false;
+        end(&p, &mut tx, ReturnCode::SpApiFailed, p.now())?;
+        return Ok(ReturnCode::SpApiFailed);
+    }
     let p2 = p.clone();
     actix_web::rt::spawn(async move {
         if let Err(e) = fetch_and_package(p2, tx, citizen, sp).await {

@@ -374,3 +374,81 @@ async fn headless_chromium_without_javascript() {
     );
     assert_eq!(w.sp_api_calls().len(), 1);
 }
+
+/// An SP that polls with its ticket before it has even answered the SP-API call gets 429 (the
+/// ticket is known and the package not ready), never 403; the later poll delivers (D22, D25).
+#[actix_web::test]
+async fn poll_racing_the_sp_api_acknowledgement_gets_429() {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    use std::sync::{Arc, Mutex};
+
+    let w = world().await;
+    let ids = pii_datasets(1);
+    type Polled = Arc<Mutex<Vec<(u16, Option<String>)>>>;
+    let polled: Polled = Arc::new(Mutex::new(Vec::new()));
+    let (p2, base) = (polled.clone(), w.srv.url.clone());
+    let srv = HttpServer::new(move || {
+        let (polled, base) = (p2.clone(), base.clone());
+        App::new().route(
+            "/sp-api",
+            web::post().to(move |body: web::Json<Value>| {
+                let (polled, base) = (polled.clone(), base.clone());
+                async move {
+                    let ticket = body["permission_ticket"].as_str().unwrap_or("").to_string();
+                    let tx_id = body["tx_id"].as_str().unwrap_or("").to_string();
+                    let r = awc::Client::default()
+                        .get(format!("{base}/service/data"))
+                        .insert_header(("permission_ticket", ticket))
+                        .insert_header(("tx_id", tx_id))
+                        .send()
+                        .await
+                        .unwrap();
+                    let retry = r
+                        .headers()
+                        .get("Retry-After")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    polled.lock().unwrap().push((r.status().as_u16(), retry));
+                    HttpResponse::Ok().finish()
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let addr = srv.addrs()[0];
+    actix_web::rt::spawn(srv.run());
+    let creds =
+        w.p.register_sp(mydata_server::platform::NewSp {
+            name: "Eager SP".into(),
+            purpose: "testing".into(),
+            return_url: RETURN.into(),
+            sp_api_url: format!("http://{addr}/sp-api"),
+            allowed_ips: vec!["127.0.0.1".parse().unwrap()],
+            resources: ids.iter().map(|i| i.parse().unwrap()).collect(),
+            jwe_mode: mydata_protocol::jwe::JweMode::Gcm,
+            packaging_mode: PackagingMode::B,
+            ..Default::default()
+        })
+        .unwrap()
+        .1;
+    let mut b = Browser::new(&w.srv.url);
+    let (flow, page) = b.open(&w.redirect(&creds, &ids, "tx-eager", CITIZEN)).await;
+    let p = b.through_basic(&flow, page, CITIZEN, "0770101").await;
+    let p = b.two_documents(&flow, &p.csrf()).await;
+    assert_eq!(p.step(), "consent");
+    let a = b
+        .submit(&flow, "consent", &p.csrf(), &[("decision", "agree")])
+        .await;
+    assert_eq!(a.returned(&creds), (200, Some("tx-eager".to_string())));
+    let seen = polled.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].0, 429, "a poll inside the SP-API call: {seen:?}");
+    assert!(
+        seen[0]
+            .1
+            .as_deref()
+            .is_some_and(|v| v.parse::<u64>().is_ok()),
+        "429 carries Retry-After: {seen:?}"
+    );
+}
