@@ -4,6 +4,7 @@
 # Prepares the Python interop peers (tests/interop/*.py) in a venv at
 # target/interop-venv, checks for the openssl CLI, then runs
 #   cargo test --workspace --all-targets "$@"
+# and then both conformance suites (tests/conformance.sh),
 # with MYDATA_PYTHON and MYDATA_INTEROP_DIR exported for the Rust tests.
 set -euo pipefail
 
@@ -77,4 +78,10 @@ say "MYDATA_INTEROP_DIR=${MYDATA_INTEROP_DIR}"
 
 # (6) the tests.
 say "cargo test --workspace --all-targets $*"
-exec cargo test --workspace --all-targets "$@"
+cargo test --workspace --all-targets "$@"
+
+# (7) both conformance suites, as an SP's or an operator's CI runs them (JUnit XML in
+# target/conformance/): the reference server must pass `conformance platform`, the example SP
+# `conformance sp`.
+say "bash tests/conformance.sh"
+bash "${script_dir}/conformance.sh"
