@@ -518,3 +518,170 @@ async fn spawn_on_a_bound_listener_with_its_own_return_url() {
     assert!(s.location.contains(&want), "{}", s.location);
     sp.stop().await;
 }
+
+#[actix_web::test]
+async fn conformance_hook_starts_and_reports() {
+    let (platform_url, platform, ph) = start_platform();
+    let cfg = test_config(Config::sandbox001(), &platform_url);
+    let sp = example_sp::spawn(cfg.clone()).await.unwrap();
+    let url = sp.url();
+
+    // Bad input: not JSON, an invalid pid, no dataset; an unknown tx_id.
+    for body in [
+        "nope",
+        r#"{"pid":"A123456780","resources":["API.2RXHOGTXIC"]}"#,
+        r#"{"pid":"A120345672","resources":[]}"#,
+    ] {
+        let resp = client()
+            .post(format!("{url}/conformance/start"))
+            .insert_header(("content-type", "application/json"))
+            .send_body(body)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+    }
+    assert_eq!(
+        get(&format!("{url}/conformance/tx/nope"), None).await.0,
+        404
+    );
+
+    // A start: the redirect the form would send, and the session cookie.
+    let mut resp = client()
+        .post(format!("{url}/conformance/start"))
+        .send_json(&serde_json::json!({
+            "pid": "A120345672",
+            "resources": ["API.2RXHOGTXIC"],
+            "caseNumber": "C-1",
+        }))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let v: Value = resp.json().await.unwrap();
+    let tx_id = v["tx_id"].as_str().unwrap().to_owned();
+    let redirect = v["redirect"].as_str().unwrap();
+    assert!(
+        redirect.starts_with(&format!(
+            "{platform_url}/service/CLI.SANDBOX001/QVBJLjJSWEhPR1RYSUM=/{tx_id}?returnUrl="
+        )),
+        "{redirect}"
+    );
+    assert!(redirect.ends_with("&caseNumber=C-1"), "{redirect}");
+    let hook = |t: String| {
+        let url = url.clone();
+        async move {
+            let (code, body) = get(&format!("{url}/conformance/tx/{t}"), None).await;
+            assert_eq!(code, 200, "{body}");
+            serde_json::from_str::<Value>(&body).unwrap()
+        }
+    };
+    let st = hook(tx_id.clone()).await;
+    assert_eq!(st["state"], "started");
+    assert_eq!(st["polls"], 0);
+    assert_eq!(st["code"], Value::Null);
+
+    // Delivered: the files by name; one poll counted.
+    let ticket = PermissionTicket::generate().unwrap();
+    let key = SecretKey::generate().unwrap();
+    assert_eq!(
+        post_sp_api(&url, sp_api_body(&cfg, &tx_id, &ticket, &key)).await,
+        200
+    );
+    let zip = {
+        let dp = dp_package(MOI_KEY, MOI_CERT, "low_income.json", LOW_INCOME);
+        let mut r = &dp[..];
+        sp::build(
+            Cursor::new(Vec::new()),
+            PackagingMode::A,
+            vec![Dataset {
+                resource_id: "API.2RXHOGTXIC".parse().unwrap(),
+                resource_name: "低收及中低收列冊資料".into(),
+                outcome: Outcome::Package(&mut r),
+            }],
+        )
+        .unwrap()
+        .0
+        .into_inner()
+    };
+    let client_id: ClientId = "CLI.SANDBOX001".parse().unwrap();
+    let compact = jwe::encrypt_package(
+        &client_id,
+        &zip,
+        &key,
+        JweMode::Cbc,
+        ContentIv::SpCbcIv(&cfg.sp.cbc_iv),
+    )
+    .unwrap();
+    platform
+        .answers
+        .lock()
+        .unwrap()
+        .push_back((200, None, compact));
+    let q = return_query(&cfg, 200, &tx_id);
+    assert_eq!(
+        get(&format!("{url}/return?{q}"), Some(&cookie)).await.0,
+        200
+    );
+    settled(&url, &tx_id).await;
+    let st = hook(tx_id.clone()).await;
+    assert_eq!(st["state"], "delivered", "{st}");
+    assert_eq!(st["code"], 200);
+    assert_eq!(st["polls"], 1);
+    assert_eq!(st["datasets"][0]["files"][0], "low_income.json");
+
+    // A 403 on the MyData-API: expired. The hook's start binds to the browser like the form.
+    let mut resp = client()
+        .post(format!("{url}/conformance/start"))
+        .send_json(&serde_json::json!({"pid": "A120345672", "resources": ["API.2RXHOGTXIC"]}))
+        .await
+        .unwrap();
+    let cookie2 = resp
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_ne!(cookie2, cookie);
+    let v: Value = resp.json().await.unwrap();
+    let t2 = v["tx_id"].as_str().unwrap().to_owned();
+    assert_ne!(t2, tx_id);
+    let ticket2 = PermissionTicket::generate().unwrap();
+    assert_eq!(
+        post_sp_api(&url, sp_api_body(&cfg, &t2, &ticket2, &key)).await,
+        200
+    );
+    platform
+        .answers
+        .lock()
+        .unwrap()
+        .push_back((403, None, String::new()));
+    let q = return_query(&cfg, 200, &t2);
+    assert_eq!(
+        get(&format!("{url}/return?{q}"), Some(&cookie)).await.0,
+        403
+    );
+    assert_eq!(
+        get(&format!("{url}/return?{q}"), Some(&cookie2)).await.0,
+        200
+    );
+    settled(&url, &t2).await;
+    let st = hook(t2.clone()).await;
+    assert_eq!(st["state"], "expired", "{st}");
+    assert_eq!(st["polls"], 1);
+    assert_eq!(st["datasets"].as_array().unwrap().len(), 0);
+    sp.stop().await;
+    ph.stop(true).await;
+}

@@ -895,14 +895,12 @@ async fn flow_bad_api_key(ctx: Rc<Ctx>) -> Vec<Res> {
     let r = async {
         let s = ctx.start(&ctx.ids(1), None).await?;
         let key = SecretKey::generate().map_err(|e| e.to_string())?;
-        let wrong = if right.ends_with('X') {
-            format!("{}Y", &right[..right.len() - 1])
-        } else {
-            format!(
-                "{}X",
-                right.get(..right.len().saturating_sub(1)).unwrap_or("")
-            )
-        };
+        // Same length, last character changed.
+        let mut chars: Vec<char> = right.chars().collect();
+        if let Some(last) = chars.last_mut() {
+            *last = if *last == 'X' { 'Y' } else { 'X' };
+        }
+        let wrong: String = chars.into_iter().collect();
         let body = ctx.delivery(&s.tx_id, Some(wrong), Ok(&key))?;
         ctx.api
             .script(&body.permission_ticket, vec![Reply::Status(201, None)]);
