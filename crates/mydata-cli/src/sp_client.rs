@@ -1153,8 +1153,9 @@ impl Listening {
             let notified = self.state.notify.notified();
             {
                 let mut s = self.state.seen();
-                // The platform records our 200 only after the call returns, and polls before
-                // that are 403: start once the citizen is back (the platform redirects after the
+                // Some platforms record our 200 only after the call returns and answer polls
+                // before that with 403 (the reference server records the ticket first, D25):
+                // start once the citizen is back (the platform redirects after the
                 // acknowledgement), or after the grace period for a browser that never returns.
                 let settled =
                     s.returned.is_some() || s.delivered_at.is_some_and(|t| t.elapsed() >= GRACE);
