@@ -135,26 +135,20 @@ impl Report {
         let name = format!("mydata-conformance.{}", self.suite);
         // Writing into a Vec cannot fail; the results are ignored on purpose.
         let _ = w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)));
-        let _ = w.write_event(Event::Start(BytesStart::new("testsuites").with_attributes(
-            [
-                ("name", name.as_str()),
-                ("tests", tests.as_str()),
-                ("failures", failures.as_str()),
-                ("errors", "0"),
-                ("skipped", skipped.as_str()),
-                ("time", time.as_str()),
-            ],
-        )));
-        let _ = w.write_event(Event::Start(BytesStart::new("testsuite").with_attributes(
-            [
-                ("name", name.as_str()),
-                ("tests", tests.as_str()),
-                ("failures", failures.as_str()),
-                ("errors", "0"),
-                ("skipped", skipped.as_str()),
-                ("time", time.as_str()),
-            ],
-        )));
+        // <testsuites> and its single <testsuite> carry the same totals.
+        let totals = [
+            ("name", name.as_str()),
+            ("tests", tests.as_str()),
+            ("failures", failures.as_str()),
+            ("errors", "0"),
+            ("skipped", skipped.as_str()),
+            ("time", time.as_str()),
+        ];
+        for element in ["testsuites", "testsuite"] {
+            let _ = w.write_event(Event::Start(
+                BytesStart::new(element).with_attributes(totals),
+            ));
+        }
         let _ = w.write_event(Event::Start(BytesStart::new("properties")));
         let _ =
             w.write_event(Event::Empty(BytesStart::new("property").with_attributes([
