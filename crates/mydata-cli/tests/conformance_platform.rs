@@ -90,9 +90,13 @@ fn the_suite_passes_against_mydata_serve_sandbox() {
         stdout.contains("PASS  platform.retention.ticket_403_after_8h"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("PASS  platform.data.ticket_live_during_sp_api"),
+        "{stdout}"
+    );
     assert!(stdout.contains("0 failed, 0 skipped"), "{stdout}");
     let xml = std::fs::read_to_string(&junit).unwrap();
-    assert!(xml.contains("tests=\"21\" failures=\"0\""), "{xml}");
+    assert!(xml.contains("tests=\"22\" failures=\"0\""), "{xml}");
     assert!(xml.contains("name=\"platform.data.one_shot_201\""), "{xml}");
 }
 

@@ -90,6 +90,9 @@ enum Mutation {
     IgnoreSource,
     /// After the clock hook, 403 becomes 201.
     ForgetRetention,
+    /// The first `/service/data` answer for each ticket: 429 becomes 403, as from a platform
+    /// that records the ticket only once the SP-API call is acknowledged.
+    FirstPoll403,
     /// Between the platform and the DP: `transaction_uid` sent in upper case.
     DpUpperUid,
     /// Between the platform and the DP: a 429's `Retry-After` shortened to 1 s, so the
@@ -108,6 +111,7 @@ struct Seen {
     jwes: usize,
     last_200: Option<(String, web::Bytes)>,
     clock_moved: bool,
+    tickets: std::collections::HashSet<String>,
 }
 
 struct Proxy {
@@ -169,6 +173,12 @@ async fn forward(px: web::Data<Proxy>, req: HttpRequest, body: web::Bytes) -> Ht
     if path.starts_with("/sandbox/clock") {
         seen.clock_moved = true;
     }
+    let first_poll = data
+        && req
+            .headers()
+            .get("permission_ticket")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| seen.tickets.insert(t.to_string()));
     match px.mutation {
         Mutation::ReturnCode(from, to) if !data => {
             for (k, v) in headers.iter_mut() {
@@ -178,6 +188,7 @@ async fn forward(px: web::Data<Proxy>, req: HttpRequest, body: web::Bytes) -> Ht
             }
         }
         Mutation::DataStatus(from, to) if data && status == from => status = to,
+        Mutation::FirstPoll403 if first_poll && status == 429 => status = 403,
         Mutation::StripRetryAfter if data && status == 429 => {
             headers.retain(|(k, _)| k != "retry-after");
         }
@@ -400,7 +411,24 @@ async fn unknown_ticket_not_403() {
 
 #[actix_web::test]
 async fn not_ready_without_retry_after() {
-    only(Mutation::StripRetryAfter, &["platform.data.not_ready_429"]).await;
+    // Every 429 loses its Retry-After, the one during the SP-API call too.
+    only(
+        Mutation::StripRetryAfter,
+        &[
+            "platform.data.ticket_live_during_sp_api",
+            "platform.data.not_ready_429",
+        ],
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn a_ticket_not_live_during_the_sp_api_call() {
+    only(
+        Mutation::FirstPoll403,
+        &["platform.data.ticket_live_during_sp_api"],
+    )
+    .await;
 }
 
 #[actix_web::test]

@@ -62,6 +62,10 @@ pub const CHECKS: &[(&str, &str)] = &[
         "protocol.md §8.1 row 3, D25: an unknown permission_ticket answers 403",
     ),
     (
+        "platform.data.ticket_live_during_sp_api",
+        "D25, protocol.md §7, §8.1 row 6: a ticket is live from the moment it is sent: polled with its tx_id while the SP-API call is still unanswered, it answers 429 with an integer Retry-After, not 403",
+    ),
+    (
         "platform.data.not_ready_429",
         "protocol.md §8.1 row 6, D25: while a dataset is pending the answer is 429 with Retry-After an integer in [5, 600]",
     ),
@@ -356,6 +360,35 @@ impl Ctx {
         }
     }
 
+    /// The answer to the poll the SP role made with `tx_id`'s ticket before acknowledging its
+    /// SP-API call: 429 with an integer `Retry-After` (D25).
+    fn live_during_sp_api(&self, tx_id: &TxId) -> Result<(), String> {
+        let probes = self
+            .sp_role
+            .probes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(p) = probes.into_iter().find(|p| p.tx_id == tx_id.as_str()) else {
+            return fail(format!(
+                "the SP role made no poll during the SP-API call of tx_id {tx_id}"
+            ));
+        };
+        let (status, retry_after) = p.answer?;
+        if status != 429 {
+            return fail(format!(
+                "polled while the SP-API call was unanswered, the ticket answered {status}, expected 429"
+            ));
+        }
+        match retry_after.as_deref().map(|v| v.trim().parse::<u64>()) {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(_)) => fail(format!(
+                "the 429 during the SP-API call has Retry-After {retry_after:?}, not an integer"
+            )),
+            None => fail("the 429 during the SP-API call has no Retry-After"),
+        }
+    }
+
     async fn get_data(
         &self,
         ticket: Option<&str>,
@@ -543,7 +576,7 @@ async fn setup(p: &Profile) -> Result<Ctx, String> {
     let (dp_listen, _) = listen_addr(&p.dp_url).map_err(|e| e.to_string())?;
     let dp_role = DpRole::start(dp, dp_listen, &p.platform_url)?;
     let addrs: Vec<_> = sps.iter().map(|s| s.listen).collect();
-    let sp_role = match SpRole::start(&addrs) {
+    let sp_role = match SpRole::start(&addrs, &p.platform_url) {
         Ok(r) => r,
         Err(e) => {
             dp_role.stop().await;
@@ -657,13 +690,21 @@ async fn run_checks(c: &mut Ctx) {
 
     let Some(delivery) = delivery else {
         const NO_TX: &str = "no ticket: the main transaction failed (see platform.sp_api.call)";
-        for (id, _) in CHECKS.iter().skip(9) {
+        let after = CHECKS
+            .iter()
+            .skip_while(|(id, _)| *id != "platform.data.ticket_live_during_sp_api");
+        for (id, _) in after {
             c.skip(id, NO_TX);
         }
         return;
     };
     let main_tx = consented.as_ref().map(|g| g.tx_id.clone()).ok();
     let Some(main_tx) = main_tx else { return };
+
+    // The poll the SP role made from inside the main transaction's SP-API call.
+    let t = Instant::now();
+    let r = c.live_during_sp_api(&main_tx);
+    c.record("platform.data.ticket_live_during_sp_api", outcome(r), t);
 
     // 429 while the slow dataset is pending.
     let t = Instant::now();

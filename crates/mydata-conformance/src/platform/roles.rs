@@ -159,24 +159,83 @@ pub struct SpHit {
     pub body: Vec<u8>,
 }
 
+/// A MyData-API poll the SP role made while an SP-API call was still unanswered (D25: the
+/// ticket is live from the moment it is sent).
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// The `tx_id` of the SP-API call.
+    pub tx_id: String,
+    /// The status and `Retry-After` of the answer, or why there was none.
+    pub answer: Result<(u16, Option<String>), String>,
+}
+
 /// The SP role's servers (one per distinct host:port of the profile's SPs).
 pub struct SpRole {
     /// Every request received, in order.
     pub hits: Arc<Mutex<Vec<SpHit>>>,
+    /// The polls made from inside SP-API calls, in order.
+    pub probes: Arc<Mutex<Vec<Probe>>>,
     handles: Vec<ServerHandle>,
 }
 
-async fn sp_handler(
-    hits: web::Data<Arc<Mutex<Vec<SpHit>>>>,
-    req: HttpRequest,
-    body: web::Bytes,
-) -> HttpResponse {
-    lock(&hits).push(SpHit {
+/// What the SP role's handlers share.
+struct SpState {
+    hits: Arc<Mutex<Vec<SpHit>>>,
+    probes: Arc<Mutex<Vec<Probe>>>,
+    platform_url: String,
+}
+
+/// How long a poll from inside the SP-API call may take: well below the platform's own
+/// SP-API timeout (30 s for the reference server), so that a platform that cannot answer the
+/// poll before the acknowledgement still gets one.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The `permission_ticket` and `tx_id` of an SP-API body that delivers a `secret_key`.
+fn delivered_ticket(body: &[u8]) -> Option<(String, String)> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.get("secret_key")?;
+    let ticket = v.get("permission_ticket")?.as_str()?;
+    let tx_id = v.get("tx_id")?.as_str()?;
+    Some((ticket.to_string(), tx_id.to_string()))
+}
+
+/// `GET /service/data` with `ticket` and `tx_id`: the status and `Retry-After`.
+async fn poll_once(
+    platform_url: &str,
+    ticket: &str,
+    tx_id: &str,
+) -> Result<(u16, Option<String>), String> {
+    let r = awc::Client::builder()
+        .disable_redirects()
+        .timeout(PROBE_TIMEOUT)
+        .finish()
+        .get(format!("{platform_url}/service/data"))
+        .insert_header(("accept", "application/jwe"))
+        .insert_header(("permission_ticket", ticket))
+        .insert_header(("tx_id", tx_id))
+        .send()
+        .await
+        .map_err(|e| format!("GET /service/data during the SP-API call: {e}"))?;
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    Ok((r.status().as_u16(), retry_after))
+}
+
+async fn sp_handler(state: web::Data<SpState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    lock(&state.hits).push(SpHit {
         path: req.path().to_string(),
         method: req.method().to_string(),
         body: body.to_vec(),
     });
     if req.method() == actix_web::http::Method::POST {
+        // An SP-API call with a ticket: poll with it before acknowledging (D25).
+        if let Some((ticket, tx_id)) = delivered_ticket(&body) {
+            let answer = poll_once(&state.platform_url, &ticket, &tx_id).await;
+            lock(&state.probes).push(Probe { tx_id, answer });
+        }
         HttpResponse::Ok().finish()
     } else {
         HttpResponse::Ok()
@@ -186,9 +245,17 @@ async fn sp_handler(
 }
 
 impl SpRole {
-    /// Listens on each address (answers 200 to every POST, a small page to every GET).
-    pub fn start(addrs: &[SocketAddr]) -> Result<Self, String> {
+    /// Listens on each address (answers 200 to every POST, a small page to every GET). Before
+    /// answering an SP-API call that delivers a `secret_key`, polls the MyData-API of the
+    /// platform at `platform_url` once with its ticket and records the answer in `probes`.
+    pub fn start(addrs: &[SocketAddr], platform_url: &str) -> Result<Self, String> {
         let hits: Arc<Mutex<Vec<SpHit>>> = Arc::new(Mutex::new(Vec::new()));
+        let probes: Arc<Mutex<Vec<Probe>>> = Arc::new(Mutex::new(Vec::new()));
+        let state = web::Data::new(SpState {
+            hits: hits.clone(),
+            probes: probes.clone(),
+            platform_url: platform_url.trim_end_matches('/').to_string(),
+        });
         let mut handles = Vec::new();
         let mut seen = Vec::new();
         for a in addrs {
@@ -196,10 +263,10 @@ impl SpRole {
                 continue;
             }
             seen.push(*a);
-            let h = hits.clone();
+            let st = state.clone();
             let srv = HttpServer::new(move || {
                 App::new()
-                    .app_data(web::Data::new(h.clone()))
+                    .app_data(st.clone())
                     .app_data(web::PayloadConfig::new(1 << 20))
                     .default_service(web::to(sp_handler))
             })
@@ -211,7 +278,11 @@ impl SpRole {
             handles.push(srv.handle());
             actix_web::rt::spawn(srv);
         }
-        Ok(SpRole { hits, handles })
+        Ok(SpRole {
+            hits,
+            probes,
+            handles,
+        })
     }
 
     /// Stops the servers.
