@@ -2,10 +2,11 @@
 # The project's test command: bash tests/run.sh [extra cargo test args]
 #
 # Prepares the Python interop peers (tests/interop/*.py) in a venv at
-# target/interop-venv, checks for the openssl CLI, then runs
+# target/interop-venv, checks for the openssl CLI and Chromium, starts a private
+# PostgreSQL for the storage tests (unless MYDATA_TEST_PG_URL names one), then runs
 #   cargo test --workspace --all-targets "$@"
 # and then both conformance suites (tests/conformance.sh),
-# with MYDATA_PYTHON and MYDATA_INTEROP_DIR exported for the Rust tests.
+# with MYDATA_PYTHON, MYDATA_INTEROP_DIR and MYDATA_TEST_PG_URL exported for the Rust tests.
 set -euo pipefail
 
 say() { printf '[run.sh] %s\n' "$*"; }
@@ -76,11 +77,66 @@ export MYDATA_INTEROP_DIR="${interop_dir}"
 say "MYDATA_PYTHON=${MYDATA_PYTHON}"
 say "MYDATA_INTEROP_DIR=${MYDATA_INTEROP_DIR}"
 
-# (6) the tests.
+# (6) a PostgreSQL for the storage tests (spec D45). MYDATA_TEST_PG_URL may name a server whose
+# user may CREATE DATABASE (each test creates its own database and drops it). Otherwise a private
+# cluster is started: initdb (the newest installed version) into a fresh directory under /tmp,
+# trust authentication, listening on 127.0.0.1 only, on a free port, with its socket in that
+# directory; it is stopped on exit and its log copied to target/pg/log. initdb refuses to run as
+# root, so as root the cluster belongs to the 'postgres' system user (target/ may not be
+# readable by it, hence /tmp).
+if [[ -n "${MYDATA_TEST_PG_URL:-}" ]]; then
+    say "MYDATA_TEST_PG_URL given; using that PostgreSQL"
+else
+    pg_bin=""
+    for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+        if [[ -x "${d}/initdb" && -x "${d}/pg_ctl" ]]; then pg_bin="${d}"; break; fi
+    done
+    if [[ -z "${pg_bin}" ]] && command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
+        pg_bin="$(dirname -- "$(command -v initdb)")"
+    fi
+    [[ -n "${pg_bin}" ]] \
+        || die "PostgreSQL (initdb, pg_ctl) is required by the storage tests (Debian/Ubuntu: sudo apt-get install postgresql), or set MYDATA_TEST_PG_URL=postgres://USER@HOST:PORT/postgres to use a running server"
+    as_pg=()
+    pg_user="$(id -un)"
+    pg_dir="$(mktemp -d /tmp/mydata-pg.XXXXXX)"
+    if [[ "$(id -u)" = 0 ]]; then
+        id -u postgres >/dev/null 2>&1 \
+            || die "running as root, the test cluster needs the 'postgres' system user (created by the postgresql package), or set MYDATA_TEST_PG_URL"
+        chown postgres: "${pg_dir}"
+        as_pg=(runuser -u postgres --)
+        pg_user=postgres
+    fi
+    stop_pg() {
+        "${as_pg[@]}" "${pg_bin}/pg_ctl" -D "${pg_dir}/data" -m fast -w stop >/dev/null 2>&1 || true
+        mkdir -p -- "${repo_root}/target/pg"
+        cp -- "${pg_dir}/log" "${repo_root}/target/pg/log" 2>/dev/null || true
+        rm -rf -- "${pg_dir}"
+    }
+    trap stop_pg EXIT
+    say "starting a private PostgreSQL $("${pg_bin}/postgres" --version | awk '{print $3}') in ${pg_dir}"
+    "${as_pg[@]}" "${pg_bin}/initdb" -D "${pg_dir}/data" -U "${pg_user}" --auth=trust -E UTF8 \
+        --no-sync >"${pg_dir}/initdb.log" 2>&1 \
+        || { cat -- "${pg_dir}/initdb.log" >&2; die "initdb failed (output above)"; }
+    pg_port=""
+    for _ in 1 2 3; do
+        port="$("${py}" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+        if "${as_pg[@]}" "${pg_bin}/pg_ctl" -D "${pg_dir}/data" -l "${pg_dir}/log" -w -t 60 \
+            -o "-c listen_addresses=127.0.0.1 -p ${port} -k ${pg_dir} -c fsync=off -c max_connections=300" \
+            start >/dev/null 2>&1; then
+            pg_port="${port}"
+            break
+        fi
+    done
+    [[ -n "${pg_port}" ]] || { cat -- "${pg_dir}/log" >&2 || true; die "the test PostgreSQL did not start (log above)"; }
+    export MYDATA_TEST_PG_URL="postgres://${pg_user}@127.0.0.1:${pg_port}/postgres"
+    say "MYDATA_TEST_PG_URL=${MYDATA_TEST_PG_URL}"
+fi
+
+# (7) the tests.
 say "cargo test --workspace --all-targets $*"
 cargo test --workspace --all-targets "$@"
 
-# (7) both conformance suites, as an SP's or an operator's CI runs them (JUnit XML in
+# (8) both conformance suites, as an SP's or an operator's CI runs them (JUnit XML in
 # target/conformance/): the reference server must pass `conformance platform`, the example SP
 # `conformance sp`.
 say "bash tests/conformance.sh"

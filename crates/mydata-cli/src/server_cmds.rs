@@ -15,7 +15,6 @@ use mydata_server::config::Config;
 use mydata_server::platform::{NewDp, NewSp, Platform};
 use mydata_server::secrets::MasterKey;
 use mydata_server::storage::DpMethod;
-use mydata_server::storage::sqlite::SqliteStore;
 use serde_json::json;
 
 type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -248,8 +247,8 @@ fn open_clocked(config: Config, clock: mydata_server::clock::SharedClock) -> Cli
         Ok(hex) => MasterKey::from_hex(hex.trim())?,
         Err(_) => MasterKey::load_or_create(&config.data_dir)?,
     };
-    let store = SqliteStore::open(&config.data_dir.join("mydata.sqlite"))?;
-    Ok(Platform::new(Arc::new(store), key, clock, config)?)
+    let store = mydata_server::storage::open(&config.database_url, &config.data_dir)?;
+    Ok(Platform::new(store, key, clock, config)?)
 }
 
 /// Runs `mydata serve` until interrupted.

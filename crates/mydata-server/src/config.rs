@@ -17,6 +17,10 @@ pub struct Config {
     pub public_url: String,
     /// Data directory: `mydata.sqlite`, `master.key`, packages.
     pub data_dir: PathBuf,
+    /// The database (spec D45): empty = the embedded SQLite file `mydata.sqlite` in `data_dir`;
+    /// `postgres://user:password@host:port/database` = PostgreSQL (feature `postgres`).
+    /// `MYDATA_DATABASE_URL`.
+    pub database_url: String,
     /// HTTP worker threads (0 = one per core).
     pub workers: usize,
     /// Load the sandbox registrations.
@@ -51,6 +55,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: "http://127.0.0.1:8080".into(),
             data_dir: PathBuf::from("mydata-data"),
+            database_url: String::new(),
             workers: 0,
             sandbox: false,
             sandbox_dp_url: "http://127.0.0.1:8081".into(),
@@ -85,6 +90,7 @@ impl Config {
                 "MYDATA_LISTEN" => c.listen = v.parse().map_err(|_| bad("expected ip:port"))?,
                 "MYDATA_PUBLIC_URL" => c.public_url = v,
                 "MYDATA_DATA_DIR" => c.data_dir = PathBuf::from(v),
+                "MYDATA_DATABASE_URL" => c.database_url = v,
                 "MYDATA_WORKERS" => c.workers = v.parse().map_err(|_| bad("expected a number"))?,
                 "MYDATA_SANDBOX" => c.sandbox = matches!(v.as_str(), "1" | "true" | "yes"),
                 "MYDATA_SANDBOX_DP_URL" => c.sandbox_dp_url = v,
@@ -142,5 +148,20 @@ mod tests {
         .unwrap();
         assert!(c.sandbox_clock);
         assert_eq!(c.sandbox_sp_url, "http://127.0.0.1:9999");
+        assert_eq!(c.database_url, "");
+        std::fs::write(&p, "database_url = \"postgres://127.0.0.1/a\"\n").unwrap();
+        assert_eq!(
+            Config::load(Some(&p), []).unwrap().database_url,
+            "postgres://127.0.0.1/a"
+        );
+        let c = Config::load(
+            Some(&p),
+            [(
+                "MYDATA_DATABASE_URL".into(),
+                "postgres://127.0.0.1/b".into(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(c.database_url, "postgres://127.0.0.1/b");
     }
 }

@@ -1,13 +1,21 @@
 //! Storage behind traits (spec D45). Handlers and flows see only [`Store`]; the embedded default is
-//! SQLite ([`sqlite::SqliteStore`]); the shared test suite in [`suite`] runs against every backend.
+//! SQLite ([`sqlite::SqliteStore`]), and with the `postgres` feature (on by default) PostgreSQL
+//! ([`postgres::PgStore`]), chosen by the `database_url` setting ([`open`]). Both use the same
+//! `table!` definitions and row types; the shared test suite in [`suite`] runs against both.
+
+use std::path::Path;
+use std::sync::Arc;
 
 use mydata_protocol::date::UnixTime;
 use mydata_protocol::template::Template;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::TokenRecord;
-use crate::error::ServerResult;
+use crate::error::{ServerError, ServerResult};
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
+mod rows;
 pub mod sqlite;
 pub mod suite;
 
@@ -208,4 +216,76 @@ pub trait Store: Send + Sync + 'static {
     /// Makes deletions final on disk (for SQLite: a WAL checkpoint that truncates the log, so
     /// that no old page image of deleted personal data survives; D37).
     fn checkpoint(&self) -> ServerResult<()>;
+}
+
+/// The SQLite file's name in the data directory.
+pub const SQLITE_FILE: &str = "mydata.sqlite";
+
+/// Opens the store that `database_url` names (the `database_url` setting, spec D45): empty is the
+/// embedded SQLite file [`SQLITE_FILE`] in `data_dir` (created if missing); `postgres://…` or
+/// `postgresql://…` is a PostgreSQL database ([`postgres::PgStore`], feature `postgres`).
+/// Pending migrations run either way.
+pub fn open(database_url: &str, data_dir: &Path) -> ServerResult<Arc<dyn Store>> {
+    let url = database_url.trim();
+    if url.is_empty() {
+        return Ok(Arc::new(sqlite::SqliteStore::open(
+            &data_dir.join(SQLITE_FILE),
+        )?));
+    }
+    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
+        #[cfg(feature = "postgres")]
+        Some("postgres" | "postgresql") => Ok(Arc::new(postgres::PgStore::open(url)?)),
+        #[cfg(not(feature = "postgres"))]
+        Some("postgres" | "postgresql") => Err(ServerError::Config(
+            "database_url: this build has no PostgreSQL support (feature `postgres`)".into(),
+        )),
+        _ => Err(ServerError::Config(
+            "database_url: expected empty (SQLite in the data directory) or a postgres:// URL"
+                .into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_selects_by_database_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open("", dir.path()).unwrap();
+        s.insert_sp(&suite::sample_sp("CLI.AAAAAAAAAA"), UnixTime(1))
+            .unwrap();
+        assert!(dir.path().join(SQLITE_FILE).is_file());
+        drop(s);
+        // Reopened: the same file, the same data.
+        let s = open("  ", dir.path()).unwrap();
+        assert_eq!(s.list_sps().unwrap().len(), 1);
+        for bad in ["mysql://127.0.0.1/x", "sqlite:db", "127.0.0.1:5432"] {
+            match open(bad, dir.path()) {
+                Err(ServerError::Config(m)) => assert!(m.contains("postgres://"), "{m}"),
+                other => panic!("{bad}: {:?}", other.err()),
+            }
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn postgres_url_that_cannot_connect_is_a_clear_error() {
+        // Port 1 on the loopback: nothing listens there, so libpq's refusal comes back at once.
+        let dir = tempfile::tempdir().unwrap();
+        match open(
+            "postgres://mydata:secret-password@127.0.0.1:1/mydata",
+            dir.path(),
+        ) {
+            Err(ServerError::Storage(m)) => {
+                assert!(m.starts_with("PostgreSQL: "), "{m}");
+                assert!(m.contains("127.0.0.1"), "{m}");
+                assert!(!m.contains("secret-password"), "{m}");
+            }
+            other => panic!("{:?}", other.err()),
+        }
+        assert!(!dir.path().join(SQLITE_FILE).exists());
+    }
 }

@@ -7,215 +7,16 @@ use std::time::Duration;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use mydata_protocol::date::UnixTime;
 
+use super::rows::schema::{dps, sps, tokens, transactions, transfers};
+use super::rows::{TokenRow, TransferRow, TxRow, db, is_unique, json_err};
 use super::{DpRecord, SpRecord, Store, TransferRecord, TxRecord};
 use crate::auth::TokenRecord;
 use crate::error::{ServerError, ServerResult};
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
-
-#[allow(missing_docs)]
-mod schema {
-    diesel::table! {
-        dps (resource_id) {
-            resource_id -> Text,
-            record -> Text,
-            created_at -> BigInt,
-        }
-    }
-    diesel::table! {
-        sps (client_id) {
-            client_id -> Text,
-            record -> Text,
-            created_at -> BigInt,
-        }
-    }
-    diesel::table! {
-        tokens (token_hash) {
-            token_hash -> Text,
-            tx_id -> Text,
-            client_id -> Text,
-            resource_id -> Text,
-            transaction_uid -> Text,
-            scope -> Text,
-            sub -> Text,
-            uid -> Text,
-            claims -> Text,
-            iat -> BigInt,
-            exp -> BigInt,
-        }
-    }
-    diesel::table! {
-        transactions (id) {
-            id -> Text,
-            client_id -> Text,
-            tx_id -> Text,
-            state -> Text,
-            code -> Nullable<Integer>,
-            resources -> Text,
-            return_query -> Nullable<Text>,
-            case_number -> Nullable<Text>,
-            pid_sealed -> Nullable<Text>,
-            citizen_sealed -> Nullable<Text>,
-            identity_method -> Nullable<Text>,
-            ticket_hash -> Nullable<Text>,
-            secret_key_sealed -> Nullable<Text>,
-            sp_api_ack -> Bool,
-            datasets -> Text,
-            package_path -> Nullable<Text>,
-            created_at -> BigInt,
-            consent_at -> Nullable<BigInt>,
-            taken_at -> Nullable<BigInt>,
-            purge_at -> BigInt,
-            return_url -> Nullable<Text>,
-            last_activity -> BigInt,
-        }
-    }
-    diesel::table! {
-        transfers (id) {
-            id -> Integer,
-            at -> BigInt,
-            kind -> Text,
-            client_id -> Text,
-            resource_id -> Nullable<Text>,
-            subject_hash -> Text,
-            code -> Integer,
-            case_number -> Nullable<Text>,
-            identity_method -> Nullable<Text>,
-        }
-    }
-}
-use schema::{dps, sps, tokens, transactions, transfers};
-
-#[derive(Queryable, Insertable, Selectable, AsChangeset)]
-#[diesel(table_name = transactions, treat_none_as_null = true)]
-struct TxRow {
-    id: String,
-    client_id: String,
-    tx_id: String,
-    state: String,
-    code: Option<i32>,
-    resources: String,
-    return_query: Option<String>,
-    case_number: Option<String>,
-    pid_sealed: Option<String>,
-    citizen_sealed: Option<String>,
-    identity_method: Option<String>,
-    ticket_hash: Option<String>,
-    secret_key_sealed: Option<String>,
-    sp_api_ack: bool,
-    datasets: String,
-    package_path: Option<String>,
-    created_at: i64,
-    consent_at: Option<i64>,
-    taken_at: Option<i64>,
-    purge_at: i64,
-    return_url: Option<String>,
-    last_activity: i64,
-}
-
-macro_rules! tx_convert {
-    ($from:ty, $to:ident) => {
-        impl From<$from> for $to {
-            fn from(t: $from) -> Self {
-                $to {
-                    id: t.id,
-                    client_id: t.client_id,
-                    tx_id: t.tx_id,
-                    state: t.state,
-                    code: t.code,
-                    resources: t.resources,
-                    return_query: t.return_query,
-                    case_number: t.case_number,
-                    pid_sealed: t.pid_sealed,
-                    citizen_sealed: t.citizen_sealed,
-                    identity_method: t.identity_method,
-                    ticket_hash: t.ticket_hash,
-                    secret_key_sealed: t.secret_key_sealed,
-                    sp_api_ack: t.sp_api_ack,
-                    datasets: t.datasets,
-                    package_path: t.package_path,
-                    created_at: t.created_at,
-                    consent_at: t.consent_at,
-                    taken_at: t.taken_at,
-                    purge_at: t.purge_at,
-                    return_url: t.return_url,
-                    last_activity: t.last_activity,
-                }
-            }
-        }
-    };
-}
-tx_convert!(TxRecord, TxRow);
-tx_convert!(TxRow, TxRecord);
-
-#[derive(Queryable, Insertable, Selectable)]
-#[diesel(table_name = transfers)]
-struct TransferRow {
-    at: i64,
-    kind: String,
-    client_id: String,
-    resource_id: Option<String>,
-    subject_hash: String,
-    code: i32,
-    case_number: Option<String>,
-    identity_method: Option<String>,
-}
-
-#[derive(Queryable, Insertable, Selectable)]
-#[diesel(table_name = tokens)]
-struct TokenRow {
-    token_hash: String,
-    tx_id: String,
-    client_id: String,
-    resource_id: String,
-    transaction_uid: String,
-    scope: String,
-    sub: String,
-    uid: String,
-    claims: String,
-    iat: i64,
-    exp: i64,
-}
-
-impl From<&TokenRecord> for TokenRow {
-    fn from(t: &TokenRecord) -> Self {
-        TokenRow {
-            token_hash: t.token_hash.clone(),
-            tx_id: t.tx_id.clone(),
-            client_id: t.client_id.clone(),
-            resource_id: t.resource_id.clone(),
-            transaction_uid: t.transaction_uid.clone(),
-            scope: t.scope.clone(),
-            sub: t.sub.clone(),
-            uid: t.uid.clone(),
-            claims: t.claims.clone(),
-            iat: t.iat,
-            exp: t.exp,
-        }
-    }
-}
-
-impl From<TokenRow> for TokenRecord {
-    fn from(t: TokenRow) -> Self {
-        TokenRecord {
-            token_hash: t.token_hash,
-            tx_id: t.tx_id,
-            client_id: t.client_id,
-            resource_id: t.resource_id,
-            transaction_uid: t.transaction_uid,
-            scope: t.scope,
-            sub: t.sub,
-            uid: t.uid,
-            claims: t.claims,
-            iat: t.iat,
-            exp: t.exp,
-        }
-    }
-}
 
 #[derive(Debug)]
 struct Pragmas;
@@ -264,21 +65,6 @@ impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SqliteStore")
     }
-}
-
-fn db(e: DieselError) -> ServerError {
-    ServerError::Storage(e.to_string())
-}
-
-fn json_err(e: serde_json::Error) -> ServerError {
-    ServerError::Storage(format!("stored record: {e}"))
-}
-
-fn is_unique(e: &DieselError) -> bool {
-    matches!(
-        e,
-        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
-    )
 }
 
 impl SqliteStore {

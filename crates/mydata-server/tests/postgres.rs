@@ -1,0 +1,403 @@
+//! The PostgreSQL backend (spec D45) on a real server: the shared storage suite, parity with
+//! SQLite where the databases differ by default (key order), concurrent opening and writing, and
+//! a whole flow (consent → SP-API → DP calls → MyData-API → purge) over HTTP on 127.0.0.1.
+//!
+//! `MYDATA_TEST_PG_URL` names the server: a `postgres://` URL whose user may create databases
+//! (`bash tests/run.sh` starts a private cluster and sets it). Each test creates its own database
+//! and drops it at the end, so the tests run in parallel. Without the variable these tests fail.
+#![cfg(feature = "postgres")]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use mydata_dp::sandbox::{self, Behaviour, SandboxConfig};
+use mydata_protocol::catalogue::Catalogue;
+use mydata_protocol::codes::ReturnCode;
+use mydata_protocol::date::UnixTime;
+use mydata_protocol::ids::{ClientId, SecretKey};
+use mydata_protocol::jwe::{self, JweMode};
+use mydata_protocol::package::dp::{TrustAnchors, VerifyOptions};
+use mydata_protocol::package::sp::{self, PackagingMode};
+use mydata_protocol::param::{ParamCipher, ParamMode};
+use mydata_server::auth::CitizenClaims;
+use mydata_server::clock::{Clock, ManualClock};
+use mydata_server::config::Config;
+use mydata_server::engine::{self, state};
+use mydata_server::http::spawn;
+use mydata_server::platform::{NewSp, Platform, SANDBOX_CATALOGUE, SANDBOX_ROOT_CA};
+use mydata_server::secrets::MasterKey;
+use mydata_server::storage::postgres::PgStore;
+use mydata_server::storage::sqlite::SqliteStore;
+use mydata_server::storage::{self, Store, TransferRecord, TxRecord, suite};
+use serde_json::Value;
+
+const HOW: &str = "MYDATA_TEST_PG_URL is not set: these tests need a real PostgreSQL. Run them \
+    through `bash tests/run.sh` (it starts a private cluster), or set \
+    MYDATA_TEST_PG_URL=postgres://USER@127.0.0.1:PORT/postgres naming a server whose user may \
+    CREATE DATABASE";
+
+/// A database of its own on the test server, dropped (with its connections) when this is dropped.
+struct ScratchDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchDb {
+    fn new() -> Self {
+        let admin = match std::env::var("MYDATA_TEST_PG_URL") {
+            Ok(u) if !u.trim().is_empty() => u.trim().to_string(),
+            _ => panic!("{HOW}"),
+        };
+        let mut url = url::Url::parse(&admin).unwrap_or_else(|e| {
+            panic!("MYDATA_TEST_PG_URL must be a postgres://user@host:port/database URL: {e}")
+        });
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "mydata_test_{}_{}_{}",
+            std::process::id(),
+            nanos,
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut c = PgConnection::establish(&admin)
+            .unwrap_or_else(|e| panic!("MYDATA_TEST_PG_URL: cannot connect: {e}\n{HOW}"));
+        c.batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e} (the user needs CREATEDB)"));
+        url.set_path(&format!("/{name}"));
+        ScratchDb {
+            admin,
+            name,
+            url: url.to_string(),
+        }
+    }
+}
+
+impl Drop for ScratchDb {
+    fn drop(&mut self) {
+        // Best effort: a failure here must not hide the test's own result.
+        if let Ok(mut c) = PgConnection::establish(&self.admin) {
+            let _ = c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+#[test]
+fn shared_suite_on_postgres() {
+    let db = ScratchDb::new();
+    let store = PgStore::open(&db.url).unwrap();
+    suite::run_all(&store);
+    // Reopening applies no migration twice and keeps the data.
+    drop(store);
+    let again = PgStore::open(&db.url).unwrap();
+    assert!(!again.list_sps().unwrap().is_empty());
+    again.checkpoint().unwrap();
+}
+
+#[test]
+fn keys_list_in_the_same_order_as_on_sqlite() {
+    // PostgreSQL sorts text by the cluster's locale unless told otherwise; the registrations'
+    // keys are COLLATE "C", SQLite's byte order.
+    let db = ScratchDb::new();
+    let pg = PgStore::open(&db.url).unwrap();
+    let lite = SqliteStore::in_memory().unwrap();
+    let ids = [
+        "CLI.b", "CLI.B", "CLI.a", "CLI._", "CLI.A", "CLI.Z0", "CLI.z",
+    ];
+    for s in [&pg as &dyn Store, &lite] {
+        for id in ids {
+            s.insert_sp(&suite::sample_sp(id), UnixTime(1)).unwrap();
+            s.insert_dp(&suite::sample_dp(id), UnixTime(1)).unwrap();
+        }
+    }
+    let order = |s: &dyn Store| {
+        let sps: Vec<String> = s
+            .list_sps()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.client_id)
+            .collect();
+        let dps: Vec<String> = s
+            .list_dps()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.resource_id)
+            .collect();
+        (sps, dps)
+    };
+    let (pg_sps, pg_dps) = order(&pg);
+    assert_eq!(
+        pg_sps,
+        [
+            "CLI.A", "CLI.B", "CLI.Z0", "CLI._", "CLI.a", "CLI.b", "CLI.z"
+        ]
+    );
+    assert_eq!(pg_dps, pg_sps);
+    assert_eq!(order(&lite), (pg_sps, pg_dps));
+}
+
+#[test]
+fn servers_opening_one_database_together_and_concurrent_writers() {
+    let db = ScratchDb::new();
+    // Four stores open a fresh database at once: the migrations run once (advisory lock).
+    let stores: Vec<PgStore> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| sc.spawn(|| PgStore::open(&db.url)))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
+    });
+    // Eight writers, no writer lock: every row lands, and a duplicate is a Conflict.
+    std::thread::scope(|sc| {
+        for w in 0..8 {
+            let s = &stores[w % stores.len()];
+            sc.spawn(move || {
+                for i in 0..25 {
+                    s.insert_transfer(&TransferRecord {
+                        at: i,
+                        kind: "dp_call".into(),
+                        client_id: "CLI.AAAAAAAAAA".into(),
+                        resource_id: None,
+                        subject_hash: format!("w{w}"),
+                        code: 200,
+                        case_number: None,
+                        identity_method: None,
+                    })
+                    .unwrap();
+                }
+            });
+        }
+    });
+    for w in 0..8 {
+        let mine = stores[0].transfers_of(&format!("w{w}")).unwrap();
+        let ats: Vec<i64> = mine.iter().map(|t| t.at).collect();
+        assert_eq!(ats, (0..25).collect::<Vec<i64>>(), "oldest first");
+    }
+    assert_eq!(
+        stores[1].delete_transfers_before(UnixTime(25)).unwrap(),
+        200
+    );
+    let sp = suite::sample_sp("CLI.CONCURRENT");
+    let results: Vec<_> = std::thread::scope(|sc| {
+        let hs: Vec<_> = stores
+            .iter()
+            .map(|s| sc.spawn(|| s.insert_sp(&sp, UnixTime(1))))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    assert!(results.iter().all(|r| match r {
+        Ok(()) => true,
+        Err(e) => matches!(e, mydata_server::error::ServerError::Conflict(_)),
+    }));
+}
+
+// --- A whole flow on PostgreSQL -------------------------------------------------------------
+
+type Seen = Arc<Mutex<Vec<Value>>>;
+
+async fn sp_api(seen: web::Data<Seen>, body: web::Json<Value>) -> HttpResponse {
+    seen.lock().unwrap().push(body.into_inner());
+    HttpResponse::Ok().finish()
+}
+
+fn start_sp() -> (String, Seen, actix_web::dev::ServerHandle) {
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let srv = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(s2.clone()))
+            .route("/sp-api", web::post().to(sp_api))
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let addr = srv.addrs()[0];
+    let srv = srv.run();
+    let h = srv.handle();
+    actix_web::rt::spawn(srv);
+    (format!("http://{addr}/sp-api"), seen, h)
+}
+
+async fn poll(url: &str, ticket: &str) -> (u16, String) {
+    let mut r = awc::Client::default()
+        .get(format!("{url}/service/data"))
+        .insert_header(("permission_ticket", ticket))
+        .send()
+        .await
+        .unwrap();
+    let body = String::from_utf8(r.body().await.unwrap().to_vec()).unwrap();
+    (r.status().as_u16(), body)
+}
+
+fn count(url: &str, table: &str) -> i64 {
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut c = PgConnection::establish(url).unwrap();
+    diesel::sql_query(format!("SELECT count(*) AS n FROM {table}"))
+        .get_result::<N>(&mut c)
+        .unwrap()
+        .n
+}
+
+#[actix_web::test]
+async fn server_flow_on_postgres() {
+    let db = ScratchDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(UnixTime(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+    ));
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        database_url: db.url.clone(),
+        sandbox: true,
+        ..Config::default()
+    };
+    // Selected by database_url, as `mydata serve` does.
+    let store = storage::open(&config.database_url, &config.data_dir).unwrap();
+    let p = Arc::new(
+        Platform::new(
+            store,
+            MasterKey::generate().unwrap(),
+            Arc::new(clock.clone()),
+            config,
+        )
+        .unwrap(),
+    );
+    assert!(!dir.path().join(storage::SQLITE_FILE).exists());
+    let srv = spawn(p.clone()).unwrap();
+    let c = Catalogue::from_json(SANDBOX_CATALOGUE).unwrap();
+    let ids: Vec<String> = c.datasets[..3]
+        .iter()
+        .map(|d| d.resource_id.to_string())
+        .collect();
+    let mut cfg = SandboxConfig::embedded(&srv.url).unwrap();
+    cfg.behaviours.insert(ids[0].clone(), Behaviour::Instant);
+    cfg.behaviours.insert(ids[1].clone(), Behaviour::Instant);
+    cfg.behaviours.insert(ids[2].clone(), Behaviour::Fail(500));
+    let dp = sandbox::spawn(cfg).await.unwrap();
+    p.load_sandbox_at(&dp.base_url()).unwrap();
+    let (sp_url, seen, sp_h) = start_sp();
+    let (sp_b, creds) = p
+        .register_sp(NewSp {
+            name: "B".into(),
+            return_url: "http://127.0.0.1:1/return".into(),
+            sp_api_url: sp_url,
+            allowed_ips: vec!["127.0.0.1".parse().unwrap()],
+            resources: ids.iter().map(|i| i.parse().unwrap()).collect(),
+            packaging_mode: PackagingMode::B,
+            ..NewSp::default()
+        })
+        .unwrap();
+
+    let now = p.now().0;
+    let t = TxRecord {
+        id: "t-1".into(),
+        client_id: sp_b.client_id.clone(),
+        tx_id: "tx-pg-1".into(),
+        state: state::AUTHENTICATED.into(),
+        code: None,
+        resources: serde_json::to_string(&ids).unwrap(),
+        return_query: None,
+        case_number: None,
+        pid_sealed: Some(p.key.seal("tx:t-1:pid", "A120345672").unwrap()),
+        citizen_sealed: None,
+        identity_method: Some("PII".into()),
+        ticket_hash: None,
+        secret_key_sealed: None,
+        sp_api_ack: false,
+        datasets: "[]".into(),
+        package_path: None,
+        created_at: now,
+        consent_at: None,
+        taken_at: None,
+        purge_at: now + 3600,
+        return_url: None,
+        last_activity: now,
+    };
+    p.store.insert_tx(&t).unwrap();
+    let citizen = CitizenClaims {
+        sub: p.citizen_sub("A120345672"),
+        uid: "A120345672".into(),
+        uid_type: "NID".into(),
+        birthdate: Some("1988-01-01".into()),
+        name: Some("王大明".into()),
+        email: None,
+    };
+    let code = engine::consent(p.clone(), t, citizen).await.unwrap();
+    assert_eq!(code, ReturnCode::Success);
+    let body = seen.lock().unwrap()[0].clone();
+    assert_eq!(body["tx_id"], "tx-pg-1");
+    let cipher =
+        ParamCipher::from_raw(&creds.client_secret, &creds.cbc_iv, ParamMode::Cbc).unwrap();
+    let key: SecretKey = cipher
+        .decrypt(body["secret_key"].as_str().unwrap())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ticket = body["permission_ticket"].as_str().unwrap().to_string();
+
+    let mut jwe_text = String::new();
+    for _ in 0..200 {
+        let (s, b) = poll(&srv.url, &ticket).await;
+        if s == 200 {
+            jwe_text = b;
+            break;
+        }
+        assert_eq!(s, 429);
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!jwe_text.is_empty(), "the package never became ready");
+    let client_id: ClientId = sp_b.client_id.parse().unwrap();
+    let zip = jwe::decrypt_package(&jwe_text, &key, JweMode::Cbc, Some(&client_id)).unwrap();
+    let trust = TrustAnchors::from_pem(&[SANDBOX_ROOT_CA]).unwrap();
+    let reports = sp::verify(
+        std::io::Cursor::new(&zip.zip[..]),
+        &VerifyOptions {
+            trust: Some(&trust),
+            ..VerifyOptions::at(clock.now())
+        },
+    )
+    .unwrap();
+    let codes: Vec<u16> = reports.iter().map(|r| r.entry.code).collect();
+    assert_eq!(codes, vec![200, 200, 504]);
+    // One-shot: the second poll is 201; the tokens are gone from the database too.
+    assert_eq!(poll(&srv.url, &ticket).await.0, 201);
+    assert_eq!(p.auth.token_count(), 0);
+    assert_eq!(count(&db.url, "tokens"), 0);
+    let mine = p.store.transfers_of(&p.subject_hash("A120345672")).unwrap();
+    assert_eq!(mine.iter().filter(|t| t.kind == "dp_call").count(), 3);
+    assert_eq!(mine.iter().filter(|t| t.kind == "delivery").count(), 1);
+    let taken = p.store.get_tx("t-1").unwrap().unwrap();
+    assert_eq!(taken.state, state::TAKEN);
+    assert!(taken.pid_sealed.is_none() && taken.secret_key_sealed.is_none());
+
+    // The purge deletes the row (and runs the backend's checkpoint, a VACUUM here).
+    clock.advance(engine::RETENTION_SECS + 1);
+    assert_eq!(engine::purge(&p).unwrap(), 1);
+    assert!(p.store.get_tx("t-1").unwrap().is_none());
+    assert_eq!(count(&db.url, "transactions"), 0);
+    assert_eq!(count(&db.url, "transfers"), 4);
+
+    sp_h.stop(true).await;
+    dp.stop().await;
+    srv.handle.stop(true).await;
+    // The pool's connections close before the scratch database is dropped.
+    drop(srv);
+    drop(p);
+}
