@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, Write};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use base64::Engine;
 use base64::engine::DecodePaddingMode;
@@ -270,15 +271,60 @@ impl<'s, W: Write + Seek> DpPackageBuilder<'s, W> {
     }
 }
 
+/// The most signer-certificate files a [`TrustAnchors`] keeps parsed.
+const CERT_CACHE_ENTRIES: usize = 256;
+
+/// A parsed signer-certificate file: the leaf and any further certificates after it.
+type ParsedCerts = (X509, Vec<X509>);
+
+/// Parsed signer-certificate files keyed by the SHA-256 of their bytes, at most
+/// [`CERT_CACHE_ENTRIES`]; when full, one arbitrary entry is dropped. Parsing X.509 is the
+/// dearest step of a verification, and a DP signs every package with the same file: the same
+/// bytes always parse to the same certificates, so a hit changes nothing but the time taken.
+/// Validity and chain are still checked on every verification.
+#[derive(Default)]
+struct CertCache {
+    parsed: HashMap<[u8; 32], ParsedCerts>,
+}
+
+impl CertCache {
+    fn get(&self, key: &[u8; 32]) -> Option<ParsedCerts> {
+        self.parsed.get(key).cloned()
+    }
+
+    fn insert(&mut self, key: [u8; 32], certs: ParsedCerts) {
+        if self.parsed.len() >= CERT_CACHE_ENTRIES && !self.parsed.contains_key(&key) {
+            let evicted = self.parsed.keys().next().copied();
+            if let Some(k) = evicted {
+                self.parsed.remove(&k);
+            }
+        }
+        self.parsed.insert(key, certs);
+    }
+}
+
 /// Certificates a verifier trusts as anchors (roots or intermediates).
+///
+/// It also remembers, for the verifications made with it, the parsed signer-certificate files
+/// (keyed by the SHA-256 of their bytes, bounded) and the last verification store built (keyed
+/// by the verification time, which the store carries): keep one `TrustAnchors` for many
+/// verifications. Both caches are behind locks, so one value may be shared between threads.
 pub struct TrustAnchors {
     certs: Vec<X509>,
+    parsed: Mutex<CertCache>,
+    store: Mutex<Option<(UnixTime, Arc<X509Store>)>>,
 }
 
 impl std::fmt::Debug for TrustAnchors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "TrustAnchors({} certificates)", self.certs.len())
     }
+}
+
+/// The data behind a lock, also when another thread panicked while holding it: the caches
+/// hold only complete values, so they are never left half-written.
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl TrustAnchors {
@@ -293,10 +339,38 @@ impl TrustAnchors {
                 "no certificate in the trust anchor file".into(),
             ));
         }
-        Ok(TrustAnchors { certs })
+        Ok(TrustAnchors {
+            certs,
+            parsed: Mutex::new(CertCache::default()),
+            store: Mutex::new(None),
+        })
     }
 
-    fn store(&self, at: UnixTime) -> Result<X509Store> {
+    /// The signer-certificate file parsed, from the cache when these bytes were seen before.
+    fn parse_certs(&self, bytes: &[u8]) -> Result<ParsedCerts> {
+        let key: [u8; 32] = Sha256::digest(bytes).into();
+        if let Some(hit) = locked(&self.parsed).get(&key) {
+            return Ok(hit);
+        }
+        let parsed = parse_certs(bytes)?;
+        locked(&self.parsed).insert(key, parsed.clone());
+        Ok(parsed)
+    }
+
+    /// The verification store for `at`: the one built last when it was built for the same
+    /// time (the openssl crate sets the time on the store, not on each verification).
+    fn store_at(&self, at: UnixTime) -> Result<Arc<X509Store>> {
+        if let Some((t, store)) = locked(&self.store).as_ref()
+            && *t == at
+        {
+            return Ok(Arc::clone(store));
+        }
+        let store = Arc::new(self.build_store(at)?);
+        *locked(&self.store) = Some((at, store.clone()));
+        Ok(store)
+    }
+
+    fn build_store(&self, at: UnixTime) -> Result<X509Store> {
         let mut b = X509StoreBuilder::new().map_err(ssl)?;
         for c in &self.certs {
             b.add_cert(c.clone()).map_err(ssl)?;
@@ -398,7 +472,7 @@ fn check_chain(
     anchors: &TrustAnchors,
     at: UnixTime,
 ) -> Result<()> {
-    let store = anchors.store(at)?;
+    let store = anchors.store_at(at)?;
     let mut chain = Stack::new().map_err(ssl)?;
     for c in intermediates {
         chain.push(c).map_err(ssl)?;
@@ -520,7 +594,10 @@ pub fn verify<R: Read + Seek>(reader: R, opts: &VerifyOptions<'_>) -> Result<Ver
     let sig_bytes = read_small(&mut zip, s_e.index, limits.max_signature_bytes, SIGNATURE)?;
     let manifest_bytes = read_small(&mut zip, m_e.index, limits.max_manifest_bytes, MANIFEST)?;
     // (3) certificate valid at the given time.
-    let (cert, intermediates) = parse_certs(&cert_bytes)?;
+    let (cert, intermediates) = match opts.trust {
+        Some(anchors) => anchors.parse_certs(&cert_bytes)?,
+        None => parse_certs(&cert_bytes)?,
+    };
     check_validity(&cert, opts.at)?;
     // (4) chain.
     if let Some(anchors) = opts.trust {
@@ -583,4 +660,113 @@ pub fn verify<R: Read + Seek>(reader: R, opts: &VerifyOptions<'_>) -> Result<Ver
         backslash_meta,
         data_bytes: total,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+    use std::path::PathBuf;
+
+    use openssl::asn1::Asn1Time;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::x509::X509;
+
+    use super::*;
+
+    fn pki(name: &str) -> Vec<u8> {
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/pki")
+            .join(name);
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    /// 2027-01-01, inside dp-moi's validity (2025-06-01 … 2036-01-01).
+    const AT: UnixTime = UnixTime(1_798_761_600);
+    /// 2036-06-01, after dp-moi's end.
+    const LATER: UnixTime = UnixTime(2_096_409_600);
+
+    fn package(signer: &DpSigner) -> Vec<u8> {
+        let mut b = DpPackageBuilder::new(Cursor::new(Vec::new()), signer, BuildOptions::default());
+        b.add_file("household.json", &mut &b"{\"a\":1}"[..])
+            .unwrap();
+        b.finish().unwrap().into_inner()
+    }
+
+    fn verify_at(pkg: &[u8], roots: &TrustAnchors, at: UnixTime) -> Result<VerifiedPackage> {
+        let mut opts = VerifyOptions::at(at);
+        opts.trust = Some(roots);
+        verify(Cursor::new(pkg), &opts)
+    }
+
+    /// A certificate with dp-moi's subject, issuer name, serial and validity, signed by a key
+    /// of its own (not the sandbox root's), with the signer for it.
+    fn impostor() -> DpSigner {
+        let real = X509::from_pem(&pki("dp-moi.pem")).unwrap();
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(real.serial_number()).unwrap();
+        b.set_subject_name(real.subject_name()).unwrap();
+        b.set_issuer_name(real.issuer_name()).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::from_unix(1_748_736_000).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::from_unix(2_082_758_400).unwrap())
+            .unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        let cert = b.build();
+        DpSigner::from_pem(
+            &key.private_key_to_pem_pkcs8().unwrap(),
+            &cert.to_pem().unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn cached_verification_still_checks_time_and_chain() {
+        let roots = TrustAnchors::from_pem(&[&pki("sandbox-root-ca.pem")]).unwrap();
+        let moi = DpSigner::from_pem(&pki("dp-moi.key"), &pki("dp-moi.pem")).unwrap();
+        let pkg = package(&moi);
+
+        // First verification parses and caches; the second is a hit and still succeeds.
+        assert!(verify_at(&pkg, &roots, AT).unwrap().signer.chain_checked);
+        assert_eq!(locked(&roots.parsed).parsed.len(), 1);
+        assert!(verify_at(&pkg, &roots, AT).is_ok());
+        assert_eq!(
+            locked(&roots.parsed).parsed.len(),
+            1,
+            "the same file is one entry"
+        );
+
+        // The cached certificate is refused at a later time, and accepted again before it.
+        let e = verify_at(&pkg, &roots, LATER).unwrap_err();
+        assert!(matches!(e, Error::CertificateExpired { .. }), "{e}");
+        assert!(verify_at(&pkg, &roots, AT).is_ok());
+
+        // A different certificate with the same subject is its own entry and is refused.
+        let fake = impostor();
+        let forged = package(&fake);
+        let e = verify_at(&forged, &roots, AT).unwrap_err();
+        assert!(matches!(e, Error::UntrustedCertificate(_)), "{e}");
+        assert_eq!(locked(&roots.parsed).parsed.len(), 2);
+        let e = verify_at(&forged, &roots, AT).unwrap_err();
+        assert!(matches!(e, Error::UntrustedCertificate(_)), "{e}");
+        // The genuine package still verifies after the forged one.
+        assert!(verify_at(&pkg, &roots, AT).is_ok());
+    }
+
+    #[test]
+    fn cert_cache_is_bounded() {
+        let leaf = X509::from_pem(&pki("dp-moi.pem")).unwrap();
+        let mut cache = CertCache::default();
+        for i in 0..(CERT_CACHE_ENTRIES + 10) {
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            cache.insert(key, (leaf.clone(), Vec::new()));
+            assert!(cache.get(&key).is_some(), "the entry just inserted is kept");
+        }
+        assert_eq!(cache.parsed.len(), CERT_CACHE_ENTRIES);
+    }
 }
