@@ -192,7 +192,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Adds a transaction; `Conflict` if (`client_id`, `tx_id`) exists.
     fn insert_tx(&self, tx: &TxRecord) -> ServerResult<()>;
-    /// Replaces a transaction; `NotFound` if absent.
+    /// Replaces a transaction's state and data; `NotFound` if absent. Its identity (`client_id`,
+    /// `tx_id`, `resources`, `created_at`) is fixed at [`Store::insert_tx`] and left as stored.
     fn update_tx(&self, tx: &TxRecord) -> ServerResult<()>;
     /// A transaction by internal id.
     fn get_tx(&self, id: &str) -> ServerResult<Option<TxRecord>>;

@@ -144,6 +144,57 @@ macro_rules! tx_convert {
 tx_convert!(TxRecord, TxRow);
 tx_convert!(TxRow, TxRecord);
 
+/// The columns [`Store::update_tx`](super::Store::update_tx) writes: every column but the
+/// transaction's identity (`id`, `client_id`, `tx_id`, `resources`, `created_at`), which is
+/// fixed when the row is inserted. Leaving them out of the `SET` list spares the database
+/// rewriting the `(client_id, tx_id)` unique index on every step of a flow; borrowing spares
+/// copying the record.
+#[derive(AsChangeset)]
+#[diesel(table_name = transactions, treat_none_as_null = true)]
+pub(super) struct TxChange<'a> {
+    pub(super) state: &'a str,
+    pub(super) code: Option<i32>,
+    pub(super) return_query: Option<&'a str>,
+    pub(super) case_number: Option<&'a str>,
+    pub(super) pid_sealed: Option<&'a str>,
+    pub(super) citizen_sealed: Option<&'a str>,
+    pub(super) identity_method: Option<&'a str>,
+    pub(super) ticket_hash: Option<&'a str>,
+    pub(super) secret_key_sealed: Option<&'a str>,
+    pub(super) sp_api_ack: bool,
+    pub(super) datasets: &'a str,
+    pub(super) package_path: Option<&'a str>,
+    pub(super) consent_at: Option<i64>,
+    pub(super) taken_at: Option<i64>,
+    pub(super) purge_at: i64,
+    pub(super) return_url: Option<&'a str>,
+    pub(super) last_activity: i64,
+}
+
+impl<'a> From<&'a TxRecord> for TxChange<'a> {
+    fn from(t: &'a TxRecord) -> Self {
+        TxChange {
+            state: &t.state,
+            code: t.code,
+            return_query: t.return_query.as_deref(),
+            case_number: t.case_number.as_deref(),
+            pid_sealed: t.pid_sealed.as_deref(),
+            citizen_sealed: t.citizen_sealed.as_deref(),
+            identity_method: t.identity_method.as_deref(),
+            ticket_hash: t.ticket_hash.as_deref(),
+            secret_key_sealed: t.secret_key_sealed.as_deref(),
+            sp_api_ack: t.sp_api_ack,
+            datasets: &t.datasets,
+            package_path: t.package_path.as_deref(),
+            consent_at: t.consent_at,
+            taken_at: t.taken_at,
+            purge_at: t.purge_at,
+            return_url: t.return_url.as_deref(),
+            last_activity: t.last_activity,
+        }
+    }
+}
+
 #[derive(Queryable, Insertable, Selectable)]
 #[diesel(table_name = transfers)]
 pub(super) struct TransferRow {

@@ -11,7 +11,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use mydata_protocol::date::UnixTime;
 
 use super::rows::schema::{dps, sps, tokens, transactions, transfers};
-use super::rows::{TokenRow, TransferRow, TxRow, db, is_unique, json_err};
+use super::rows::{TokenRow, TransferRow, TxChange, TxRow, db, is_unique, json_err};
 use super::{DpRecord, SpRecord, Store, TransferRecord, TxRecord};
 use crate::auth::TokenRecord;
 use crate::error::{ServerError, ServerResult};
@@ -279,7 +279,7 @@ impl Store for SqliteStore {
 
     fn update_tx(&self, tx: &TxRecord) -> ServerResult<()> {
         let n = diesel::update(transactions::table.find(&tx.id))
-            .set(TxRow::from(tx.clone()))
+            .set(TxChange::from(tx))
             .execute(&mut *self.wconn()?)
             .map_err(db)?;
         if n == 0 {

@@ -118,6 +118,45 @@ fn transactions(s: &dyn Store) {
         s.update_tx(&sample_tx("t-z", "CLI.AAAAAAAAAA", "tx-9", 1)),
         Err(ServerError::NotFound(_))
     ));
+    // Every other column is replaced, to a value or to null; the identity stays as inserted.
+    let mut b = a.clone();
+    b.state = "ended".into();
+    b.code = Some(410);
+    b.case_number = Some("case-1".into());
+    b.pid_sealed = None;
+    b.citizen_sealed = Some("claims".into());
+    b.identity_method = Some("PII".into());
+    b.ticket_hash = None;
+    b.secret_key_sealed = Some("key".into());
+    b.sp_api_ack = false;
+    b.datasets = "[{\"code\":200}]".into();
+    b.package_path = Some("packages/t-a.zip".into());
+    b.consent_at = None;
+    b.taken_at = Some(950);
+    b.purge_at = 990;
+    b.return_url = None;
+    b.last_activity = 960;
+    s.update_tx(&b).unwrap();
+    assert_eq!(s.get_tx("t-a").unwrap().unwrap(), b);
+    assert!(s.find_tx_by_ticket("th").unwrap().is_none());
+    let mut renamed = b.clone();
+    renamed.client_id = "CLI.BBBBBBBBBB".into();
+    renamed.tx_id = "tx-2".into();
+    renamed.resources = "[]".into();
+    renamed.created_at = 1;
+    renamed.state = "taken".into();
+    s.update_tx(&renamed).unwrap();
+    let stored = s.get_tx("t-a").unwrap().unwrap();
+    assert_eq!(stored.state, "taken");
+    assert_eq!(
+        (stored.client_id.as_str(), stored.tx_id.as_str()),
+        ("CLI.AAAAAAAAAA", "tx-1")
+    );
+    assert_eq!(
+        (stored.resources, stored.created_at),
+        (b.resources, b.created_at)
+    );
+    assert!(s.find_tx("CLI.BBBBBBBBBB", "tx-2").unwrap().is_none());
     let due: Vec<_> = s
         .txs_due(UnixTime(1000))
         .unwrap()
