@@ -15,6 +15,7 @@ use crate::error::{ServerError, ServerResult};
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod queries;
 mod rows;
 pub mod sqlite;
 pub mod suite;
