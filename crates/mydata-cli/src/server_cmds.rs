@@ -237,17 +237,27 @@ fn load_config(place: &Where) -> CliResult<Config> {
 }
 
 fn open(config: Config) -> CliResult<Platform> {
-    open_clocked(config, Arc::new(SystemClock))
+    open_clocked(config, Arc::new(SystemClock), false)
 }
 
-fn open_clocked(config: Config, clock: mydata_server::clock::SharedClock) -> CliResult<Platform> {
+/// Opens the platform; `serving` = for `mydata serve` (the write-behind store, spec D48), else
+/// for a one-shot operator command that writes straight to the database.
+fn open_clocked(
+    config: Config,
+    clock: mydata_server::clock::SharedClock,
+    serving: bool,
+) -> CliResult<Platform> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
     let key = match std::env::var("MYDATA_MASTER_KEY") {
         Ok(hex) => MasterKey::from_hex(hex.trim())?,
         Err(_) => MasterKey::load_or_create(&config.data_dir)?,
     };
-    let store = mydata_server::storage::open(&config.database_url, &config.data_dir)?;
+    let store = if serving {
+        mydata_server::storage::open_server(&config)?
+    } else {
+        mydata_server::storage::open(&config.database_url, &config.data_dir)?
+    };
     Ok(Platform::new(store, key, clock, config)?)
 }
 
@@ -279,9 +289,9 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
     let platform = match &sandbox_clock {
         Some(c) => {
             eprintln!("mydata: sandbox clock on (POST /sandbox/clock); never use in production");
-            open_clocked(config, Arc::new(c.clone()))?
+            open_clocked(config, Arc::new(c.clone()), true)?
         }
-        None => open(config)?,
+        None => open_clocked(config, Arc::new(SystemClock), true)?,
     };
     if platform.config.sandbox {
         let n = platform.load_sandbox()?;
@@ -310,6 +320,7 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
         platform.config.public_url,
         platform.config.data_dir.display()
     );
+    let store = platform.store.clone();
     actix_web::rt::System::new().block_on(async move {
         let sweeper = platform.clone();
         actix_web::rt::spawn(async move {
@@ -333,6 +344,11 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         srv.await
     })?;
+    // Stopped (SIGINT/SIGTERM): commit what the write-behind store still holds (spec D48).
+    if let Err(e) = store.flush() {
+        eprintln!("mydata: writes not committed at shutdown: {e}");
+        return Ok(1);
+    }
     Ok(0)
 }
 

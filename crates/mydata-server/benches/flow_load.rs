@@ -51,7 +51,6 @@ use mydata_server::clock::SystemClock;
 use mydata_server::config::Config;
 use mydata_server::platform::{NewSp, Platform, SANDBOX_CATALOGUE, SANDBOX_ROOT_CA};
 use mydata_server::secrets::MasterKey;
-use mydata_server::storage::sqlite::SqliteStore;
 
 /// The flag that makes this binary the server process.
 const SERVE_FLAG: &str = "--flow-load-server";
@@ -199,7 +198,13 @@ fn serve_child(args: &[String]) -> Result<(), BoxError> {
         sandbox: true,
         ..Config::default()
     };
-    let store = Arc::new(SqliteStore::open(&dir.join("mydata.sqlite"))?);
+    // The store `mydata serve` opens: SQLite behind the write-behind layer (spec D48), with
+    // `MYDATA_WRITE_BEHIND_MS` honoured (0 = write-through) for comparisons.
+    let mut config = config;
+    if let Ok(ms) = std::env::var("MYDATA_WRITE_BEHIND_MS") {
+        config.write_behind_ms = ms.trim().parse()?;
+    }
+    let store = mydata_server::storage::open_server(&config)?;
     let platform = Platform::new(store, MasterKey::generate()?, Arc::new(SystemClock), config)?;
     let say = |line: String| -> std::io::Result<()> {
         let mut out = std::io::stdout().lock();

@@ -47,6 +47,11 @@ pub struct Config {
     /// Base URL that replaces `http://127.0.0.1:8090` in the sandbox SPs' `return_url` and
     /// `sp_api_url` when they are registered (`fixtures/sandbox.json`).
     pub sandbox_sp_url: String,
+    /// `mydata serve` keeps live transactions in memory and commits their writes in batches,
+    /// at most this many milliseconds after the first write of a batch (spec D48); the ticket
+    /// handed to an SP and the taking of a package are committed before they are seen. 0 =
+    /// every write goes to the database at once. `MYDATA_WRITE_BEHIND_MS`.
+    pub write_behind_ms: u64,
 }
 
 impl Default for Config {
@@ -65,6 +70,7 @@ impl Default for Config {
             registry: String::new(),
             sandbox_clock: false,
             sandbox_sp_url: "http://127.0.0.1:8090".into(),
+            write_behind_ms: 10,
         }
     }
 }
@@ -102,6 +108,9 @@ impl Config {
                     c.sandbox_clock = matches!(v.as_str(), "1" | "true" | "yes")
                 }
                 "MYDATA_SANDBOX_SP_URL" => c.sandbox_sp_url = v,
+                "MYDATA_WRITE_BEHIND_MS" => {
+                    c.write_behind_ms = v.parse().map_err(|_| bad("expected milliseconds"))?
+                }
                 _ => {}
             }
         }
@@ -149,6 +158,10 @@ mod tests {
         assert!(c.sandbox_clock);
         assert_eq!(c.sandbox_sp_url, "http://127.0.0.1:9999");
         assert_eq!(c.database_url, "");
+        assert_eq!(c.write_behind_ms, 10);
+        let c = Config::load(None, [("MYDATA_WRITE_BEHIND_MS".into(), "0".into())]).unwrap();
+        assert_eq!(c.write_behind_ms, 0);
+        assert!(Config::load(None, [("MYDATA_WRITE_BEHIND_MS".into(), "-1".into())]).is_err());
         std::fs::write(&p, "database_url = \"postgres://127.0.0.1/a\"\n").unwrap();
         assert_eq!(
             Config::load(Some(&p), []).unwrap().database_url,

@@ -236,6 +236,12 @@ pub async fn consent(
     tx.consent_at = Some(now.0);
     tx.purge_at = now.0 + RETENTION_SECS;
     p.store.update_tx(&tx)?;
+    // Committed before the SP holds the ticket (D48): a crash after the call must not forget a
+    // ticket that is out. The wait is off the HTTP worker.
+    let store = p.store.clone();
+    actix_web::web::block(move || store.flush())
+        .await
+        .map_err(|e| ServerError::Internal(format!("flush: {e}")))??;
     if !post_sp_api(&sp, &body).await {
         // The ticket never works (code 410): unknown to the MyData-API from here on (403).
         tx.ticket_hash = None;
@@ -583,6 +589,8 @@ pub fn data(
         case_number: tx.case_number.clone(),
         identity_method: tx.identity_method.clone(),
     })?;
+    // The taking and its transfer record are committed before the package is served (D48).
+    p.store.flush()?;
     Ok(DataAnswer::Ready(jwe))
 }
 

@@ -105,6 +105,20 @@ fn shared_suite_on_postgres() {
 }
 
 #[test]
+fn shared_suite_on_postgres_through_the_write_behind_store() {
+    // `mydata serve` puts the database behind the write-behind store (spec D48); the suite
+    // holds through it, and what it committed is in PostgreSQL.
+    let db = ScratchDb::new();
+    let pg = Arc::new(PgStore::open(&db.url).unwrap());
+    let hot = storage::hot::HotStore::new(pg.clone(), std::time::Duration::from_millis(5)).unwrap();
+    suite::run_all(&hot);
+    let tx = suite::sample_tx("t-hot", "CLI.AAAAAAAAAA", "tx-hot", 5000);
+    hot.insert_tx(&tx).unwrap();
+    hot.flush().unwrap();
+    assert_eq!(pg.get_tx("t-hot").unwrap().unwrap(), tx);
+}
+
+#[test]
 fn keys_list_in_the_same_order_as_on_sqlite() {
     // PostgreSQL sorts text by the cluster's locale unless told otherwise; the registrations'
     // keys are COLLATE "C", SQLite's byte order.
@@ -274,8 +288,8 @@ async fn server_flow(db: &ScratchDb) {
         sandbox: true,
         ..Config::default()
     };
-    // Selected by database_url, as `mydata serve` does.
-    let store = storage::open(&config.database_url, &config.data_dir).unwrap();
+    // Selected by database_url and put behind the write-behind store, as `mydata serve` does.
+    let store = storage::open_server(&config).unwrap();
     let p = Arc::new(
         Platform::new(
             store,

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::TokenRecord;
 use crate::error::{ServerError, ServerResult};
 
+pub mod hot;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod queries;
@@ -161,6 +162,26 @@ pub struct TransferRecord {
     pub identity_method: Option<String>,
 }
 
+/// One write of a batch ([`Store::apply`]): the transaction, token and transfer writes that
+/// [`hot::HotStore`] defers and applies together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// [`Store::insert_tx`].
+    InsertTx(TxRecord),
+    /// [`Store::update_tx`]; a row that is gone is skipped.
+    UpdateTx(TxRecord),
+    /// [`Store::delete_tx`].
+    DeleteTx(String),
+    /// [`Store::insert_token`].
+    InsertToken(TokenRecord),
+    /// [`Store::delete_token`].
+    DeleteToken(String),
+    /// [`Store::delete_tokens_of_tx`].
+    DeleteTokensOfTx(String),
+    /// [`Store::insert_transfer`].
+    InsertTransfer(TransferRecord),
+}
+
 /// The platform's storage.
 pub trait Store: Send + Sync + 'static {
     /// Adds a dataset registration; `Conflict` if its id exists.
@@ -218,6 +239,16 @@ pub trait Store: Send + Sync + 'static {
     /// Makes deletions final on disk (for SQLite: a WAL checkpoint that truncates the log, so
     /// that no old page image of deleted personal data survives; D37).
     fn checkpoint(&self) -> ServerResult<()>;
+
+    /// Applies `batch` in order as one database transaction: all of it or none of it. An
+    /// update of a row that is gone is skipped (it was deleted in the same batch or earlier).
+    fn apply(&self, batch: &[Write]) -> ServerResult<()>;
+
+    /// Makes every write accepted so far durable before it returns. Stores that write at once
+    /// (the database backends) have nothing to do; [`hot::HotStore`] waits for its writer.
+    fn flush(&self) -> ServerResult<()> {
+        Ok(())
+    }
 }
 
 /// The SQLite file's name in the data directory.
@@ -247,6 +278,19 @@ pub fn open(database_url: &str, data_dir: &Path) -> ServerResult<Arc<dyn Store>>
                 .into(),
         )),
     }
+}
+
+/// The store of `mydata serve`: [`open`], wrapped in [`hot::HotStore`] unless
+/// `write_behind_ms` is 0 (spec D48).
+pub fn open_server(config: &crate::config::Config) -> ServerResult<Arc<dyn Store>> {
+    let db = open(&config.database_url, &config.data_dir)?;
+    if config.write_behind_ms == 0 {
+        return Ok(db);
+    }
+    Ok(Arc::new(hot::HotStore::new(
+        db,
+        std::time::Duration::from_millis(config.write_behind_ms),
+    )?))
 }
 
 #[cfg(test)]

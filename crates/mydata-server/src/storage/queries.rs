@@ -32,7 +32,7 @@ macro_rules! store_impl {
             use $crate::storage::rows::{
                 TokenRow, TransferRow, TxChange, TxRow, db, is_unique, json_err,
             };
-            use $crate::storage::{DpRecord, SpRecord, Store, TransferRecord, TxRecord};
+            use $crate::storage::{DpRecord, SpRecord, Store, TransferRecord, TxRecord, Write};
 
             impl Store for super::$store {
                 fn insert_dp(&self, dp: &DpRecord, now: UnixTime) -> ServerResult<()> {
@@ -266,16 +266,7 @@ macro_rules! store_impl {
 
                 fn insert_transfer(&self, t: &TransferRecord) -> ServerResult<()> {
                     diesel::insert_into(transfers::table)
-                        .values(TransferRow {
-                            at: t.at,
-                            kind: t.kind.clone(),
-                            client_id: t.client_id.clone(),
-                            resource_id: t.resource_id.clone(),
-                            subject_hash: t.subject_hash.clone(),
-                            code: t.code,
-                            case_number: t.case_number.clone(),
-                            identity_method: t.identity_method.clone(),
-                        })
+                        .values(TransferRow::from(t))
                         .execute(&mut *self.$write()?)
                         .map_err(db)?;
                     Ok(())
@@ -307,6 +298,51 @@ macro_rules! store_impl {
                     diesel::delete(transfers::table.filter(transfers::at.lt(before.0)))
                         .execute(&mut *self.$write()?)
                         .map_err(db)
+                }
+
+                fn apply(&self, batch: &[Write]) -> ServerResult<()> {
+                    if batch.is_empty() {
+                        return Ok(());
+                    }
+                    let mut c = self.$write()?;
+                    c.transaction::<(), diesel::result::Error, _>(|c| {
+                        for w in batch {
+                            match w {
+                                Write::InsertTx(tx) => {
+                                    diesel::insert_into(transactions::table)
+                                        .values(TxRow::from(tx.clone()))
+                                        .execute(c)?;
+                                }
+                                Write::UpdateTx(tx) => {
+                                    diesel::update(transactions::table.find(&tx.id))
+                                        .set(TxChange::from(tx))
+                                        .execute(c)?;
+                                }
+                                Write::DeleteTx(id) => {
+                                    diesel::delete(transactions::table.find(id)).execute(c)?;
+                                }
+                                Write::InsertToken(t) => {
+                                    diesel::insert_into(tokens::table)
+                                        .values(TokenRow::from(t))
+                                        .execute(c)?;
+                                }
+                                Write::DeleteToken(h) => {
+                                    diesel::delete(tokens::table.find(h)).execute(c)?;
+                                }
+                                Write::DeleteTokensOfTx(tx_id) => {
+                                    diesel::delete(tokens::table.filter(tokens::tx_id.eq(tx_id)))
+                                        .execute(c)?;
+                                }
+                                Write::InsertTransfer(t) => {
+                                    diesel::insert_into(transfers::table)
+                                        .values(TransferRow::from(t))
+                                        .execute(c)?;
+                                }
+                            }
+                        }
+                        Ok(())
+                    })
+                    .map_err(db)
                 }
 
                 $($own)*

@@ -208,6 +208,21 @@ pub(super) struct TransferRow {
     pub(super) identity_method: Option<String>,
 }
 
+impl From<&super::TransferRecord> for TransferRow {
+    fn from(t: &super::TransferRecord) -> Self {
+        TransferRow {
+            at: t.at,
+            kind: t.kind.clone(),
+            client_id: t.client_id.clone(),
+            resource_id: t.resource_id.clone(),
+            subject_hash: t.subject_hash.clone(),
+            code: t.code,
+            case_number: t.case_number.clone(),
+            identity_method: t.identity_method.clone(),
+        }
+    }
+}
+
 #[derive(Queryable, Insertable, Selectable)]
 #[diesel(table_name = tokens)]
 pub(super) struct TokenRow {

@@ -21,7 +21,6 @@ use mydata_server::http::{Spawned, spawn};
 use mydata_server::platform::{NewDp, NewSp, Platform, SANDBOX_CATALOGUE, SpCredentials};
 use mydata_server::secrets::MasterKey;
 use mydata_server::storage::DpMethod;
-use mydata_server::storage::sqlite::SqliteStore;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -160,7 +159,9 @@ pub async fn world_with(behaviours: &[(&str, mydata_dp::sandbox::Behaviour)]) ->
         smtp_url: smtp,
         ..Config::default()
     };
-    let store = Arc::new(SqliteStore::open(&dir.path().join("mydata.sqlite")).unwrap());
+    // The store `mydata serve` uses: SQLite in the data directory behind the write-behind
+    // layer (spec D48).
+    let store = mydata_server::storage::open_server(&config).unwrap();
     let p = Arc::new(
         Platform::new(
             store,
