@@ -480,13 +480,46 @@ pub enum DataAnswer {
 }
 
 /// Answers `GET /service/data` and, on 200, takes the package (deleting it and the transaction's
-/// personal data). The order of checks is the core's ([`flow::data_answer`]).
+/// personal data). The order of checks is the core's ([`flow::data_answer`]). It is
+/// [`data_decide`] then, on 200, [`take`].
 pub fn data(
     p: &Platform,
     source: std::net::IpAddr,
     ticket: Option<&str>,
     tx_id: Option<&str>,
 ) -> ServerResult<DataAnswer> {
+    match data_decide(p, source, ticket, tx_id)? {
+        DataStep::Answer(a) => Ok(a),
+        DataStep::Take(t) => take(p, *t),
+    }
+}
+
+/// The first half of `GET /service/data`: lookups and the core's decision.
+#[derive(Debug)]
+pub enum DataStep {
+    /// Anything but 200: the answer.
+    Answer(DataAnswer),
+    /// 200: the package is to be taken ([`take`]).
+    Take(Box<Take>),
+}
+
+/// A package about to be taken: the transaction and its SP, and the time of the decision.
+#[derive(Debug)]
+pub struct Take {
+    tx: TxRecord,
+    sp: SpRecord,
+    now: UnixTime,
+}
+
+/// Decides `GET /service/data` with lookups only (no file, no write): from memory when the
+/// store keeps live transactions there ([`Store::memory_first`](crate::storage::Store::memory_first)),
+/// so the HTTP layer may call it on its workers.
+pub fn data_decide(
+    p: &Platform,
+    source: std::net::IpAddr,
+    ticket: Option<&str>,
+    tx_id: Option<&str>,
+) -> ServerResult<DataStep> {
     // The ticket's transaction and its SP: one lookup each, never a scan of every SP.
     let lookup = |t: &PermissionTicket| -> ServerResult<(Option<TxRecord>, Option<SpRecord>)> {
         let tx = p.store.find_tx_by_ticket(&p.ticket_hash(t.as_str()))?;
@@ -510,7 +543,7 @@ pub fn data(
     }
     let now = p.now();
     let (found, sp) = match flow::data_ticket(registered, ticket) {
-        Err(answer) => return Ok(DataAnswer::Status(answer)),
+        Err(answer) => return Ok(DataStep::Answer(DataAnswer::Status(answer))),
         Ok(None) => (None, None),
         Ok(Some(t)) => match early {
             Some(l) => l,
@@ -535,9 +568,22 @@ pub fn data(
         _ => None,
     };
     let answer = flow::data_answer(registered, ticket, tx_id, facts.as_ref(), now);
-    let (Some(mut tx), Some(sp), flow::DataAnswer::Ready200) = (found, sp, answer) else {
-        return Ok(DataAnswer::Status(answer));
+    let (Some(tx), Some(sp), flow::DataAnswer::Ready200) = (found, sp, answer) else {
+        return Ok(DataStep::Answer(DataAnswer::Status(answer)));
     };
+    Ok(DataStep::Take(Box::new(Take {
+        tx,
+        sp: sp.clone(),
+        now,
+    })))
+}
+
+/// The second half of a 200 on `GET /service/data`: reads the package, encrypts it for the SP,
+/// deletes it and the transaction's personal data, records the delivery and commits all that
+/// before the JWE is returned (D25, D37, D48). Blocking: file I/O and a flush.
+pub fn take(p: &Platform, t: Take) -> ServerResult<DataAnswer> {
+    let Take { mut tx, sp, now } = t;
+    let sp = &sp;
     let rel = tx
         .package_path
         .clone()

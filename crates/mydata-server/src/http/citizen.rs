@@ -222,14 +222,21 @@ async fn page(
     let cookie = cookie_of(&req);
     let platform = state.clone().into_inner();
     let c = citizen.clone().into_inner();
-    let r = web::block(move || cflow::view(&platform, &c, &id, cookie.as_deref())).await;
-    let v = match r {
-        Ok(Ok(Ok(v))) => v,
-        Ok(Ok(Err(next))) => return respond(&state, next),
-        Ok(Err(e)) => {
-            log::error!("flow page: {e}");
-            return internal();
+    // Lookups from memory run here; a store that reads the database goes to the blocking pool.
+    let r = if platform.store.memory_first() {
+        cflow::view(&platform, &c, &id, cookie.as_deref())
+    } else {
+        match web::block(move || cflow::view(&platform, &c, &id, cookie.as_deref())).await {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("flow page: {e}");
+                return internal();
+            }
         }
+    };
+    let v = match r {
+        Ok(Ok(v)) => v,
+        Ok(Err(next)) => return respond(&state, next),
         Err(e) => {
             log::error!("flow page: {e}");
             return internal();

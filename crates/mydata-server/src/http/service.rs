@@ -37,9 +37,18 @@ async fn data(state: State, req: HttpRequest) -> HttpResponse {
     let ticket = header_str(&req, "permission_ticket").map(str::to_string);
     let tx_id = header_str(&req, "tx_id").map(str::to_string);
     let platform = state.into_inner();
-    let answer =
+    // With lookups from memory the decision is made here and only a 200 (file, JWE, commit)
+    // goes to the blocking pool; otherwise all of it does.
+    let answer = if platform.store.memory_first() {
+        match engine::data_decide(&platform, peer.ip(), ticket.as_deref(), tx_id.as_deref()) {
+            Ok(engine::DataStep::Answer(a)) => Ok(Ok(a)),
+            Ok(engine::DataStep::Take(t)) => web::block(move || engine::take(&platform, *t)).await,
+            Err(e) => Ok(Err(e)),
+        }
+    } else {
         web::block(move || engine::data(&platform, peer.ip(), ticket.as_deref(), tx_id.as_deref()))
-            .await;
+            .await
+    };
     match answer {
         Ok(Ok(DataAnswer::Status(flow::DataAnswer::NotReady429 { retry_after }))) => status(429)
             .insert_header((header::RETRY_AFTER, retry_after.to_string()))

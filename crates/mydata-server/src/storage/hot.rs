@@ -136,10 +136,12 @@ fn terminal(tx: &TxRecord) -> bool {
 }
 
 impl State {
-    fn queue(&mut self, w: Write) -> u64 {
+    /// Queues `w`; true when it is the first of a batch (the writer is to be woken: while it
+    /// gathers a batch it needs no wake-up per write).
+    fn queue(&mut self, w: Write) -> bool {
         self.queued += 1;
         self.pending.push((self.queued, w));
-        self.queued
+        self.pending.len() == 1
     }
 
     /// The memory entry of `id`: `Some(Some(rec))` live, `Some(None)` deleted, `None` unknown.
@@ -166,8 +168,9 @@ impl State {
         }
     }
 
-    /// Puts `rec` (or a tombstone for `id`) in memory with the write that carries it.
-    fn put(&mut self, id: &str, rec: Option<TxRecord>, w: Write) {
+    /// Puts `rec` (or a tombstone for `id`) in memory with the write that carries it; true
+    /// when the writer is to be woken ([`State::queue`]).
+    fn put(&mut self, id: &str, rec: Option<TxRecord>, w: Write) -> bool {
         if let Some(old) = self.txs.get(id).and_then(|e| e.rec.clone()) {
             self.unindex(&old);
         }
@@ -175,8 +178,15 @@ impl State {
             self.index(r);
             self.newest_activity = self.newest_activity.max(r.last_activity);
         }
-        let seq = self.queue(w);
-        self.txs.insert(id.to_string(), Entry { rec, seq });
+        let first = self.queue(w);
+        self.txs.insert(
+            id.to_string(),
+            Entry {
+                rec,
+                seq: self.queued,
+            },
+        );
+        first
     }
 
     /// Drops committed entries that need not stay: tombstones, ended transactions, and (now
@@ -480,8 +490,15 @@ impl HotStore {
     }
 
     fn queue(&self, w: Write) {
-        self.state().queue(w);
-        self.shared.work.notify_one();
+        let first = self.state().queue(w);
+        self.wake(first);
+    }
+
+    /// Wakes the writer for the first write of a batch.
+    fn wake(&self, first: bool) {
+        if first {
+            self.shared.work.notify_one();
+        }
     }
 
     /// A lookup by a key that memory indexes: memory first, then the database seen through
@@ -603,9 +620,9 @@ impl Store for HotStore {
         }
         st.tokens
             .insert(t.token_hash.clone(), (t.tx_id.clone(), t.exp));
-        st.queue(Write::InsertToken(t.clone()));
+        let first = st.queue(Write::InsertToken(t.clone()));
         drop(st);
-        self.shared.work.notify_one();
+        self.wake(first);
         Ok(())
     }
 
@@ -617,9 +634,9 @@ impl Store for HotStore {
     fn delete_token(&self, token_hash: &str) -> ServerResult<()> {
         let mut st = self.state();
         st.tokens.remove(token_hash);
-        st.queue(Write::DeleteToken(token_hash.to_string()));
+        let first = st.queue(Write::DeleteToken(token_hash.to_string()));
         drop(st);
-        self.shared.work.notify_one();
+        self.wake(first);
         Ok(())
     }
 
@@ -630,9 +647,9 @@ impl Store for HotStore {
         let before = st.tokens.len();
         st.tokens.retain(|_, (tx, _)| tx != tx_id);
         let n = before - st.tokens.len();
-        st.queue(Write::DeleteTokensOfTx(tx_id.to_string()));
+        let first = st.queue(Write::DeleteTokensOfTx(tx_id.to_string()));
         drop(st);
-        self.shared.work.notify_one();
+        self.wake(first);
         Ok(n)
     }
 
@@ -661,9 +678,9 @@ impl Store for HotStore {
         {
             return Err(conflict());
         }
-        st.put(&tx.id, Some(tx.clone()), Write::InsertTx(tx.clone()));
+        let first = st.put(&tx.id, Some(tx.clone()), Write::InsertTx(tx.clone()));
         drop(st);
-        self.shared.work.notify_one();
+        self.wake(first);
         Ok(())
     }
 
@@ -682,9 +699,9 @@ impl Store for HotStore {
             match st.known(&tx.id) {
                 Some(Some(base)) => {
                     let rec = merge(base);
-                    st.put(&tx.id, Some(rec.clone()), Write::UpdateTx(rec));
+                    let first = st.put(&tx.id, Some(rec.clone()), Write::UpdateTx(rec));
                     drop(st);
-                    self.shared.work.notify_one();
+                    self.wake(first);
                     return Ok(());
                 }
                 Some(None) => return Err(not_found()),
@@ -698,9 +715,9 @@ impl Store for HotStore {
             Some(Some(m)) => merge(m),
             None => merge(&base),
         };
-        st.put(&tx.id, Some(rec.clone()), Write::UpdateTx(rec));
+        let first = st.put(&tx.id, Some(rec.clone()), Write::UpdateTx(rec));
         drop(st);
-        self.shared.work.notify_one();
+        self.wake(first);
         Ok(())
     }
 
@@ -742,8 +759,8 @@ impl Store for HotStore {
     }
 
     fn delete_tx(&self, id: &str) -> ServerResult<()> {
-        self.state().put(id, None, Write::DeleteTx(id.to_string()));
-        self.shared.work.notify_one();
+        let first = self.state().put(id, None, Write::DeleteTx(id.to_string()));
+        self.wake(first);
         Ok(())
     }
 
@@ -771,6 +788,10 @@ impl Store for HotStore {
     fn apply(&self, batch: &[Write]) -> ServerResult<()> {
         self.flush()?;
         self.inner().apply(batch)
+    }
+
+    fn memory_first(&self) -> bool {
+        true
     }
 
     fn flush(&self) -> ServerResult<()> {

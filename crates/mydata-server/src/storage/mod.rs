@@ -249,6 +249,13 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> ServerResult<()> {
         Ok(())
     }
+
+    /// Whether transaction lookups are answered from memory, touching the database only
+    /// rarely ([`hot::HotStore`]); the HTTP layer then runs them on its workers instead of
+    /// handing them to the blocking pool.
+    fn memory_first(&self) -> bool {
+        false
+    }
 }
 
 /// The SQLite file's name in the data directory.
