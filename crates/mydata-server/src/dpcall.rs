@@ -35,13 +35,33 @@ pub struct SeriesResult {
     pub calls: u32,
 }
 
-/// An HTTP client for DP-API calls (one per worker thread; awc clients are not `Send`).
+/// How long an idle connection to a DP is kept for the next call. Shorter than the keep-alive
+/// of common servers (actix-web 5 s, nginx 75 s), so that a connection the DP is about to close
+/// is not reused.
+pub const IDLE_KEEP: Duration = Duration::from_secs(4);
+
+/// A new HTTP client for DP-API calls, with its own connection pool.
 pub fn client() -> awc::Client {
     awc::Client::builder()
         .timeout(CALL_TIMEOUT)
-        .connector(awc::Connector::new().timeout(CONNECT_TIMEOUT))
+        .connector(
+            awc::Connector::new()
+                .timeout(CONNECT_TIMEOUT)
+                .conn_keep_alive(IDLE_KEEP),
+        )
         .disable_redirects()
         .finish()
+}
+
+thread_local! {
+    static SHARED: awc::Client = client();
+}
+
+/// This worker thread's DP-API client: calls from the thread share its connection pool, so a
+/// DP's connection is reused from one transaction to the next instead of opened for each call
+/// (awc clients are not `Send`: one per thread).
+pub fn shared_client() -> awc::Client {
+    SHARED.with(|c| c.clone())
 }
 
 /// Why a call could not be built; the series then ends with 500 without calling the DP.

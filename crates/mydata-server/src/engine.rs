@@ -258,13 +258,27 @@ pub async fn consent(
     Ok(ReturnCode::Success)
 }
 
-/// Posts an SP-API body (§7); whether the SP answered 200 or 201 (D22).
-async fn post_sp_api(sp: &SpRecord, body: &SpApiBody) -> bool {
-    let client = awc::Client::builder()
+/// How long an idle connection to an SP is kept for the next SP-API call: well under the
+/// keep-alive of common servers (actix-web 5 s), since a POST that meets a connection the SP
+/// has just closed would end the transaction with 410.
+pub const SP_API_IDLE_KEEP: Duration = Duration::from_secs(2);
+
+thread_local! {
+    static SP_API_CLIENT: awc::Client = awc::Client::builder()
         .timeout(SP_API_TOTAL)
-        .connector(awc::Connector::new().timeout(SP_API_CONNECT))
+        .connector(
+            awc::Connector::new()
+                .timeout(SP_API_CONNECT)
+                .conn_keep_alive(SP_API_IDLE_KEEP),
+        )
         .disable_redirects()
         .finish();
+}
+
+/// Posts an SP-API body (§7); whether the SP answered 200 or 201 (D22). The worker thread's
+/// client keeps an SP's connection for the next transaction ([`SP_API_IDLE_KEEP`]).
+async fn post_sp_api(sp: &SpRecord, body: &SpApiBody) -> bool {
+    let client = SP_API_CLIENT.with(|c| c.clone());
     match client
         .post(&sp.sp_api_url)
         .insert_header(("Content-Type", "application/json; charset=utf-8"))
@@ -389,7 +403,7 @@ async fn fetch_and_package(
             // Citizen-entered parameters (D28 `{{param:KEY}}`) are not collected yet: they
             // render empty.
             let values = dpcall::values_for(&dp, &transaction_uid, &citizen, Default::default());
-            let client = dpcall::client();
+            let client = dpcall::shared_client();
             let r =
                 dpcall::run_series_with(&client, &p.clock, &dp, &token.token, &values, trust).await;
             // The end of the call series ends the token's life (spec §10.1).

@@ -9,7 +9,7 @@
 //!     └── certificate.cer              the DP's signing certificate (PEM)
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Seek, Write};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -313,6 +313,8 @@ pub struct TrustAnchors {
     certs: Vec<X509>,
     parsed: Mutex<CertCache>,
     store: Mutex<Option<(UnixTime, Arc<X509Store>)>>,
+    /// Signer-certificate files (SHA-256 of their bytes) whose chain verified at one time.
+    chains: Mutex<Option<(UnixTime, HashSet<[u8; 32]>)>>,
 }
 
 impl std::fmt::Debug for TrustAnchors {
@@ -343,6 +345,7 @@ impl TrustAnchors {
             certs,
             parsed: Mutex::new(CertCache::default()),
             store: Mutex::new(None),
+            chains: Mutex::new(None),
         })
     }
 
@@ -355,6 +358,28 @@ impl TrustAnchors {
         let parsed = parse_certs(bytes)?;
         locked(&self.parsed).insert(key, parsed.clone());
         Ok(parsed)
+    }
+
+    /// Whether the chain of the signer-certificate file with this digest verified at `at`.
+    /// The same bytes against the same anchors at the same second always get the same answer
+    /// from OpenSSL, so under load a DP's chain is checked once a second, not once a package;
+    /// only successes are remembered, and only for the last time seen.
+    fn chain_verified(&self, key: &[u8; 32], at: UnixTime) -> bool {
+        locked(&self.chains)
+            .as_ref()
+            .is_some_and(|(t, set)| *t == at && set.contains(key))
+    }
+
+    fn remember_chain(&self, key: [u8; 32], at: UnixTime) {
+        let mut c = locked(&self.chains);
+        match c.as_mut() {
+            Some((t, set)) if *t == at => {
+                if set.len() < CERT_CACHE_ENTRIES {
+                    set.insert(key);
+                }
+            }
+            _ => *c = Some((at, HashSet::from([key]))),
+        }
     }
 
     /// The verification store for `at`: the one built last when it was built for the same
@@ -601,7 +626,11 @@ pub fn verify<R: Read + Seek>(reader: R, opts: &VerifyOptions<'_>) -> Result<Ver
     check_validity(&cert, opts.at)?;
     // (4) chain.
     if let Some(anchors) = opts.trust {
-        check_chain(&cert, intermediates, anchors, opts.at)?;
+        let key: [u8; 32] = Sha256::digest(&cert_bytes).into();
+        if !anchors.chain_verified(&key, opts.at) {
+            check_chain(&cert, intermediates, anchors, opts.at)?;
+            anchors.remember_chain(key, opts.at);
+        }
     }
     // (5) signature over the raw manifest bytes.
     let public = cert.public_key().map_err(ssl)?;
@@ -755,6 +784,33 @@ mod tests {
         assert!(matches!(e, Error::UntrustedCertificate(_)), "{e}");
         // The genuine package still verifies after the forged one.
         assert!(verify_at(&pkg, &roots, AT).is_ok());
+    }
+
+    #[test]
+    fn a_verified_chain_is_remembered_for_that_second_only() {
+        let roots = TrustAnchors::from_pem(&[&pki("sandbox-root-ca.pem")]).unwrap();
+        let moi = DpSigner::from_pem(&pki("dp-moi.key"), &pki("dp-moi.pem")).unwrap();
+        let pkg = package(&moi);
+        let remembered =
+            |r: &TrustAnchors| locked(&r.chains).as_ref().map(|(t, set)| (*t, set.len()));
+        assert_eq!(remembered(&roots), None);
+        assert!(verify_at(&pkg, &roots, AT).is_ok());
+        assert_eq!(remembered(&roots), Some((AT, 1)));
+        // A forged chain is never remembered, and stays refused at the same second.
+        let forged = package(&impostor());
+        for _ in 0..2 {
+            let e = verify_at(&forged, &roots, AT).unwrap_err();
+            assert!(matches!(e, Error::UntrustedCertificate(_)), "{e}");
+        }
+        assert_eq!(remembered(&roots), Some((AT, 1)));
+        // Another second: checked again, and what was remembered before is forgotten.
+        let next = UnixTime(AT.0 + 1);
+        assert!(verify_at(&pkg, &roots, next).is_ok());
+        assert_eq!(remembered(&roots), Some((next, 1)));
+        // The same bytes under other anchors are checked against those anchors.
+        let other = TrustAnchors::from_pem(&[&pki("other-root-ca.pem")]).unwrap();
+        let e = verify_at(&pkg, &other, AT).unwrap_err();
+        assert!(matches!(e, Error::UntrustedCertificate(_)), "{e}");
     }
 
     #[test]
