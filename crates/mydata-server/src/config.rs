@@ -52,6 +52,10 @@ pub struct Config {
     /// handed to an SP and the taking of a package are committed before they are seen. 0 =
     /// every write goes to the database at once. `MYDATA_WRITE_BEHIND_MS`.
     pub write_behind_ms: u64,
+    /// SP packages waiting for their SP are kept in memory up to this many MiB in all, in
+    /// files under `packages/` in the data directory beyond it (spec D48); 0 = always files.
+    /// `MYDATA_PACKAGE_MEMORY_MB`.
+    pub package_memory_mb: usize,
 }
 
 impl Default for Config {
@@ -71,6 +75,7 @@ impl Default for Config {
             sandbox_clock: false,
             sandbox_sp_url: "http://127.0.0.1:8090".into(),
             write_behind_ms: 10,
+            package_memory_mb: 64,
         }
     }
 }
@@ -108,6 +113,9 @@ impl Config {
                     c.sandbox_clock = matches!(v.as_str(), "1" | "true" | "yes")
                 }
                 "MYDATA_SANDBOX_SP_URL" => c.sandbox_sp_url = v,
+                "MYDATA_PACKAGE_MEMORY_MB" => {
+                    c.package_memory_mb = v.parse().map_err(|_| bad("expected MiB"))?
+                }
                 "MYDATA_WRITE_BEHIND_MS" => {
                     c.write_behind_ms = v.parse().map_err(|_| bad("expected milliseconds"))?
                 }
@@ -159,6 +167,9 @@ mod tests {
         assert_eq!(c.sandbox_sp_url, "http://127.0.0.1:9999");
         assert_eq!(c.database_url, "");
         assert_eq!(c.write_behind_ms, 10);
+        assert_eq!(c.package_memory_mb, 64);
+        let c = Config::load(None, [("MYDATA_PACKAGE_MEMORY_MB".into(), "0".into())]).unwrap();
+        assert_eq!(c.package_memory_mb, 0);
         let c = Config::load(None, [("MYDATA_WRITE_BEHIND_MS".into(), "0".into())]).unwrap();
         assert_eq!(c.write_behind_ms, 0);
         assert!(Config::load(None, [("MYDATA_WRITE_BEHIND_MS".into(), "-1".into())]).is_err());

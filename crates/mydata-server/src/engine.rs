@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -172,10 +171,6 @@ impl Platform {
             self.key
                 .keyed_hash(&[b"permission_ticket", ticket.as_bytes()]),
         )
-    }
-
-    fn package_dir(&self) -> PathBuf {
-        self.config.data_dir.join("packages")
     }
 
     /// Trust anchors for DP packages (the sandbox CA in sandbox mode). The sandbox CA is a
@@ -351,7 +346,7 @@ pub async fn undeliverable(
 /// old whose pair is reused, D19).
 pub fn forget(p: &Platform, tx: &TxRecord) -> ServerResult<()> {
     if let Some(rel) = &tx.package_path {
-        let _ = std::fs::remove_file(p.config.data_dir.join(rel));
+        p.packages.remove(rel);
     }
     p.revoke_transaction_tokens(&tx.id)?;
     p.store.delete_tx(&tx.id)
@@ -452,13 +447,8 @@ async fn fetch_and_package(
             outcome,
         });
     }
-    std::fs::create_dir_all(p.package_dir())
-        .map_err(|e| ServerError::Storage(format!("packages directory: {e}")))?;
-    let rel = format!("packages/{}.zip", tx.id);
-    let path = p.config.data_dir.join(&rel);
-    let file = std::fs::File::create(&path)
-        .map_err(|e| ServerError::Storage(format!("{}: {e}", path.display())))?;
-    let (_, _summary) = sp::build(file, packaging(&sp), datasets)?;
+    let (zip, _summary) = sp::build(std::io::Cursor::new(Vec::new()), packaging(&sp), datasets)?;
+    let rel = p.packages.put(&tx.id, zip.into_inner())?;
     let all_failed = results
         .iter()
         .all(|(_, _, c, _, _)| !matches!(c, DatasetCode::Delivered | DatasetCode::NoData));
@@ -602,9 +592,15 @@ pub fn take(p: &Platform, t: Take) -> ServerResult<DataAnswer> {
         .package_path
         .clone()
         .ok_or_else(|| ServerError::Internal("ready without a package".into()))?;
-    let path = p.config.data_dir.join(&rel);
-    let zip = std::fs::read(&path)
-        .map_err(|e| ServerError::Storage(format!("{}: {e}", path.display())))?;
+    let Some(zip) = p.packages.take(&rel)? else {
+        // Kept in memory and lost with a restart (D48): the transaction ends as one whose
+        // datasets all failed, rather than answering 500 until the purge.
+        log::warn!("transaction {}: its package is gone; ended with 504", tx.id);
+        tx.package_path = None;
+        end(p, &mut tx, ReturnCode::DpSystemError, now)?;
+        p.store.flush()?;
+        return Ok(DataAnswer::Status(flow::DataAnswer::AllFailed504));
+    };
     let key: SecretKey = p
         .key
         .open(
@@ -628,7 +624,6 @@ pub fn take(p: &Platform, t: Take) -> ServerResult<DataAnswer> {
         .and_then(|s| p.key.open(&format!("tx:{}:pid", tx.id), s).ok())
         .map(|pid| p.subject_hash(&pid))
         .unwrap_or_default();
-    let _ = std::fs::remove_file(&path);
     p.revoke_transaction_tokens(&tx.id)?;
     tx.state = state::TAKEN.into();
     tx.code = Some(201);
@@ -660,7 +655,7 @@ pub fn purge(p: &Platform) -> ServerResult<usize> {
     let due = p.store.txs_due(p.now())?;
     for tx in &due {
         if let Some(rel) = &tx.package_path {
-            let _ = std::fs::remove_file(p.config.data_dir.join(rel));
+            p.packages.remove(rel);
         }
         p.revoke_transaction_tokens(&tx.id)?;
         p.store.delete_tx(&tx.id)?;

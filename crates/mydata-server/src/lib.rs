@@ -14,6 +14,7 @@ pub mod dpcall;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod packages;
 pub mod platform;
 pub mod secrets;
 pub mod storage;

@@ -20,6 +20,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::engine::SourceIndex;
 use crate::error::{ServerError, ServerResult};
+use crate::packages::Packages;
 use crate::secrets::MasterKey;
 use crate::storage::{DpMethod, DpRecord, SpRecord, Store};
 
@@ -124,6 +125,8 @@ pub struct Platform {
     pub config: Config,
     /// Source IP → SPs that registered it, for the MyData-API (`engine::data`).
     pub sp_sources: SourceIndex,
+    /// SP packages waiting for their SP (memory, then files).
+    pub packages: Packages,
 }
 
 impl std::fmt::Debug for Platform {
@@ -176,6 +179,10 @@ impl Platform {
             auth.import(&t)?;
         }
         let sp_sources = SourceIndex::from_sps(&store.list_sps()?);
+        let packages = Packages::new(
+            config.data_dir.clone(),
+            config.package_memory_mb.saturating_mul(1 << 20),
+        );
         Ok(Platform {
             store,
             auth,
@@ -183,6 +190,7 @@ impl Platform {
             key,
             config,
             sp_sources,
+            packages,
         })
     }
 

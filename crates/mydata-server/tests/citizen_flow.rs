@@ -452,3 +452,64 @@ async fn poll_racing_the_sp_api_acknowledgement_gets_429() {
         "429 carries Retry-After: {seen:?}"
     );
 }
+
+/// Packages wait in memory (D48). One lost with a restart ends its transaction with 504
+/// instead of answering 500 until the purge.
+#[actix_web::test]
+async fn a_package_lost_from_memory_ends_with_504() {
+    let w = world().await;
+    let ids = pii_datasets(1);
+    let creds = w.register(PackagingMode::B, &ids);
+    let mut b = Browser::new(&w.srv.url);
+    let url = redirect_url(&w.srv.url, &creds, &ids, "tx-lost-1", CITIZEN, RETURN);
+    let (flow, page) = b.open(&url).await;
+    let p = b.through_basic(&flow, page, CITIZEN, "0770101").await;
+    let p = b
+        .submit(
+            &flow,
+            "pii",
+            &p.csrf(),
+            &[
+                ("nhi_card_number", "000018342761"),
+                ("household_number", "A2034517"),
+            ],
+        )
+        .await;
+    let a = b
+        .submit(&flow, "consent", &p.csrf(), &[("decision", "agree")])
+        .await;
+    assert_eq!(a.returned(&creds).0, 200);
+    let ticket = w.sp_api_calls()[0]["permission_ticket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Wait until packaged, without polling (a poll would take it).
+    let tx = loop {
+        let tx =
+            w.p.store
+                .find_tx(creds.client_id.as_str(), "tx-lost-1")
+                .unwrap()
+                .unwrap();
+        if tx.state == mydata_server::engine::state::READY {
+            break tx;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let path = tx.package_path.clone().unwrap();
+    assert!(path.starts_with("memory:"), "{path}");
+    assert!(w.p.packages.bytes_in_memory() > 0);
+    // What a restart does to it.
+    w.p.packages.remove(&path);
+    let (status, _) = poll_until_ready(&w.srv.url, &ticket, "tx-lost-1").await;
+    assert_eq!(status, 504);
+    let (status, _) = poll_until_ready(&w.srv.url, &ticket, "tx-lost-1").await;
+    assert_eq!(status, 504, "and stays so");
+    let tx =
+        w.p.store
+            .find_tx(creds.client_id.as_str(), "tx-lost-1")
+            .unwrap()
+            .unwrap();
+    assert_eq!(tx.state, mydata_server::engine::state::ENDED);
+    assert_eq!(tx.code, Some(504));
+    assert!(tx.pid_sealed.is_none() && tx.secret_key_sealed.is_none());
+}

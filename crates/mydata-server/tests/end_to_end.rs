@@ -257,6 +257,11 @@ async fn five_datasets_mode_b_slow_and_failing_then_replay_expiry_and_purge() {
         .map(|d| d.collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
+    assert_eq!(
+        w.p.packages.bytes_in_memory(),
+        0,
+        "no package left in memory"
+    );
     sp.running.stop().await;
 }
 

@@ -121,9 +121,12 @@ async fn poll(url: &str, ticket: &str) -> (u16, Option<String>, String) {
 async fn consent_fetch_package_take_and_purge() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(UnixTime(now_real()));
+    // Packages in files and writes straight to SQLite here (`package_memory_mb = 0`, the store
+    // without the write-behind layer); the other server tests run as `mydata serve` does.
     let config = Config {
         data_dir: dir.path().to_path_buf(),
         sandbox: true,
+        package_memory_mb: 0,
         ..Config::default()
     };
     let store = Arc::new(SqliteStore::open(&dir.path().join("mydata.sqlite")).unwrap());

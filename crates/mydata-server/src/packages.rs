@@ -1,0 +1,178 @@
+//! Where SP packages wait between packaging and the SP's poll (spec D48): in memory up to a
+//! byte budget, in files under `packages/` in the data directory beyond it.
+//!
+//! A package is written once, read once when the SP takes it, and deleted then or at the
+//! purge. Kept in memory, that is no file created, read and unlinked per transaction; the
+//! budget bounds the memory, and a package that does not fit goes to a file as before.
+//! A transaction records where its package is in `package_path`: `packages/{id}.zip` for a
+//! file (relative to the data directory), `memory:{id}` for memory. Packages in memory do not
+//! survive a restart; the MyData-API then answers as for a package that failed (engine).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use crate::error::{ServerError, ServerResult};
+
+/// The `package_path` prefix of a package kept in memory.
+const MEMORY: &str = "memory:";
+
+/// The packages waiting for their SP.
+#[derive(Debug)]
+pub struct Packages {
+    dir: PathBuf,
+    budget: usize,
+    mem: Mutex<Memory>,
+}
+
+#[derive(Debug, Default)]
+struct Memory {
+    bytes: usize,
+    map: HashMap<String, Vec<u8>>,
+}
+
+impl Packages {
+    /// Packages of the data directory `data_dir`, with up to `budget` bytes in memory (0 =
+    /// always files).
+    pub fn new(data_dir: PathBuf, budget: usize) -> Self {
+        Packages {
+            dir: data_dir,
+            budget,
+            mem: Mutex::new(Memory::default()),
+        }
+    }
+
+    fn mem(&self) -> std::sync::MutexGuard<'_, Memory> {
+        // Every update is complete before the guard drops; a poisoned lock is taken over.
+        self.mem.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps the package of transaction `id`; returns its `package_path`.
+    pub fn put(&self, id: &str, zip: Vec<u8>) -> ServerResult<String> {
+        {
+            let mut m = self.mem();
+            if m.bytes + zip.len() <= self.budget {
+                m.bytes += zip.len();
+                if let Some(old) = m.map.insert(id.to_string(), zip) {
+                    m.bytes -= old.len();
+                }
+                return Ok(format!("{MEMORY}{id}"));
+            }
+        }
+        let dir = self.dir.join("packages");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ServerError::Storage(format!("packages directory: {e}")))?;
+        let rel = format!("packages/{id}.zip");
+        let path = self.dir.join(&rel);
+        std::fs::write(&path, &zip)
+            .map_err(|e| ServerError::Storage(format!("{}: {e}", path.display())))?;
+        Ok(rel)
+    }
+
+    /// Takes the package at `package_path` out: it is gone from here on. `None` when it is not
+    /// there (a package in memory before a restart).
+    pub fn take(&self, package_path: &str) -> ServerResult<Option<Vec<u8>>> {
+        if let Some(id) = package_path.strip_prefix(MEMORY) {
+            let mut m = self.mem();
+            let zip = m.map.remove(id);
+            if let Some(z) = &zip {
+                m.bytes -= z.len();
+            }
+            return Ok(zip);
+        }
+        let path = self.file(package_path)?;
+        match std::fs::read(&path) {
+            Ok(zip) => {
+                let _ = std::fs::remove_file(&path);
+                Ok(Some(zip))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(ServerError::Storage(format!("{}: {e}", path.display()))),
+        }
+    }
+
+    /// Deletes the package at `package_path`, wherever it is.
+    pub fn remove(&self, package_path: &str) {
+        if let Some(id) = package_path.strip_prefix(MEMORY) {
+            let mut m = self.mem();
+            if let Some(z) = m.map.remove(id) {
+                m.bytes -= z.len();
+            }
+        } else if let Ok(path) = self.file(package_path) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Bytes of packages in memory.
+    pub fn bytes_in_memory(&self) -> usize {
+        self.mem().bytes
+    }
+
+    /// The file of a `package_path`: only `packages/<name>.zip`, never anything else of the
+    /// data directory or outside it (the path comes from storage).
+    fn file(&self, rel: &str) -> ServerResult<PathBuf> {
+        let name = rel
+            .strip_prefix("packages/")
+            .filter(|n| {
+                n.ends_with(".zip")
+                    && !n.is_empty()
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                    && !n.starts_with('.')
+            })
+            .ok_or_else(|| ServerError::Storage(format!("bad package path {rel:?}")))?;
+        Ok(self.dir.join("packages").join(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_up_to_the_budget_then_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Packages::new(dir.path().to_path_buf(), 10);
+        let a = p.put("a", vec![1; 6]).unwrap();
+        assert_eq!(a, "memory:a");
+        let b = p.put("b", vec![2; 6]).unwrap();
+        assert_eq!(b, "packages/b.zip");
+        assert!(dir.path().join("packages/b.zip").is_file());
+        assert_eq!(p.bytes_in_memory(), 6);
+        assert_eq!(p.take(&a).unwrap().unwrap(), vec![1; 6]);
+        assert_eq!(p.bytes_in_memory(), 0);
+        assert!(p.take(&a).unwrap().is_none(), "taken once");
+        assert_eq!(p.take(&b).unwrap().unwrap(), vec![2; 6]);
+        assert!(!dir.path().join("packages/b.zip").exists());
+        assert!(p.take(&b).unwrap().is_none());
+        // Room again: memory.
+        let c = p.put("c", vec![3; 10]).unwrap();
+        assert_eq!(c, "memory:c");
+        p.remove(&c);
+        assert_eq!(p.bytes_in_memory(), 0);
+        // Budget 0: always files.
+        let f = Packages::new(dir.path().to_path_buf(), 0);
+        assert_eq!(f.put("d", vec![4]).unwrap(), "packages/d.zip");
+        f.remove("packages/d.zip");
+        assert!(!dir.path().join("packages/d.zip").exists());
+    }
+
+    #[test]
+    fn a_path_outside_packages_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("master.key"), b"k").unwrap();
+        let p = Packages::new(dir.path().to_path_buf(), 0);
+        for bad in [
+            "master.key",
+            "packages/../master.key",
+            "/etc/passwd",
+            "packages/",
+            "packages/.zip",
+            "packages/a/b.zip",
+        ] {
+            assert!(p.take(bad).is_err(), "{bad}");
+            p.remove(bad);
+        }
+        assert!(dir.path().join("master.key").is_file());
+    }
+}
