@@ -654,7 +654,14 @@ pub fn verify<R: Read + Seek>(reader: R, opts: &VerifyOptions<'_>) -> Result<Ver
     if let Some(extra) = data.keys().find(|k| !seen.contains(k.as_str())) {
         return Err(Error::ExtraFile(extra.clone()));
     }
-    let mut buf = vec![0u8; CHUNK];
+    // A buffer as large as the largest entry, between 8 KiB and CHUNK: a package of small
+    // files (the usual case) does not allocate and zero CHUNK bytes per verification.
+    let largest = listed
+        .iter()
+        .map(|l| data[&l.filename].size)
+        .max()
+        .unwrap_or(0);
+    let mut buf = vec![0u8; (largest.min(CHUNK as u64) as usize).max(8 * 1024)];
     let mut total = 0u64;
     let mut files = Vec::with_capacity(listed.len());
     for l in listed {

@@ -13,7 +13,7 @@ use super::dp::{self, VerifiedPackage, VerifyOptions};
 use super::manifest::{self, SpManifestEntry};
 use super::names::MANIFEST;
 use super::window::Window;
-use super::{CHUNK, read_small, scan, zip_io};
+use super::{read_small, scan, zip_io};
 use crate::codes::DatasetCode;
 use crate::error::{Error, Result};
 use crate::ids::ResourceId;
@@ -102,20 +102,13 @@ pub fn build<W: Write + Seek>(
         .compression_method(zip::CompressionMethod::Stored)
         .large_file(true);
     let mut lines = Vec::with_capacity(datasets.len());
-    let mut buf = vec![0u8; CHUNK];
     for d in datasets {
         let (filename, code) = match d.outcome {
             Outcome::Package(r) if !withheld => {
                 let name = format!("{}.zip", d.resource_id);
                 zip.start_file(name.as_str(), stored)
                     .map_err(|e| Error::Zip(e.to_string()))?;
-                loop {
-                    let n = r.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    zip.write_all(&buf[..n])?;
-                }
+                std::io::copy(r, &mut zip)?;
                 (name, DatasetCode::Delivered)
             }
             Outcome::Package(_) => (String::new(), DatasetCode::Delivered),
