@@ -1,6 +1,7 @@
 //! The platform's state and operations shared by the HTTP layer, the CLI and background tasks.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use mydata_protocol::catalogue::{Catalogue, sandbox_resource_secret};
 use mydata_protocol::date::UnixTime;
@@ -127,7 +128,12 @@ pub struct Platform {
     pub sp_sources: SourceIndex,
     /// SP packages waiting for their SP (memory, then files).
     pub packages: Packages,
+    /// SP secrets opened, by `client_id`, with the sealed values they were opened from.
+    opened: Mutex<HashMap<String, (SealedSecrets, SpSecrets)>>,
 }
+
+/// The sealed secrets of an SP record, as stored.
+type SealedSecrets = (String, String, Option<String>);
 
 impl std::fmt::Debug for Platform {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -191,6 +197,7 @@ impl Platform {
             config,
             sp_sources,
             packages,
+            opened: Mutex::new(HashMap::new()),
         })
     }
 
@@ -409,7 +416,27 @@ impl Platform {
     }
 
     /// Opens an SP's sealed secrets.
+    ///
+    /// Opened once per registration and kept (every page of a flow and every delivery needs
+    /// them); a record whose sealed values changed is opened again.
     pub fn sp_secrets(&self, sp: &SpRecord) -> ServerResult<SpSecrets> {
+        let sealed: SealedSecrets = (
+            sp.client_secret_sealed.clone(),
+            sp.cbc_iv_sealed.clone(),
+            sp.api_key_sealed.clone(),
+        );
+        let mut opened = self.opened.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((s, secrets)) = opened.get(&sp.client_id)
+            && *s == sealed
+        {
+            return Ok(secrets.clone());
+        }
+        let secrets = self.open_sp_secrets(sp)?;
+        opened.insert(sp.client_id.clone(), (sealed, secrets.clone()));
+        Ok(secrets)
+    }
+
+    fn open_sp_secrets(&self, sp: &SpRecord) -> ServerResult<SpSecrets> {
         let id = &sp.client_id;
         Ok(SpSecrets {
             client_secret: self

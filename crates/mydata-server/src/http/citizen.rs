@@ -21,13 +21,15 @@ use crate::citizen::{Channel, Citizen};
 
 /// Mounts the citizen pages.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/service/{client_id}/{resources}/{tx_id}",
-        web::get().to(redirect),
-    )
-    .route("/flow/{id}", web::get().to(page))
-    .route("/flow/{id}/{action}", web::post().to(post))
-    .route("/static/mydata.css", web::get().to(css));
+    // The flow's routes first: a request is matched against the patterns in order, and the
+    // pages of a flow are most of the requests.
+    cfg.route("/flow/{id}/{action}", web::post().to(post))
+        .route("/flow/{id}", web::get().to(page))
+        .route(
+            "/service/{client_id}/{resources}/{tx_id}",
+            web::get().to(redirect),
+        )
+        .route("/static/mydata.css", web::get().to(css));
 }
 
 const CSS: &str = include_str!("../../static/mydata.css");

@@ -13,17 +13,85 @@ use crate::error::{ServerError, ServerResult};
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
+/// How often the checkpointer thread copies the WAL into the database file.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
 #[derive(Debug)]
 struct Pragmas;
 
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        // No automatic checkpoint: it would run inside a commit, and its fsync would stall the
+        // writer (and every flow waiting for a commit) for tens of milliseconds. The
+        // checkpointer thread does it instead (`Checkpointer`).
         conn.batch_execute(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
              PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
-             PRAGMA secure_delete = ON;",
+             PRAGMA secure_delete = ON; PRAGMA wal_autocheckpoint = 0;",
         )
         .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// A thread that runs a passive checkpoint every [`CHECKPOINT_EVERY`] on a connection of its
+/// own, beside the writer rather than inside its commits. It stops when the last clone of the
+/// store is dropped.
+struct Checkpointer {
+    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Checkpointer {
+    fn start(pool: Pool<ConnectionManager<SqliteConnection>>) -> ServerResult<Self> {
+        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let s = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("mydata-sqlite-checkpoint".into())
+            .spawn(move || {
+                let (lock, cv) = &*s;
+                let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                while !*stopped {
+                    stopped = cv
+                        .wait_timeout(stopped, CHECKPOINT_EVERY)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    if *stopped {
+                        break;
+                    }
+                    drop(stopped);
+                    let r = pool
+                        .get()
+                        .map_err(|e| e.to_string())
+                        .and_then(|mut c| {
+                            c.batch_execute("PRAGMA wal_checkpoint(PASSIVE);")
+                                .map_err(|e| e.to_string())
+                        });
+                    if let Err(e) = r {
+                        log::warn!("SQLite checkpoint: {e}");
+                    }
+                    stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                }
+            })
+            .map_err(|e| ServerError::Internal(format!("checkpoint thread: {e}")))?;
+        Ok(Checkpointer {
+            stop,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        *self.stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.stop.1.notify_all();
+        if let Some(t) = self
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = t.join();
+        }
     }
 }
 
@@ -35,6 +103,8 @@ pub struct SqliteStore {
     /// meet `SQLITE_BUSY` and sleep in the busy handler on the HTTP workers (measured as the
     /// largest stall under the flow_load bench). Readers do not take it (WAL).
     writer: Arc<Mutex<()>>,
+    /// The checkpointer thread of a database file (`None` in memory).
+    _checkpointer: Option<Arc<Checkpointer>>,
 }
 
 /// A pooled connection held with the writer lock.
@@ -83,9 +153,15 @@ impl SqliteStore {
             .connection_customizer(Box::new(Pragmas))
             .build(ConnectionManager::<SqliteConnection>::new(url))
             .map_err(|e| ServerError::Storage(e.to_string()))?;
+        let checkpointer = if url == ":memory:" {
+            None
+        } else {
+            Some(Arc::new(Checkpointer::start(pool.clone())?))
+        };
         let store = SqliteStore {
             pool,
             writer: Arc::new(Mutex::new(())),
+            _checkpointer: checkpointer,
         };
         store
             .conn()?
@@ -126,6 +202,41 @@ mod tests {
     #[test]
     fn shared_suite_on_sqlite_memory() {
         super::super::suite::run_all(&super::SqliteStore::in_memory().unwrap());
+    }
+
+    #[test]
+    fn the_checkpointer_keeps_the_wal_from_growing() {
+        use super::super::Store;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let store = super::SqliteStore::open(&path).unwrap();
+        let wal = dir.path().join("db.sqlite-wal");
+        // Rows written in rounds; between rounds the checkpointer copies the WAL into the
+        // database, and the writer then starts the WAL over instead of growing it.
+        let mut sizes = Vec::new();
+        for round in 0..6 {
+            for i in 0..200 {
+                let tx = super::super::suite::sample_tx(
+                    &format!("t-{round}-{i}"),
+                    "CLI.AAAAAAAAAA",
+                    &format!("tx-{round}-{i}"),
+                    1000,
+                );
+                store.insert_tx(&tx).unwrap();
+            }
+            std::thread::sleep(super::CHECKPOINT_EVERY * 3);
+            sizes.push(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        }
+        let first = sizes[0].max(1);
+        assert!(
+            sizes.iter().all(|s| *s <= first * 2),
+            "the WAL keeps growing: {sizes:?}"
+        );
+        // The rows are in the database file itself once checkpointed.
+        drop(store);
+        assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
+        let again = super::SqliteStore::open(&path).unwrap();
+        assert_eq!(again.find_tx_any("tx-5-199").unwrap().len(), 1);
     }
 
     #[test]
