@@ -240,7 +240,7 @@ fn open(config: Config) -> CliResult<Platform> {
     open_clocked(config, Arc::new(SystemClock), false)
 }
 
-/// Opens the platform; `serving` = for `mydata serve` (the write-behind store, spec D48), else
+/// Opens the platform; `serving` = for `mydata serve` (the write-behind store, spec D47), else
 /// for a one-shot operator command that writes straight to the database.
 fn open_clocked(
     config: Config,
@@ -344,7 +344,7 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         srv.await
     })?;
-    // Stopped (SIGINT/SIGTERM): commit what the write-behind store still holds (spec D48).
+    // Stopped (SIGINT/SIGTERM): commit what the write-behind store still holds (spec D47).
     if let Err(e) = store.flush() {
         eprintln!("mydata: writes not committed at shutdown: {e}");
         return Ok(1);

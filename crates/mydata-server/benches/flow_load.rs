@@ -198,7 +198,7 @@ fn serve_child(args: &[String]) -> Result<(), BoxError> {
         sandbox: true,
         ..Config::default()
     };
-    // The store `mydata serve` opens: SQLite behind the write-behind layer (spec D48), with
+    // The store `mydata serve` opens: SQLite behind the write-behind layer (spec D47), with
     // `MYDATA_WRITE_BEHIND_MS` honoured (0 = write-through) for comparisons.
     let mut config = config;
     if let Ok(ms) = std::env::var("MYDATA_WRITE_BEHIND_MS") {

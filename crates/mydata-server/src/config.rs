@@ -48,12 +48,12 @@ pub struct Config {
     /// `sp_api_url` when they are registered (`fixtures/sandbox.json`).
     pub sandbox_sp_url: String,
     /// `mydata serve` keeps live transactions in memory and commits their writes in batches,
-    /// at most this many milliseconds after the first write of a batch (spec D48); the ticket
+    /// at most this many milliseconds after the first write of a batch (spec D47); the ticket
     /// handed to an SP and the taking of a package are committed before they are seen. 0 =
     /// every write goes to the database at once. `MYDATA_WRITE_BEHIND_MS`.
     pub write_behind_ms: u64,
     /// SP packages waiting for their SP are kept in memory up to this many MiB in all, in
-    /// files under `packages/` in the data directory beyond it (spec D48); 0 = always files.
+    /// files under `packages/` in the data directory beyond it (spec D47); 0 = always files.
     /// `MYDATA_PACKAGE_MEMORY_MB`.
     pub package_memory_mb: usize,
 }

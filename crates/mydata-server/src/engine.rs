@@ -231,7 +231,7 @@ pub async fn consent(
     tx.consent_at = Some(now.0);
     tx.purge_at = now.0 + RETENTION_SECS;
     p.store.update_tx(&tx)?;
-    // Committed before the SP holds the ticket (D48): a crash after the call must not forget a
+    // Committed before the SP holds the ticket (D47): a crash after the call must not forget a
     // ticket that is out. The wait is off the HTTP worker.
     let store = p.store.clone();
     actix_web::web::block(move || store.flush())
@@ -584,7 +584,7 @@ pub fn data_decide(
 
 /// The second half of a 200 on `GET /service/data`: reads the package, encrypts it for the SP,
 /// deletes it and the transaction's personal data, records the delivery and commits all that
-/// before the JWE is returned (D25, D37, D48). Blocking: file I/O and a flush.
+/// before the JWE is returned (D25, D37, D47). Blocking: file I/O and a flush.
 pub fn take(p: &Platform, t: Take) -> ServerResult<DataAnswer> {
     let Take { mut tx, sp, now } = t;
     let sp = &sp;
@@ -593,7 +593,7 @@ pub fn take(p: &Platform, t: Take) -> ServerResult<DataAnswer> {
         .clone()
         .ok_or_else(|| ServerError::Internal("ready without a package".into()))?;
     let Some(zip) = p.packages.take(&rel)? else {
-        // Kept in memory and lost with a restart (D48): the transaction ends as one whose
+        // Kept in memory and lost with a restart (D47): the transaction ends as one whose
         // datasets all failed, rather than answering 500 until the purge.
         log::warn!("transaction {}: its package is gone; ended with 504", tx.id);
         tx.package_path = None;
@@ -644,7 +644,7 @@ pub fn take(p: &Platform, t: Take) -> ServerResult<DataAnswer> {
         case_number: tx.case_number.clone(),
         identity_method: tx.identity_method.clone(),
     })?;
-    // The taking and its transfer record are committed before the package is served (D48).
+    // The taking and its transfer record are committed before the package is served (D47).
     p.store.flush()?;
     Ok(DataAnswer::Ready(jwe))
 }

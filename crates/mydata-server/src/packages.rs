@@ -1,4 +1,4 @@
-//! Where SP packages wait between packaging and the SP's poll (spec D48): in memory up to a
+//! Where SP packages wait between packaging and the SP's poll (spec D47): in memory up to a
 //! byte budget, in files under `packages/` in the data directory beyond it.
 //!
 //! A package is written once, read once when the SP takes it, and deleted then or at the

@@ -453,7 +453,7 @@ async fn poll_racing_the_sp_api_acknowledgement_gets_429() {
     );
 }
 
-/// Packages wait in memory (D48). One lost with a restart ends its transaction with 504
+/// Packages wait in memory (D47). One lost with a restart ends its transaction with 504
 /// instead of answering 500 until the purge.
 #[actix_web::test]
 async fn a_package_lost_from_memory_ends_with_504() {

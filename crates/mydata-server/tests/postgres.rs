@@ -106,7 +106,7 @@ fn shared_suite_on_postgres() {
 
 #[test]
 fn shared_suite_on_postgres_through_the_write_behind_store() {
-    // `mydata serve` puts the database behind the write-behind store (spec D48); the suite
+    // `mydata serve` puts the database behind the write-behind store (spec D47); the suite
     // holds through it, and what it committed is in PostgreSQL.
     let db = ScratchDb::new();
     let pg = Arc::new(PgStore::open(&db.url).unwrap());

@@ -1,4 +1,4 @@
-//! Live transactions in memory, writes behind (spec D48).
+//! Live transactions in memory, writes behind (spec D47).
 //!
 //! [`HotStore`] wraps a database backend for `mydata serve`. A citizen flow reads and rewrites
 //! its transaction on every page and every poll; written through, each of those was a database

@@ -288,7 +288,7 @@ pub fn open(database_url: &str, data_dir: &Path) -> ServerResult<Arc<dyn Store>>
 }
 
 /// The store of `mydata serve`: [`open`], wrapped in [`hot::HotStore`] unless
-/// `write_behind_ms` is 0 (spec D48).
+/// `write_behind_ms` is 0 (spec D47).
 pub fn open_server(config: &crate::config::Config) -> ServerResult<Arc<dyn Store>> {
     let db = open(&config.database_url, &config.data_dir)?;
     if config.write_behind_ms == 0 {

@@ -160,7 +160,7 @@ pub async fn world_with(behaviours: &[(&str, mydata_dp::sandbox::Behaviour)]) ->
         ..Config::default()
     };
     // The store `mydata serve` uses: SQLite in the data directory behind the write-behind
-    // layer (spec D48).
+    // layer (spec D47).
     let store = mydata_server::storage::open_server(&config).unwrap();
     let p = Arc::new(
         Platform::new(
