@@ -268,7 +268,7 @@ fn coalesce(ops: Vec<(u64, Write)>) -> (Vec<Write>, Vec<String>) {
     enum Slot {
         Tx(String),
         Token(String),
-        Other(Write),
+        Other(Box<Write>),
     }
     let mut slots: Vec<Slot> = Vec::new();
     let mut plans: HashMap<String, TxPlan> = HashMap::new();
@@ -320,7 +320,7 @@ fn coalesce(ops: Vec<(u64, Write)>) -> (Vec<Write>, Vec<String>) {
             }
             Write::DeleteToken(h) => match tokens.get_mut(&h) {
                 Some(slot @ Some(Write::InsertToken(_))) => *slot = None,
-                _ => slots.push(Slot::Other(Write::DeleteToken(h))),
+                _ => slots.push(Slot::Other(Box::new(Write::DeleteToken(h)))),
             },
             Write::DeleteTokensOfTx(tx) => {
                 for w in tokens.values_mut() {
@@ -328,9 +328,9 @@ fn coalesce(ops: Vec<(u64, Write)>) -> (Vec<Write>, Vec<String>) {
                         *w = None;
                     }
                 }
-                slots.push(Slot::Other(Write::DeleteTokensOfTx(tx)));
+                slots.push(Slot::Other(Box::new(Write::DeleteTokensOfTx(tx))));
             }
-            w @ Write::InsertTransfer(_) => slots.push(Slot::Other(w)),
+            w @ Write::InsertTransfer(_) => slots.push(Slot::Other(Box::new(w))),
         }
     }
     let touched: Vec<String> = plans.keys().cloned().collect();
@@ -352,7 +352,7 @@ fn coalesce(ops: Vec<(u64, Write)>) -> (Vec<Write>, Vec<String>) {
                     out.push(w);
                 }
             }
-            Slot::Other(w) => out.push(w),
+            Slot::Other(w) => out.push(*w),
         }
     }
     (out, touched)

@@ -59,13 +59,10 @@ impl Checkpointer {
                         break;
                     }
                     drop(stopped);
-                    let r = pool
-                        .get()
-                        .map_err(|e| e.to_string())
-                        .and_then(|mut c| {
-                            c.batch_execute("PRAGMA wal_checkpoint(PASSIVE);")
-                                .map_err(|e| e.to_string())
-                        });
+                    let r = pool.get().map_err(|e| e.to_string()).and_then(|mut c| {
+                        c.batch_execute("PRAGMA wal_checkpoint(PASSIVE);")
+                            .map_err(|e| e.to_string())
+                    });
                     if let Err(e) = r {
                         log::warn!("SQLite checkpoint: {e}");
                     }
@@ -84,12 +81,7 @@ impl Drop for Checkpointer {
     fn drop(&mut self) {
         *self.stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.stop.1.notify_all();
-        if let Some(t) = self
-            .thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = t.join();
         }
     }
