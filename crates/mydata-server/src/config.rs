@@ -7,6 +7,9 @@ use serde::Deserialize;
 
 use crate::error::{ServerError, ServerResult};
 
+/// The largest `write_behind_ms`: a longer window would only widen what a crash can lose.
+pub const MAX_WRITE_BEHIND_MS: u64 = 1_000;
+
 /// The server's configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -50,7 +53,7 @@ pub struct Config {
     /// `mydata serve` keeps live transactions in memory and commits their writes in batches,
     /// at most this many milliseconds after the first write of a batch (spec D47); the ticket
     /// handed to an SP and the taking of a package are committed before they are seen. 0 =
-    /// every write goes to the database at once. `MYDATA_WRITE_BEHIND_MS`.
+    /// every write goes to the database at once; at most 1,000. `MYDATA_WRITE_BEHIND_MS`.
     pub write_behind_ms: u64,
     /// SP packages waiting for their SP are kept in memory up to this many MiB in all, in
     /// files under `packages/` in the data directory beyond it (spec D47); 0 = always files.
@@ -122,6 +125,11 @@ impl Config {
                 _ => {}
             }
         }
+        if c.write_behind_ms > MAX_WRITE_BEHIND_MS {
+            return Err(ServerError::Config(format!(
+                "write_behind_ms: at most {MAX_WRITE_BEHIND_MS}"
+            )));
+        }
         c.public_url = c.public_url.trim_end_matches('/').to_string();
         c.sandbox_sp_url = c.sandbox_sp_url.trim_end_matches('/').to_string();
         Ok(c)
@@ -173,6 +181,7 @@ mod tests {
         let c = Config::load(None, [("MYDATA_WRITE_BEHIND_MS".into(), "0".into())]).unwrap();
         assert_eq!(c.write_behind_ms, 0);
         assert!(Config::load(None, [("MYDATA_WRITE_BEHIND_MS".into(), "-1".into())]).is_err());
+        assert!(Config::load(None, [("MYDATA_WRITE_BEHIND_MS".into(), "1001".into())]).is_err());
         std::fs::write(&p, "database_url = \"postgres://127.0.0.1/a\"\n").unwrap();
         assert_eq!(
             Config::load(Some(&p), []).unwrap().database_url,

@@ -464,17 +464,7 @@ async fn a_package_lost_from_memory_ends_with_504() {
     let url = redirect_url(&w.srv.url, &creds, &ids, "tx-lost-1", CITIZEN, RETURN);
     let (flow, page) = b.open(&url).await;
     let p = b.through_basic(&flow, page, CITIZEN, "0770101").await;
-    let p = b
-        .submit(
-            &flow,
-            "pii",
-            &p.csrf(),
-            &[
-                ("nhi_card_number", "000018342761"),
-                ("household_number", "A2034517"),
-            ],
-        )
-        .await;
+    let p = b.two_documents(&flow, &p.csrf()).await;
     let a = b
         .submit(&flow, "consent", &p.csrf(), &[("decision", "agree")])
         .await;

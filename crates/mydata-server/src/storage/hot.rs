@@ -456,8 +456,6 @@ impl Shared {
             drop(st);
             self.done.notify_all();
         }
-        lock(&self.state).dead = true;
-        self.done.notify_all();
     }
 }
 
@@ -476,7 +474,15 @@ impl HotStore {
         let s = shared.clone();
         let writer = std::thread::Builder::new()
             .name("mydata-write-behind".into())
-            .spawn(move || s.run())
+            .spawn(move || {
+                // However the loop ends, a waiting flush must learn that nothing more will be
+                // committed rather than wait for ever.
+                if std::panic::catch_unwind(AssertUnwindSafe(|| s.run())).is_err() {
+                    log::error!("write-behind: the writer thread panicked");
+                }
+                lock(&s.state).dead = true;
+                s.done.notify_all();
+            })
             .map_err(|e| ServerError::Internal(format!("write-behind thread: {e}")))?;
         Ok(HotStore {
             shared,
@@ -884,19 +890,7 @@ mod tests {
 
     #[test]
     fn a_batch_keeps_only_the_last_version_and_drops_short_lived_tokens() {
-        let t = |h: &str, tx: &str| TokenRecord {
-            token_hash: h.into(),
-            tx_id: tx.into(),
-            client_id: "CLI.AAAAAAAAAA".into(),
-            resource_id: "API.AAAAAAAAAA".into(),
-            transaction_uid: "u".into(),
-            scope: "s".into(),
-            sub: "sub".into(),
-            uid: "A120345672".into(),
-            claims: "{}".into(),
-            iat: 1,
-            exp: 2,
-        };
+        let t = |h: &str, tx: &str| suite::token(h, tx, 2);
         let a = suite::sample_tx("a", "CLI.AAAAAAAAAA", "tx-a", 1000);
         let mut a2 = a.clone();
         a2.state = "authenticated".into();

@@ -42,7 +42,8 @@ pub fn sample_sp(id: &str) -> SpRecord {
     }
 }
 
-fn token(hash: &str, tx: &str, exp: i64) -> TokenRecord {
+/// A sample token of transaction `tx`, expiring at `exp`.
+pub fn token(hash: &str, tx: &str, exp: i64) -> TokenRecord {
     TokenRecord {
         token_hash: hash.into(),
         tx_id: tx.into(),
