@@ -322,6 +322,13 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
     );
     let store = platform.store.clone();
     actix_web::rt::System::new().block_on(async move {
+        // DP calls that a stop interrupted, and packages lost from memory, are fetched again
+        // (spec D47).
+        match mydata_server::engine::resume(&platform) {
+            Ok(0) => {}
+            Ok(n) => eprintln!("mydata: resumed {n} transactions"),
+            Err(e) => eprintln!("mydata: resuming transactions failed: {e}"),
+        }
         let sweeper = platform.clone();
         actix_web::rt::spawn(async move {
             let mut tick = actix_web::rt::time::interval(Duration::from_secs(60));

@@ -270,6 +270,54 @@ thread_local! {
         .finish();
 }
 
+/// After a restart (spec D47): the transactions whose DP calls were running when the process
+/// stopped (state `fetching`), and the ready ones whose package was kept in memory and is gone
+/// with it, are fetched again: their old tokens are revoked, the DPs are called anew and the
+/// package is rebuilt, under the ticket the SP already holds. One whose citizen claims or SP
+/// registration cannot be had ends with 504. Returns how many were resumed. Call it on the actix
+/// runtime, before serving: the DP calls are spawned on it.
+pub fn resume(p: &Arc<Platform>) -> ServerResult<usize> {
+    let mut todo = p.store.txs_in_state(state::FETCHING)?;
+    for tx in p.store.txs_in_state(state::READY)? {
+        if tx
+            .package_path
+            .as_deref()
+            .is_some_and(|path| !p.packages.holds(path))
+        {
+            todo.push(tx);
+        }
+    }
+    let mut resumed = 0;
+    for mut tx in todo {
+        let citizen = tx
+            .citizen_sealed
+            .as_deref()
+            .and_then(|s| p.key.open(&format!("tx:{}:citizen", tx.id), s).ok())
+            .and_then(|json| serde_json::from_str::<CitizenClaims>(&json).ok());
+        let sp = p.store.get_sp(&tx.client_id)?;
+        p.revoke_transaction_tokens(&tx.id)?;
+        let (Some(citizen), Some(sp)) = (citizen, sp) else {
+            log::warn!("transaction {}: cannot be resumed; ended with 504", tx.id);
+            tx.package_path = None;
+            end(p, &mut tx, ReturnCode::DpSystemError, p.now())?;
+            continue;
+        };
+        tx.state = state::FETCHING.into();
+        tx.code = Some(200);
+        tx.package_path = None;
+        tx.datasets = "[]".into();
+        p.store.update_tx(&tx)?;
+        let p2 = p.clone();
+        actix_web::rt::spawn(async move {
+            if let Err(e) = fetch_and_package(p2, tx, citizen, sp).await {
+                log::error!("packaging failed: {e}");
+            }
+        });
+        resumed += 1;
+    }
+    Ok(resumed)
+}
+
 /// Posts an SP-API body (§7); whether the SP answered 200 or 201 (D22). The worker thread's
 /// client keeps an SP's connection for the next transaction ([`SP_API_IDLE_KEEP`]).
 async fn post_sp_api(sp: &SpRecord, body: &SpApiBody) -> bool {

@@ -103,6 +103,15 @@ impl Packages {
         }
     }
 
+    /// Whether the package at `package_path` is here (a package in memory is not after a
+    /// restart).
+    pub fn holds(&self, package_path: &str) -> bool {
+        match package_path.strip_prefix(MEMORY) {
+            Some(id) => self.mem().map.contains_key(id),
+            None => self.file(package_path).is_ok_and(|f| f.is_file()),
+        }
+    }
+
     /// Bytes of packages in memory.
     pub fn bytes_in_memory(&self) -> usize {
         self.mem().bytes
@@ -139,7 +148,10 @@ mod tests {
         assert_eq!(b, "packages/b.zip");
         assert!(dir.path().join("packages/b.zip").is_file());
         assert_eq!(p.bytes_in_memory(), 6);
+        assert!(p.holds(&a) && p.holds(&b));
+        assert!(!p.holds("memory:zz") && !p.holds("packages/zz.zip") && !p.holds("x"));
         assert_eq!(p.take(&a).unwrap().unwrap(), vec![1; 6]);
+        assert!(!p.holds(&a));
         assert_eq!(p.bytes_in_memory(), 0);
         assert!(p.take(&a).unwrap().is_none(), "taken once");
         assert_eq!(p.take(&b).unwrap().unwrap(), vec![2; 6]);

@@ -778,6 +778,12 @@ impl Store for HotStore {
         Ok(self.state().overlay(db, |r| r.purge_at <= now.0))
     }
 
+    fn txs_in_state(&self, state: &str) -> ServerResult<Vec<TxRecord>> {
+        self.flush()?;
+        let db = self.inner().txs_in_state(state)?;
+        Ok(self.state().overlay(db, |r| r.state == state))
+    }
+
     fn delete_tx(&self, id: &str) -> ServerResult<()> {
         let first = self.state().put(id, None, Write::DeleteTx(id.to_string()));
         self.wake(first);
@@ -1094,6 +1100,9 @@ mod tests {
         }
         fn txs_due(&self, now: UnixTime) -> ServerResult<Vec<TxRecord>> {
             self.0.txs_due(now)
+        }
+        fn txs_in_state(&self, s: &str) -> ServerResult<Vec<TxRecord>> {
+            self.0.txs_in_state(s)
         }
         fn delete_tx(&self, id: &str) -> ServerResult<()> {
             self.0.delete_tx(id)

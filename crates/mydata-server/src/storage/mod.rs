@@ -227,6 +227,8 @@ pub trait Store: Send + Sync + 'static {
     fn find_tx_by_ticket(&self, ticket_hash: &str) -> ServerResult<Option<TxRecord>>;
     /// Transactions with `purge_at <= now`.
     fn txs_due(&self, now: UnixTime) -> ServerResult<Vec<TxRecord>>;
+    /// Transactions in flow state `state` (a scan; for start-up, [`crate::engine::resume`]).
+    fn txs_in_state(&self, state: &str) -> ServerResult<Vec<TxRecord>>;
     /// Deletes a transaction row.
     fn delete_tx(&self, id: &str) -> ServerResult<()>;
     /// Appends a transfer record.

@@ -257,6 +257,15 @@ macro_rules! store_impl {
                         .map_err(db)
                 }
 
+                fn txs_in_state(&self, state: &str) -> ServerResult<Vec<TxRecord>> {
+                    transactions::table
+                        .filter(transactions::state.eq(state))
+                        .select(TxRow::as_select())
+                        .load(&mut self.$read()?)
+                        .map(|v| v.into_iter().map(TxRecord::from).collect())
+                        .map_err(db)
+                }
+
                 fn delete_tx(&self, id: &str) -> ServerResult<()> {
                     diesel::delete(transactions::table.find(id))
                         .execute(&mut *self.$write()?)

@@ -165,6 +165,15 @@ fn transactions(s: &dyn Store) {
         .map(|t| t.id)
         .collect();
     assert_eq!(due, vec!["t-a"]);
+    let taken: Vec<_> = s
+        .txs_in_state("taken")
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(taken, vec!["t-a"]);
+    assert_eq!(s.txs_in_state("redirected").unwrap().len(), 1);
+    assert!(s.txs_in_state("fetching").unwrap().is_empty());
     s.delete_tx("t-a").unwrap();
     assert!(s.get_tx("t-a").unwrap().is_none());
     s.delete_tx("t-c").unwrap();
