@@ -2,6 +2,8 @@
 //! the sandbox DP, the SP package, the MyData-API (429 → 200 JWE → 201), mode A with a failing
 //! dataset, a failing SP-API (410), and the purge (issue 3, items 4–6).
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
 use actix_web::{App, HttpResponse, HttpServer, web};
@@ -9,9 +11,9 @@ use mydata_dp::sandbox::{self, Behaviour, SandboxConfig};
 use mydata_protocol::catalogue::Catalogue;
 use mydata_protocol::codes::ReturnCode;
 use mydata_protocol::date::UnixTime;
-use mydata_protocol::ids::{ClientId, SecretKey};
+use mydata_protocol::ids::SecretKey;
 use mydata_protocol::jwe::{self, JweMode};
-use mydata_protocol::package::dp::{TrustAnchors, VerifyOptions};
+use mydata_protocol::package::dp::VerifyOptions;
 use mydata_protocol::package::sp::{self, PackagingMode};
 use mydata_protocol::param::{ParamCipher, ParamMode};
 use mydata_server::auth::CitizenClaims;
@@ -19,7 +21,7 @@ use mydata_server::clock::{Clock, ManualClock};
 use mydata_server::config::Config;
 use mydata_server::engine::{self, state};
 use mydata_server::http::spawn;
-use mydata_server::platform::{NewSp, Platform, SANDBOX_CATALOGUE, SANDBOX_ROOT_CA};
+use mydata_server::platform::{NewSp, Platform, SANDBOX_CATALOGUE};
 use mydata_server::secrets::MasterKey;
 use mydata_server::storage::TxRecord;
 use mydata_server::storage::sqlite::SqliteStore;
@@ -63,43 +65,11 @@ fn now_real() -> i64 {
 }
 
 fn tx(p: &Platform, id: &str, client: &str, tx_id: &str, resources: &[&str]) -> TxRecord {
-    let t = TxRecord {
-        id: id.into(),
-        client_id: client.into(),
-        tx_id: tx_id.into(),
-        state: state::AUTHENTICATED.into(),
-        code: None,
-        resources: serde_json::to_string(resources).unwrap(),
-        return_query: None,
-        case_number: None,
-        pid_sealed: Some(p.key.seal(&format!("tx:{id}:pid"), "A120345672").unwrap()),
-        citizen_sealed: None,
-        identity_method: Some("PII".into()),
-        ticket_hash: None,
-        secret_key_sealed: None,
-        sp_api_ack: false,
-        datasets: "[]".into(),
-        package_path: None,
-        created_at: p.now().0,
-        consent_at: None,
-        taken_at: None,
-        purge_at: p.now().0 + 3600,
-        return_url: None,
-        last_activity: p.now().0,
-    };
-    p.store.insert_tx(&t).unwrap();
-    t
+    common::authenticated_tx(p, id, client, tx_id, resources)
 }
 
 fn citizen(p: &Platform) -> CitizenClaims {
-    CitizenClaims {
-        sub: p.citizen_sub("A120345672"),
-        uid: "A120345672".into(),
-        uid_type: "NID".into(),
-        birthdate: Some("1988-01-01".into()),
-        name: Some("王大明".into()),
-        email: None,
-    }
+    common::citizen_claims(p)
 }
 
 async fn poll(url: &str, ticket: &str) -> (u16, Option<String>, String) {
@@ -200,17 +170,7 @@ async fn consent_fetch_package_take_and_purge() {
         assert_eq!(s, 429);
     }
     assert!(!jwe_text.is_empty(), "the package never became ready");
-    let client_id: ClientId = sp_b.client_id.parse().unwrap();
-    let zip = jwe::decrypt_package(&jwe_text, &key, JweMode::Cbc, Some(&client_id)).unwrap();
-    let trust = TrustAnchors::from_pem(&[SANDBOX_ROOT_CA]).unwrap();
-    let reports = sp::verify(
-        std::io::Cursor::new(&zip.zip[..]),
-        &VerifyOptions {
-            trust: Some(&trust),
-            ..VerifyOptions::at(clock.now())
-        },
-    )
-    .unwrap();
+    let reports = common::open_delivery(&jwe_text, &key, &sp_b.client_id, clock.now());
     let codes: Vec<u16> = reports.iter().map(|r| r.entry.code).collect();
     assert_eq!(codes, vec![200, 200, 200, 200, 504]);
     assert!(reports[..4].iter().all(|r| r.ok()));

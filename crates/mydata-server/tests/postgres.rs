@@ -7,6 +7,8 @@
 //! and drops it at the end, so the tests run in parallel. Without the variable these tests fail.
 #![cfg(feature = "postgres")]
 
+mod common;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -18,21 +20,18 @@ use mydata_dp::sandbox::{self, Behaviour, SandboxConfig};
 use mydata_protocol::catalogue::Catalogue;
 use mydata_protocol::codes::ReturnCode;
 use mydata_protocol::date::UnixTime;
-use mydata_protocol::ids::{ClientId, SecretKey};
-use mydata_protocol::jwe::{self, JweMode};
-use mydata_protocol::package::dp::{TrustAnchors, VerifyOptions};
-use mydata_protocol::package::sp::{self, PackagingMode};
+use mydata_protocol::ids::SecretKey;
+use mydata_protocol::package::sp::PackagingMode;
 use mydata_protocol::param::{ParamCipher, ParamMode};
-use mydata_server::auth::CitizenClaims;
 use mydata_server::clock::{Clock, ManualClock};
 use mydata_server::config::Config;
 use mydata_server::engine::{self, state};
 use mydata_server::http::spawn;
-use mydata_server::platform::{NewSp, Platform, SANDBOX_CATALOGUE, SANDBOX_ROOT_CA};
+use mydata_server::platform::{NewSp, Platform, SANDBOX_CATALOGUE};
 use mydata_server::secrets::MasterKey;
 use mydata_server::storage::postgres::PgStore;
 use mydata_server::storage::sqlite::SqliteStore;
-use mydata_server::storage::{self, Store, TransferRecord, TxRecord, suite};
+use mydata_server::storage::{self, Store, TransferRecord, suite};
 use serde_json::Value;
 
 const HOW: &str = "MYDATA_TEST_PG_URL is not set: these tests need a real PostgreSQL. Run them \
@@ -325,40 +324,9 @@ async fn server_flow(db: &ScratchDb) {
         })
         .unwrap();
 
-    let now = p.now().0;
-    let t = TxRecord {
-        id: "t-1".into(),
-        client_id: sp_b.client_id.clone(),
-        tx_id: "tx-pg-1".into(),
-        state: state::AUTHENTICATED.into(),
-        code: None,
-        resources: serde_json::to_string(&ids).unwrap(),
-        return_query: None,
-        case_number: None,
-        pid_sealed: Some(p.key.seal("tx:t-1:pid", "A120345672").unwrap()),
-        citizen_sealed: None,
-        identity_method: Some("PII".into()),
-        ticket_hash: None,
-        secret_key_sealed: None,
-        sp_api_ack: false,
-        datasets: "[]".into(),
-        package_path: None,
-        created_at: now,
-        consent_at: None,
-        taken_at: None,
-        purge_at: now + 3600,
-        return_url: None,
-        last_activity: now,
-    };
-    p.store.insert_tx(&t).unwrap();
-    let citizen = CitizenClaims {
-        sub: p.citizen_sub("A120345672"),
-        uid: "A120345672".into(),
-        uid_type: "NID".into(),
-        birthdate: Some("1988-01-01".into()),
-        name: Some("王大明".into()),
-        email: None,
-    };
+    let refs: Vec<&str> = ids.iter().map(|i| i.as_ref()).collect();
+    let t = common::authenticated_tx(&p, "t-1", &sp_b.client_id, "tx-pg-1", &refs);
+    let citizen = common::citizen_claims(&p);
     let code = engine::consent(p.clone(), t, citizen).await.unwrap();
     assert_eq!(code, ReturnCode::Success);
     let body = seen.lock().unwrap()[0].clone();
@@ -383,17 +351,7 @@ async fn server_flow(db: &ScratchDb) {
         actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(!jwe_text.is_empty(), "the package never became ready");
-    let client_id: ClientId = sp_b.client_id.parse().unwrap();
-    let zip = jwe::decrypt_package(&jwe_text, &key, JweMode::Cbc, Some(&client_id)).unwrap();
-    let trust = TrustAnchors::from_pem(&[SANDBOX_ROOT_CA]).unwrap();
-    let reports = sp::verify(
-        std::io::Cursor::new(&zip.zip[..]),
-        &VerifyOptions {
-            trust: Some(&trust),
-            ..VerifyOptions::at(clock.now())
-        },
-    )
-    .unwrap();
+    let reports = common::open_delivery(&jwe_text, &key, &sp_b.client_id, clock.now());
     let codes: Vec<u16> = reports.iter().map(|r| r.entry.code).collect();
     assert_eq!(codes, vec![200, 200, 504]);
     // One-shot: the second poll is 201; the tokens are gone from the database too.

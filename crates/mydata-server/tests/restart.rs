@@ -6,74 +6,29 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{now_real, poll_until_ready, start_sp_api};
+use common::{
+    authenticated_tx, citizen_claims, now_real, open_delivery, poll_until_ready, start_sp_api,
+};
 use mydata_dp::sandbox::{self, Behaviour, SandboxConfig};
 use mydata_protocol::catalogue::Catalogue;
 use mydata_protocol::codes::ReturnCode;
 use mydata_protocol::date::UnixTime;
-use mydata_protocol::ids::{ClientId, SecretKey};
-use mydata_protocol::jwe::{self, JweMode};
-use mydata_protocol::package::dp::{TrustAnchors, VerifyOptions};
-use mydata_protocol::package::sp::{self, PackagingMode};
+use mydata_protocol::ids::SecretKey;
+use mydata_protocol::package::sp::PackagingMode;
 use mydata_protocol::param::{ParamCipher, ParamMode};
-use mydata_server::auth::CitizenClaims;
 use mydata_server::clock::{Clock, ManualClock};
 use mydata_server::config::Config;
 use mydata_server::engine::{self, state};
 use mydata_server::http::spawn;
-use mydata_server::platform::{NewSp, Platform, SANDBOX_CATALOGUE, SANDBOX_ROOT_CA};
+use mydata_server::platform::{NewSp, Platform, SANDBOX_CATALOGUE};
 use mydata_server::secrets::MasterKey;
-use mydata_server::storage::{self, TxRecord};
+use mydata_server::storage;
 use serde_json::Value;
-
-const CITIZEN: &str = "A120345672";
 
 fn platform(config: &Config, key: &MasterKey, clock: &ManualClock) -> Arc<Platform> {
     // The store `mydata serve` opens: SQLite behind the write-behind layer.
     let store = storage::open_server(config).unwrap();
     Arc::new(Platform::new(store, key.clone(), Arc::new(clock.clone()), config.clone()).unwrap())
-}
-
-/// A transaction authenticated as the first sandbox citizen, as the pages leave it.
-fn authenticated(p: &Platform, id: &str, client_id: &str, tx_id: &str, rid: &str) -> TxRecord {
-    let now = p.now().0;
-    let t = TxRecord {
-        id: id.into(),
-        client_id: client_id.into(),
-        tx_id: tx_id.into(),
-        state: state::AUTHENTICATED.into(),
-        code: None,
-        resources: serde_json::to_string(&[rid]).unwrap(),
-        return_query: None,
-        case_number: None,
-        pid_sealed: Some(p.key.seal(&format!("tx:{id}:pid"), CITIZEN).unwrap()),
-        citizen_sealed: None,
-        identity_method: Some("PII".into()),
-        ticket_hash: None,
-        secret_key_sealed: None,
-        sp_api_ack: false,
-        datasets: "[]".into(),
-        package_path: None,
-        created_at: now,
-        consent_at: None,
-        taken_at: None,
-        purge_at: now + 3600,
-        return_url: None,
-        last_activity: now,
-    };
-    p.store.insert_tx(&t).unwrap();
-    t
-}
-
-fn claims(p: &Platform) -> CitizenClaims {
-    CitizenClaims {
-        sub: p.citizen_sub(CITIZEN),
-        uid: CITIZEN.into(),
-        uid_type: "NID".into(),
-        birthdate: Some("1988-01-01".into()),
-        name: Some("王大明".into()),
-        email: None,
-    }
 }
 
 /// The ticket and `secret_key` of the SP-API call for `tx_id`.
@@ -129,10 +84,12 @@ async fn interrupted_dp_calls_and_a_lost_package_are_fetched_again_after_a_resta
         ParamCipher::from_raw(&creds.client_secret, &creds.cbc_iv, ParamMode::Cbc).unwrap();
 
     // Transaction A waits on its DP; transaction B is packaged, its package in memory.
-    let a = authenticated(&p1, "t-a", &sp_rec.client_id, "tx-a", &ids[0]);
-    let b = authenticated(&p1, "t-b", &sp_rec.client_id, "tx-b", &ids[1]);
+    let a = authenticated_tx(&p1, "t-a", &sp_rec.client_id, "tx-a", &[&ids[0]]);
+    let b = authenticated_tx(&p1, "t-b", &sp_rec.client_id, "tx-b", &[&ids[1]]);
     for t in [a, b] {
-        let code = engine::consent(p1.clone(), t, claims(&p1)).await.unwrap();
+        let code = engine::consent(p1.clone(), t, citizen_claims(&p1))
+            .await
+            .unwrap();
         assert_eq!(code, ReturnCode::Success);
     }
     let mut ready = None;
@@ -172,23 +129,13 @@ async fn interrupted_dp_calls_and_a_lost_package_are_fetched_again_after_a_resta
     }
     assert_eq!(engine::resume(&p2).unwrap(), 2);
 
-    let client_id: ClientId = sp_rec.client_id.parse().unwrap();
-    let trust = TrustAnchors::from_pem(&[SANDBOX_ROOT_CA]).unwrap();
     for (ticket, tx_id, key, rid) in [
         (&ticket_a, "tx-a", &key_a, &ids[0]),
         (&ticket_b, "tx-b", &key_b, &ids[1]),
     ] {
         let (status, jwe_text) = poll_until_ready(&srv2.url, ticket, tx_id).await;
         assert_eq!(status, 200, "{tx_id}");
-        let zip = jwe::decrypt_package(&jwe_text, key, JweMode::Cbc, Some(&client_id)).unwrap();
-        let reports = sp::verify(
-            std::io::Cursor::new(&zip.zip[..]),
-            &VerifyOptions {
-                trust: Some(&trust),
-                ..VerifyOptions::at(clock.now())
-            },
-        )
-        .unwrap();
+        let reports = open_delivery(&jwe_text, key, &sp_rec.client_id, clock.now());
         assert_eq!(reports.len(), 1);
         assert_eq!(reports[0].entry.resource_id, *rid);
         assert_eq!(reports[0].entry.code, 200);
@@ -197,7 +144,7 @@ async fn interrupted_dp_calls_and_a_lost_package_are_fetched_again_after_a_resta
         assert_eq!(status, 201, "{tx_id}");
     }
     // A transaction that cannot be resumed (its citizen claims are gone) ends with 504.
-    let c = authenticated(&p2, "t-c", &sp_rec.client_id, "tx-c", &ids[1]);
+    let c = authenticated_tx(&p2, "t-c", &sp_rec.client_id, "tx-c", &[&ids[1]]);
     let mut c = c;
     c.state = state::FETCHING.into();
     c.sp_api_ack = true;

@@ -3,6 +3,8 @@
 //! body). Also the whole path after consent (the citizen's claims reach the template, the SP
 //! manifest names the dataset), and the MyData-API's source-IP index.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -501,32 +503,7 @@ fn start_sp() -> (String, Arc<Mutex<Vec<Value>>>, actix_web::dev::ServerHandle) 
 }
 
 fn tx(p: &Platform, id: &str, client: &str, resources: &[&str]) -> TxRecord {
-    let t = TxRecord {
-        id: id.into(),
-        client_id: client.into(),
-        tx_id: format!("tx-{id}"),
-        state: state::AUTHENTICATED.into(),
-        code: None,
-        resources: serde_json::to_string(resources).unwrap(),
-        return_query: None,
-        case_number: None,
-        pid_sealed: Some(p.key.seal(&format!("tx:{id}:pid"), "A120345672").unwrap()),
-        citizen_sealed: None,
-        identity_method: Some("PII".into()),
-        ticket_hash: None,
-        secret_key_sealed: None,
-        sp_api_ack: false,
-        datasets: "[]".into(),
-        package_path: None,
-        created_at: p.now().0,
-        consent_at: None,
-        taken_at: None,
-        purge_at: p.now().0 + 3600,
-        return_url: None,
-        last_activity: p.now().0,
-    };
-    p.store.insert_tx(&t).unwrap();
-    t
+    common::authenticated_tx(p, id, client, &format!("tx-{id}"), resources)
 }
 
 #[actix_web::test]

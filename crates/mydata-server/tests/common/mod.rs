@@ -15,12 +15,14 @@ use mydata_protocol::jwe::JweMode;
 use mydata_protocol::package::sp::PackagingMode;
 use mydata_protocol::param::{ParamCipher, ParamMode};
 use mydata_protocol::resources::ResourceList;
+use mydata_server::auth::CitizenClaims;
 use mydata_server::clock::ManualClock;
 use mydata_server::config::Config;
+use mydata_server::engine::state;
 use mydata_server::http::{Spawned, spawn};
 use mydata_server::platform::{NewDp, NewSp, Platform, SANDBOX_CATALOGUE, SpCredentials};
 use mydata_server::secrets::MasterKey;
-use mydata_server::storage::DpMethod;
+use mydata_server::storage::{DpMethod, TxRecord};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -29,6 +31,81 @@ pub const CITIZEN: &str = "A120345672";
 pub const OTHER: &str = "F228710436";
 
 pub type Seen = Arc<Mutex<Vec<Value>>>;
+
+/// A transaction of `client_id` for `resources`, authenticated as [`CITIZEN`] with the two
+/// documents, as the pages leave it; stored in `p`.
+pub fn authenticated_tx(
+    p: &Platform,
+    id: &str,
+    client_id: &str,
+    tx_id: &str,
+    resources: &[&str],
+) -> TxRecord {
+    let now = p.clock.now().0;
+    let t = TxRecord {
+        id: id.into(),
+        client_id: client_id.into(),
+        tx_id: tx_id.into(),
+        state: state::AUTHENTICATED.into(),
+        code: None,
+        resources: serde_json::to_string(resources).unwrap(),
+        return_query: None,
+        case_number: None,
+        pid_sealed: Some(p.key.seal(&format!("tx:{id}:pid"), CITIZEN).unwrap()),
+        citizen_sealed: None,
+        identity_method: Some("PII".into()),
+        ticket_hash: None,
+        secret_key_sealed: None,
+        sp_api_ack: false,
+        datasets: "[]".into(),
+        package_path: None,
+        created_at: now,
+        consent_at: None,
+        taken_at: None,
+        purge_at: now + 3600,
+        return_url: None,
+        last_activity: now,
+    };
+    p.store.insert_tx(&t).unwrap();
+    t
+}
+
+/// Decrypts a delivered JWE (CBC) with the SP's `secret_key` and verifies the SP package in it
+/// against the sandbox CA at `at`: one report per dataset.
+pub fn open_delivery(
+    jwe_text: &str,
+    key: &mydata_protocol::ids::SecretKey,
+    client_id: &str,
+    at: UnixTime,
+) -> Vec<mydata_protocol::package::sp::DatasetReport> {
+    let client_id: mydata_protocol::ids::ClientId = client_id.parse().unwrap();
+    let zip = mydata_protocol::jwe::decrypt_package(jwe_text, key, JweMode::Cbc, Some(&client_id))
+        .unwrap();
+    let trust = mydata_protocol::package::dp::TrustAnchors::from_pem(&[
+        mydata_server::platform::SANDBOX_ROOT_CA,
+    ])
+    .unwrap();
+    mydata_protocol::package::sp::verify(
+        std::io::Cursor::new(&zip.zip[..]),
+        &mydata_protocol::package::dp::VerifyOptions {
+            trust: Some(&trust),
+            ..mydata_protocol::package::dp::VerifyOptions::at(at)
+        },
+    )
+    .unwrap()
+}
+
+/// [`CITIZEN`]'s claims as the platform holds them after the two documents.
+pub fn citizen_claims(p: &Platform) -> CitizenClaims {
+    CitizenClaims {
+        sub: p.citizen_sub(CITIZEN),
+        uid: CITIZEN.into(),
+        uid_type: "NID".into(),
+        birthdate: Some("1988-01-01".into()),
+        name: Some("王大明".into()),
+        email: None,
+    }
+}
 
 pub async fn sp_api(seen: web::Data<Seen>, body: web::Json<Value>) -> HttpResponse {
     seen.lock().unwrap().push(body.into_inner());
