@@ -4,9 +4,8 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use actix_web::{App, HttpResponse, HttpServer, web};
 use mydata_dp::sandbox::{self, Behaviour, SandboxConfig};
 use mydata_protocol::catalogue::Catalogue;
 use mydata_protocol::codes::ReturnCode;
@@ -27,34 +26,10 @@ use mydata_server::storage::TxRecord;
 use mydata_server::storage::sqlite::SqliteStore;
 use serde_json::Value;
 
-type Seen = Arc<Mutex<Vec<Value>>>;
-
-async fn sp_api(
-    seen: web::Data<Seen>,
-    status: web::Data<u16>,
-    body: web::Json<Value>,
-) -> HttpResponse {
-    seen.lock().unwrap().push(body.into_inner());
-    HttpResponse::build(actix_web::http::StatusCode::from_u16(**status).unwrap()).finish()
-}
+use common::Seen;
 
 fn start_sp(code: u16) -> (String, Seen, actix_web::dev::ServerHandle) {
-    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
-    let s2 = seen.clone();
-    let srv = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::new(s2.clone()))
-            .app_data(web::Data::new(code))
-            .route("/sp-api", web::post().to(sp_api))
-    })
-    .workers(1)
-    .bind("127.0.0.1:0")
-    .unwrap();
-    let addr = srv.addrs()[0];
-    let srv = srv.run();
-    let h = srv.handle();
-    actix_web::rt::spawn(srv);
-    (format!("http://{addr}/sp-api"), seen, h)
+    common::start_sp_api_answering(code)
 }
 
 fn now_real() -> i64 {

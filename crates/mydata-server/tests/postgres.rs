@@ -9,10 +9,9 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 
-use actix_web::{App, HttpResponse, HttpServer, web};
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
@@ -32,7 +31,6 @@ use mydata_server::secrets::MasterKey;
 use mydata_server::storage::postgres::PgStore;
 use mydata_server::storage::sqlite::SqliteStore;
 use mydata_server::storage::{self, Store, TransferRecord, suite};
-use serde_json::Value;
 
 const HOW: &str = "MYDATA_TEST_PG_URL is not set: these tests need a real PostgreSQL. Run them \
     through `bash tests/run.sh` (it starts a private cluster), or set \
@@ -216,29 +214,10 @@ fn servers_opening_one_database_together_and_concurrent_writers() {
 
 // --- A whole flow on PostgreSQL -------------------------------------------------------------
 
-type Seen = Arc<Mutex<Vec<Value>>>;
-
-async fn sp_api(seen: web::Data<Seen>, body: web::Json<Value>) -> HttpResponse {
-    seen.lock().unwrap().push(body.into_inner());
-    HttpResponse::Ok().finish()
-}
+use common::Seen;
 
 fn start_sp() -> (String, Seen, actix_web::dev::ServerHandle) {
-    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
-    let s2 = seen.clone();
-    let srv = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::new(s2.clone()))
-            .route("/sp-api", web::post().to(sp_api))
-    })
-    .workers(1)
-    .bind("127.0.0.1:0")
-    .unwrap();
-    let addr = srv.addrs()[0];
-    let srv = srv.run();
-    let h = srv.handle();
-    actix_web::rt::spawn(srv);
-    (format!("http://{addr}/sp-api"), seen, h)
+    common::start_sp_api_answering(200)
 }
 
 async fn poll(url: &str, ticket: &str) -> (u16, String) {

@@ -479,27 +479,8 @@ fn registration_refuses_bad_templates_and_endpoints() {
 
 // --- after consent ------------------------------------------------------------------------------
 
-async fn sp_api(seen: web::Data<Arc<Mutex<Vec<Value>>>>, body: web::Json<Value>) -> HttpResponse {
-    seen.lock().unwrap().push(body.into_inner());
-    HttpResponse::Ok().finish()
-}
-
-fn start_sp() -> (String, Arc<Mutex<Vec<Value>>>, actix_web::dev::ServerHandle) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s2 = seen.clone();
-    let srv = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::new(s2.clone()))
-            .route("/sp-api", web::post().to(sp_api))
-    })
-    .workers(1)
-    .bind("127.0.0.1:0")
-    .unwrap();
-    let addr = srv.addrs()[0];
-    let srv = srv.run();
-    let h = srv.handle();
-    actix_web::rt::spawn(srv);
-    (format!("http://{addr}/sp-api"), seen, h)
+fn start_sp() -> (String, common::Seen, actix_web::dev::ServerHandle) {
+    common::start_sp_api_answering(200)
 }
 
 fn tx(p: &Platform, id: &str, client: &str, resources: &[&str]) -> TxRecord {

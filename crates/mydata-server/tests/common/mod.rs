@@ -107,9 +107,17 @@ pub fn citizen_claims(p: &Platform) -> CitizenClaims {
     }
 }
 
-pub async fn sp_api(seen: web::Data<Seen>, body: web::Json<Value>) -> HttpResponse {
+/// The status an SP-API receiver answers with.
+pub struct Answering(pub u16);
+
+pub async fn sp_api(
+    seen: web::Data<Seen>,
+    status: Option<web::Data<Answering>>,
+    body: web::Json<Value>,
+) -> HttpResponse {
     seen.lock().unwrap().push(body.into_inner());
-    HttpResponse::Ok().finish()
+    let code = status.map_or(200, |s| s.0);
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap()).finish()
 }
 
 pub async fn sp_return(req: actix_web::HttpRequest) -> HttpResponse {
@@ -122,11 +130,19 @@ pub async fn sp_return(req: actix_web::HttpRequest) -> HttpResponse {
 }
 
 pub fn start_sp_api() -> (String, Seen) {
+    let (url, seen, _) = start_sp_api_answering(200);
+    (url, seen)
+}
+
+/// An SP receiver (`/sp-api` answering `status`, `/return`) on 127.0.0.1: its SP-API URL, the
+/// bodies received, and its handle.
+pub fn start_sp_api_answering(status: u16) -> (String, Seen, actix_web::dev::ServerHandle) {
     let seen: Seen = Arc::new(Mutex::new(Vec::new()));
     let s2 = seen.clone();
     let srv = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(s2.clone()))
+            .app_data(web::Data::new(Answering(status)))
             .route("/sp-api", web::post().to(sp_api))
             .route("/return", web::get().to(sp_return))
     })
@@ -134,8 +150,10 @@ pub fn start_sp_api() -> (String, Seen) {
     .bind("127.0.0.1:0")
     .unwrap();
     let addr = srv.addrs()[0];
-    actix_web::rt::spawn(srv.run());
-    (format!("http://{addr}/sp-api"), seen)
+    let srv = srv.run();
+    let h = srv.handle();
+    actix_web::rt::spawn(srv);
+    (format!("http://{addr}/sp-api"), seen, h)
 }
 
 pub type Mails = Arc<Mutex<Vec<String>>>;
