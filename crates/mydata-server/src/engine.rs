@@ -702,11 +702,7 @@ pub fn take(p: &Platform, t: Take) -> ServerResult<DataAnswer> {
 pub fn purge(p: &Platform) -> ServerResult<usize> {
     let due = p.store.txs_due(p.now())?;
     for tx in &due {
-        if let Some(rel) = &tx.package_path {
-            p.packages.remove(rel);
-        }
-        p.revoke_transaction_tokens(&tx.id)?;
-        p.store.delete_tx(&tx.id)?;
+        forget(p, tx)?;
     }
     p.store.delete_expired_tokens(p.now())?;
     if !due.is_empty() {

@@ -58,6 +58,9 @@ const SINGLE_ATTEMPTS: u32 = 3;
 /// plus one commit.
 pub const URGENT_GATHER: Duration = Duration::from_millis(2);
 
+/// The most pairs remembered as absent ([`State`]); the set starts over when full.
+const ABSENT_KEPT: usize = 4096;
+
 /// The newest dropped writes remembered for [`Store::flush`].
 const DROPPED_KEPT: usize = 1024;
 
@@ -75,6 +78,11 @@ struct State {
     by_ticket: HashMap<String, String>,
     /// Tokens written through this store and not deleted: hash → (transaction, `exp`).
     tokens: HashMap<String, (String, i64)>,
+    /// (`client_id`, `tx_id`) pairs that [`Store::find_tx`] just found in neither memory nor
+    /// the database. A flow's redirect looks its pair up and then inserts it; with this the
+    /// insert's own uniqueness check does not read the database a second time. Only this store
+    /// writes transactions (one server per database, D45), and every insert takes its pair out.
+    absent: std::collections::HashSet<(String, String)>,
     pending: Vec<(u64, Write)>,
     /// The sequence number of the last queued write (0 = none yet).
     queued: u64,
@@ -685,10 +693,18 @@ impl Store for HotStore {
         let in_memory = |st: &State| {
             matches!(st.known(&tx.id), Some(Some(_))) || st.by_pair.contains_key(&pair(tx))
         };
-        if in_memory(&self.state()) {
-            return Err(conflict());
-        }
-        let stored = self.inner().find_tx(&tx.client_id, &tx.tx_id)?;
+        let known_absent = {
+            let mut st = self.state();
+            if in_memory(&st) {
+                return Err(conflict());
+            }
+            st.absent.remove(&pair(tx))
+        };
+        let stored = if known_absent {
+            None
+        } else {
+            self.inner().find_tx(&tx.client_id, &tx.tx_id)?
+        };
         let mut st = self.state();
         if in_memory(&st) {
             return Err(conflict());
@@ -751,11 +767,21 @@ impl Store for HotStore {
 
     fn find_tx(&self, client_id: &str, tx_id: &str) -> ServerResult<Option<TxRecord>> {
         let key = (client_id.to_string(), tx_id.to_string());
-        self.lookup(
+        let found = self.lookup(
             |st| st.by_pair.get(&key).cloned(),
             || self.inner().find_tx(client_id, tx_id),
             |r| r.client_id == client_id && r.tx_id == tx_id,
-        )
+        )?;
+        if found.is_none() {
+            let mut st = self.state();
+            if !st.by_pair.contains_key(&key) {
+                if st.absent.len() >= ABSENT_KEPT {
+                    st.absent.clear();
+                }
+                st.absent.insert(key);
+            }
+        }
+        Ok(found)
     }
 
     fn find_tx_any(&self, tx_id: &str) -> ServerResult<Vec<TxRecord>> {
@@ -813,6 +839,8 @@ impl Store for HotStore {
     /// Applies `batch` behind the queue: flushes, then writes it through.
     fn apply(&self, batch: &[Write]) -> ServerResult<()> {
         self.flush()?;
+        // Rows written around memory: no pair is known to be absent any more.
+        self.state().absent.clear();
         self.inner().apply(batch)
     }
 
@@ -952,6 +980,36 @@ mod tests {
         h.flush().unwrap();
         assert!(db.find_tx_any("tx-1").unwrap().is_empty());
         assert_eq!(h.in_memory(), 0, "a committed tombstone leaves memory");
+    }
+
+    #[test]
+    fn a_pair_found_absent_is_inserted_once_without_a_second_read() {
+        let (db, h) = hot(60_000);
+        assert!(h.find_tx("CLI.AAAAAAAAAA", "tx-1").unwrap().is_none());
+        // A row appears in the database behind the store's back (never in production: one
+        // server per database): the memo is what the insert relies on, so it goes unseen…
+        db.insert_tx(&suite::sample_tx("t-db", "CLI.AAAAAAAAAA", "tx-1", 1000))
+            .unwrap();
+        h.insert_tx(&suite::sample_tx("t-1", "CLI.AAAAAAAAAA", "tx-1", 1000))
+            .unwrap();
+        // …but only once: the memo is used up, and the next insert of the pair is refused by
+        // memory, and of another pair checked against the database.
+        assert!(matches!(
+            h.insert_tx(&suite::sample_tx("t-2", "CLI.AAAAAAAAAA", "tx-1", 1000)),
+            Err(ServerError::Conflict(_))
+        ));
+        db.insert_tx(&suite::sample_tx("t-db2", "CLI.AAAAAAAAAA", "tx-2", 1000))
+            .unwrap();
+        assert!(matches!(
+            h.insert_tx(&suite::sample_tx("t-3", "CLI.AAAAAAAAAA", "tx-2", 1000)),
+            Err(ServerError::Conflict(_))
+        ));
+        // Found (not absent): no memo, the insert checks the database and refuses.
+        assert!(h.find_tx("CLI.AAAAAAAAAA", "tx-2").unwrap().is_some());
+        assert!(
+            h.insert_tx(&suite::sample_tx("t-4", "CLI.AAAAAAAAAA", "tx-2", 1000))
+                .is_err()
+        );
     }
 
     #[test]
