@@ -340,8 +340,17 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
                 // The 8-hour purge of personal data (spec D37), driven by the platform's clock.
                 let p = sweeper.clone();
                 match actix_web::web::block(move || mydata_server::engine::purge(&p)).await {
-                    Ok(Ok(0)) => {}
-                    Ok(Ok(n)) => eprintln!("mydata: purged {n} transactions"),
+                    Ok(Ok(r)) => {
+                        if r.purged + r.orphans > 0 {
+                            eprintln!(
+                                "mydata: purged {} transactions, {} orphaned package files",
+                                r.purged, r.orphans
+                            );
+                        }
+                        for line in &r.not_erased {
+                            eprintln!("mydata: purge: NOT ERASED: {line}");
+                        }
+                    }
                     Ok(Err(e)) => eprintln!("mydata: purge failed: {e}"),
                     Err(e) => eprintln!("mydata: purge failed: {e}"),
                 }

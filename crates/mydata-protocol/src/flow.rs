@@ -382,7 +382,12 @@ pub fn validate_redirect(
         Some((b, q)) => (b, Some(q)),
         None => (supplied, None),
     };
-    if supplied.contains('#') || !base.eq_ignore_ascii_case(&svc.return_url) {
+    // Control characters (CR, LF, …) cannot reach the `Location` header of the return, so
+    // such a returnUrl is refused here rather than failing after consent (D18).
+    if supplied.contains('#')
+        || supplied.chars().any(char::is_control)
+        || !base.eq_ignore_ascii_case(&svc.return_url)
+    {
         return Err(Rejection::redirect(
             ReturnCode::ReturnUrlMismatch,
             None,

@@ -190,9 +190,6 @@ pub enum Introspection {
     Active(Map<String, Json>),
 }
 
-/// A dataset's scopes and the claims it may see.
-type ScopesAndClaims = (Vec<String>, Vec<String>);
-
 struct TokenIndex {
     by_tx: HashMap<String, HashSet<String>>,
     exp: HashMap<String, (String, i64)>,
@@ -202,7 +199,8 @@ struct TokenIndex {
 pub struct AuthServer {
     key: MasterKey,
     registrar: RwLock<ClientMap>,
-    scopes: RwLock<HashMap<String, ScopesAndClaims>>,
+    /// Each dataset's registration as given to [`AuthServer::register_resource`].
+    scopes: RwLock<HashMap<String, ResourceGrantInfo>>,
     issuer: RwLock<TokenMap<RandomGenerator>>,
     index: RwLock<TokenIndex>,
 }
@@ -278,16 +276,33 @@ impl AuthServer {
             .write()
             .map_err(|_| poisoned())?
             .register_client(client);
-        self.scopes.write().map_err(|_| poisoned())?.insert(
-            info.resource_id.clone(),
-            (info.scopes.clone(), info.claims.clone()),
-        );
+        self.scopes
+            .write()
+            .map_err(|_| poisoned())?
+            .insert(info.resource_id.clone(), info.clone());
         Ok(())
+    }
+
+    /// Registers `info` unless the dataset is registered exactly so already (a dataset
+    /// registered or changed by another process on the same database, spec D47). Returns
+    /// whether it (re)registered.
+    pub fn sync_resource(&self, info: &ResourceGrantInfo) -> ServerResult<bool> {
+        if self
+            .scopes
+            .read()
+            .map_err(|_| poisoned())?
+            .get(&info.resource_id)
+            .is_some_and(|known| known == info)
+        {
+            return Ok(false);
+        }
+        self.register_resource(info)?;
+        Ok(true)
     }
 
     /// Issues the access token of one (transaction, dataset) call series.
     pub fn issue(&self, req: &TokenRequest<'_>) -> ServerResult<IssuedAccessToken> {
-        let (scopes, claims) = self
+        let ResourceGrantInfo { scopes, claims, .. } = self
             .scopes
             .read()
             .map_err(|_| poisoned())?
@@ -385,7 +400,7 @@ impl AuthServer {
             return Ok(Introspection::Inactive);
         };
         let scopes = self.scopes.read().map_err(|_| poisoned())?;
-        let Some((own, _)) = scopes.get(resource_id) else {
+        let Some(ResourceGrantInfo { scopes: own, .. }) = scopes.get(resource_id) else {
             return Ok(Introspection::Inactive);
         };
         if !grant.scope.iter().any(|s| own.iter().any(|o| o == s)) {

@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use mydata_protocol::codes::{DatasetCode, ReturnCode};
 use mydata_protocol::date::UnixTime;
@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::auth::CitizenClaims;
 use crate::dpcall;
 use crate::error::{ServerError, ServerResult};
-use crate::platform::Platform;
+use crate::packages::Packages;
+use crate::platform::{DeliveryLease, Platform};
+use crate::storage::hot::REGISTRATION_TTL;
 use crate::storage::{SpRecord, TransferRecord, TxRecord};
 
 /// Seconds from consent to the purge of everything personal (D37).
@@ -46,6 +48,10 @@ pub mod state {
     pub const REDIRECTED: &str = "redirected";
     /// Identity verified.
     pub const AUTHENTICATED: &str = "authenticated";
+    /// Consented; the permission ticket is recorded and the SP-API call is being made. A
+    /// transaction found in this state after a restart never had its acknowledgement
+    /// recorded: it ends with 410 and its ticket stays withdrawn (spec D47).
+    pub const CALLING_SP: &str = "calling_sp";
     /// Consented, SP-API acknowledged, DPs being called.
     pub const FETCHING: &str = "fetching";
     /// The package is ready.
@@ -64,16 +70,46 @@ pub mod state {
 #[derive(Debug, Default)]
 pub struct SourceIndex {
     by_ip: RwLock<HashMap<IpAddr, BTreeSet<String>>>,
+    /// When the index was last rebuilt from storage (`None`: never).
+    loaded: Mutex<Option<Instant>>,
 }
 
 impl SourceIndex {
-    /// The index of `sps`.
+    /// The index of `sps`, as loaded now.
     pub fn from_sps(sps: &[SpRecord]) -> Self {
         let index = SourceIndex::default();
-        for sp in sps {
-            index.insert(sp);
-        }
+        index.replace(sps);
         index
+    }
+
+    /// Rebuilds the whole index from `sps` (every registration in storage).
+    pub fn replace(&self, sps: &[SpRecord]) {
+        let mut fresh: HashMap<IpAddr, BTreeSet<String>> = HashMap::new();
+        for sp in sps {
+            for ip in sp
+                .allowed_ips
+                .iter()
+                .filter_map(|a| a.parse::<IpAddr>().ok())
+            {
+                fresh.entry(ip).or_default().insert(sp.client_id.clone());
+            }
+        }
+        *self.by_ip.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        *self.loaded.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// Whether the index is older than [`REGISTRATION_TTL`] and this caller should rebuild
+    /// it: one caller at a time is told so (the others keep using the index as it is).
+    pub fn claim_refresh(&self) -> bool {
+        let Ok(mut loaded) = self.loaded.try_lock() else {
+            return false;
+        };
+        if loaded.is_some_and(|at| at.elapsed() < REGISTRATION_TTL) {
+            return false;
+        }
+        // Claimed: the next callers wait for the next period, even if this rebuild fails.
+        *loaded = Some(Instant::now());
+        true
     }
 
     /// Adds `sp`'s source IPs, replacing what the index held for its `client_id` (use it after
@@ -216,7 +252,7 @@ pub async fn consent(
     // not 403 (D22, D25). Until the DPs have been called no package can be ready, so nothing
     // is served early; a failed call withdraws the ticket below.
     let now = p.now();
-    tx.state = state::FETCHING.into();
+    tx.state = state::CALLING_SP.into();
     tx.code = Some(200);
     tx.ticket_hash = Some(p.ticket_hash(ticket.as_str()));
     tx.secret_key_sealed = Some(
@@ -227,30 +263,38 @@ pub async fn consent(
         &format!("tx:{}:citizen", tx.id),
         &serde_json::to_string(&citizen).map_err(|e| ServerError::Internal(e.to_string()))?,
     )?);
-    tx.sp_api_ack = true;
+    tx.sp_api_ack = false;
     tx.consent_at = Some(now.0);
     tx.purge_at = now.0 + RETENTION_SECS;
     p.store.update_tx(&tx)?;
     // Committed before the SP holds the ticket (D47): a crash after the call must not forget a
     // ticket that is out. The wait is off the HTTP worker.
+    flush_off_worker(&p).await?;
+    if !post_sp_api(&sp, &body).await {
+        // The ticket never works (code 410): unknown to the MyData-API from here on (403).
+        // Committed before the citizen is sent back with 410, so that no restart can bring the
+        // ticket back (D47).
+        tx.ticket_hash = None;
+        end(&p, &mut tx, ReturnCode::SpApiFailed, p.now())?;
+        flush_off_worker(&p).await?;
+        return Ok(ReturnCode::SpApiFailed);
+    }
+    // Acknowledged. Not flushed: a crash before this write is committed leaves the transaction
+    // in `calling_sp`, which a restart ends with 410 rather than calling the DPs (D47).
+    tx.state = state::FETCHING.into();
+    tx.sp_api_ack = true;
+    p.store.update_tx(&tx)?;
+    let p2 = p.clone();
+    actix_web::rt::spawn(fetch_and_package(p2, tx, citizen, sp));
+    Ok(ReturnCode::Success)
+}
+
+/// [`Store::flush`](crate::storage::Store::flush) on the blocking pool.
+async fn flush_off_worker(p: &Arc<Platform>) -> ServerResult<()> {
     let store = p.store.clone();
     actix_web::web::block(move || store.flush())
         .await
-        .map_err(|e| ServerError::Internal(format!("flush: {e}")))??;
-    if !post_sp_api(&sp, &body).await {
-        // The ticket never works (code 410): unknown to the MyData-API from here on (403).
-        tx.ticket_hash = None;
-        tx.sp_api_ack = false;
-        end(&p, &mut tx, ReturnCode::SpApiFailed, p.now())?;
-        return Ok(ReturnCode::SpApiFailed);
-    }
-    let p2 = p.clone();
-    actix_web::rt::spawn(async move {
-        if let Err(e) = fetch_and_package(p2, tx, citizen, sp).await {
-            log::error!("packaging failed: {e}");
-        }
-    });
-    Ok(ReturnCode::Success)
+        .map_err(|e| ServerError::Internal(format!("flush: {e}")))?
 }
 
 /// How long an idle connection to an SP is kept for the next SP-API call: well under the
@@ -277,6 +321,18 @@ thread_local! {
 /// registration cannot be had ends with 504. Returns how many were resumed. Call it on the actix
 /// runtime, before serving: the DP calls are spawned on it.
 pub fn resume(p: &Arc<Platform>) -> ServerResult<usize> {
+    // The SP-API call's outcome was never recorded: the ticket stays withdrawn and the
+    // transaction ends with 410, as a failed call would have ended it (D47). No DP is called.
+    for mut tx in p.store.txs_in_state(state::CALLING_SP)? {
+        p.revoke_transaction_tokens(&tx.id)?;
+        tx.ticket_hash = None;
+        tx.package_path = None;
+        log::warn!(
+            "transaction {}: stopped during its SP-API call; ended with 410",
+            tx.id
+        );
+        end(p, &mut tx, ReturnCode::SpApiFailed, p.now())?;
+    }
     let mut todo = p.store.txs_in_state(state::FETCHING)?;
     for tx in p.store.txs_in_state(state::READY)? {
         if tx
@@ -287,7 +343,7 @@ pub fn resume(p: &Arc<Platform>) -> ServerResult<usize> {
             todo.push(tx);
         }
     }
-    let mut resumed = 0;
+    let mut resumed = Vec::new();
     for mut tx in todo {
         let citizen = tx
             .citizen_sealed
@@ -307,32 +363,78 @@ pub fn resume(p: &Arc<Platform>) -> ServerResult<usize> {
         tx.package_path = None;
         tx.datasets = "[]".into();
         p.store.update_tx(&tx)?;
-        let p2 = p.clone();
-        actix_web::rt::spawn(async move {
-            if let Err(e) = fetch_and_package(p2, tx, citizen, sp).await {
-                log::error!("packaging failed: {e}");
-            }
-        });
-        resumed += 1;
+        resumed.push((tx, citizen, sp));
     }
-    Ok(resumed)
+    // Every ending above is committed before anything is served or called (D47).
+    p.store.flush()?;
+    let n = resumed.len();
+    for (tx, citizen, sp) in resumed {
+        actix_web::rt::spawn(fetch_and_package(p.clone(), tx, citizen, sp));
+    }
+    Ok(n)
 }
 
 /// Posts an SP-API body (§7); whether the SP answered 200 or 201 (D22). The worker thread's
 /// client keeps an SP's connection for the next transaction ([`SP_API_IDLE_KEEP`]).
 async fn post_sp_api(sp: &SpRecord, body: &SpApiBody) -> bool {
     let client = SP_API_CLIENT.with(|c| c.clone());
-    match client
-        .post(&sp.sp_api_url)
-        .insert_header(("Content-Type", "application/json; charset=utf-8"))
-        .send_body(body.to_json())
-        .await
-    {
-        Ok(r) => matches!(r.status().as_u16(), 200 | 201),
-        Err(e) => {
-            log::warn!("SP-API call of {} failed: {e}", sp.client_id);
-            false
+    let deadline = Instant::now() + SP_API_TOTAL;
+    loop {
+        match client
+            .post(&sp.sp_api_url)
+            .insert_header(("Content-Type", "application/json; charset=utf-8"))
+            .send_body(body.to_json())
+            .await
+        {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                if !matches!(status, 200 | 201) {
+                    log::warn!(
+                        "SP-API call of {} answered {status}; the transaction ends with 410",
+                        sp.client_id
+                    );
+                }
+                return matches!(status, 200 | 201);
+            }
+            // Out of file descriptors on this side: nothing reached the SP, so the call is
+            // made again shortly, within the SP-API's total time (D22), rather than ending the
+            // transaction with 410 at once.
+            Err(e) if out_of_descriptors(&e) && Instant::now() + FD_RETRY_WAIT < deadline => {
+                log::warn!(
+                    "SP-API call of {}: out of file descriptors; retrying in {} ms",
+                    sp.client_id,
+                    FD_RETRY_WAIT.as_millis()
+                );
+                actix_web::rt::time::sleep(FD_RETRY_WAIT).await;
+            }
+            Err(e) => {
+                log::warn!(
+                    "SP-API call of {} failed: {e}; the transaction ends with 410",
+                    sp.client_id
+                );
+                return false;
+            }
         }
+    }
+}
+
+/// The wait before an SP-API call that failed for lack of file descriptors is made again.
+pub const FD_RETRY_WAIT: Duration = Duration::from_millis(250);
+
+/// Whether a failed request never left this host because the process (or the system) ran out
+/// of file descriptors (EMFILE, ENFILE).
+fn out_of_descriptors(e: &awc::error::SendRequestError) -> bool {
+    use awc::error::{ConnectError, SendRequestError};
+    match e {
+        SendRequestError::Connect(ConnectError::Io(io)) => {
+            matches!(io.raw_os_error(), Some(23 | 24))
+        }
+        // The resolver's own socket, where its error keeps only the text.
+        SendRequestError::Connect(ConnectError::Resolver(r)) => {
+            let text = r.to_string();
+            text.contains("os error 24") || text.contains("os error 23")
+        }
+        _ => false,
     }
 }
 
@@ -390,12 +492,13 @@ pub async fn undeliverable(
     Ok(())
 }
 
-/// Deletes one transaction at once, with its package file and tokens (a record more than 8 hours
-/// old whose pair is reused, D19).
+/// Deletes one transaction at once, with its package (wherever it is) and tokens (a record more
+/// than 8 hours old whose pair is reused, D19; the purge). Under the transaction's lock, so that
+/// no DP answer or package of it is written after this (they check the transaction under the
+/// same lock).
 pub fn forget(p: &Platform, tx: &TxRecord) -> ServerResult<()> {
-    if let Some(rel) = &tx.package_path {
-        p.packages.remove(rel);
-    }
+    let _held = p.tx_lock(&tx.id);
+    p.packages.discard(&tx.id);
     p.revoke_transaction_tokens(&tx.id)?;
     p.store.delete_tx(&tx.id)
 }
@@ -417,9 +520,101 @@ fn resources(tx: &TxRecord) -> ServerResult<Vec<String>> {
         .map_err(|e| ServerError::Storage(format!("transaction resources: {e}")))
 }
 
-/// Calls every DP of a consented transaction, then builds and stores the SP package.
-async fn fetch_and_package(
-    p: Arc<Platform>,
+/// Calls every DP of a consented transaction, then builds and stores the SP package. Never
+/// leaves the transaction fetching for ever: a failure of the platform's own (not a DP's) ends
+/// it with 504, logged with its cause.
+async fn fetch_and_package(p: Arc<Platform>, tx: TxRecord, citizen: CitizenClaims, sp: SpRecord) {
+    let id = tx.id.clone();
+    let Err(e) = fetch_and_package_inner(&p, tx, citizen, sp).await else {
+        return;
+    };
+    log::error!("transaction {id}: packaging failed: {e}; ended with 504");
+    let ended = (|| {
+        let _held = p.tx_lock(&id);
+        match p.store.get_tx(&id)? {
+            Some(mut t) if t.state == state::FETCHING => {
+                t.package_path = None;
+                end(&p, &mut t, ReturnCode::DpSystemError, p.now())
+            }
+            _ => Ok(()),
+        }
+    })();
+    if let Err(e) = ended {
+        log::error!("transaction {id}: could not be ended with 504: {e}");
+    }
+}
+
+/// One dataset's call series as `fetch_and_package` collects it.
+type SeriesOutcome = (
+    String,
+    String,
+    DatasetCode,
+    Option<actix_web::web::Bytes>,
+    u32,
+);
+
+/// Whether transaction `id` is still waiting for its DPs (not purged, not ended). Call it
+/// holding the transaction's lock.
+fn still_fetching(p: &Platform, id: &str) -> ServerResult<bool> {
+    Ok(p.store
+        .get_tx(id)?
+        .is_some_and(|t| t.state == state::FETCHING))
+}
+
+/// One dataset's call series: its token, the calls, the token's end. `None` when the
+/// transaction ended (or was purged) before the series could start: nothing was issued.
+async fn call_dataset(
+    p: &Arc<Platform>,
+    tx_id: &str,
+    client_id: &str,
+    rid: &str,
+    citizen: &CitizenClaims,
+    trust: Option<Arc<TrustAnchors>>,
+) -> ServerResult<Option<SeriesOutcome>> {
+    let Some(dp) = p.store.get_dp(rid)? else {
+        log::warn!("transaction {tx_id}: dataset {rid} is not registered; code 500");
+        return Ok(Some((
+            rid.into(),
+            String::new(),
+            DatasetCode::DpError,
+            None,
+            0,
+        )));
+    };
+    if dp.status != "active" {
+        return Ok(Some((
+            rid.into(),
+            dp.name,
+            DatasetCode::DpServiceStopped,
+            None,
+            0,
+        )));
+    }
+    let transaction_uid = PermissionTicket::generate()?.as_str().to_string();
+    let token = {
+        // Under the transaction's lock: a purge either happened before (no token is issued)
+        // or revokes this token (D37).
+        let _held = p.tx_lock(tx_id);
+        if !still_fetching(p, tx_id)? {
+            return Ok(None);
+        }
+        // A dataset registered or changed by another process since this one started (D47).
+        p.sync_dataset(&dp)?;
+        p.issue_token(tx_id, client_id, rid, &transaction_uid, citizen)?
+    };
+    // Citizen-entered parameters (D28 `{{param:KEY}}`) are not collected yet: they render
+    // empty.
+    let values = dpcall::values_for(&dp, &transaction_uid, citizen, Default::default());
+    let client = dpcall::shared_client();
+    let r = dpcall::run_series_with(&client, &p.clock, &dp, &token.token, &values, trust).await;
+    // The end of the call series ends the token's life (spec §10.1).
+    p.auth.revoke_hash(&token.record.token_hash)?;
+    p.store.delete_token(&token.record.token_hash)?;
+    Ok(Some((rid.into(), dp.name, r.code, r.package, r.calls)))
+}
+
+async fn fetch_and_package_inner(
+    p: &Arc<Platform>,
     tx: TxRecord,
     citizen: CitizenClaims,
     sp: SpRecord,
@@ -435,32 +630,27 @@ async fn fetch_and_package(
         let client_id = tx.client_id.clone();
         let trust = trust.clone();
         handles.push(actix_web::rt::spawn(async move {
-            let Some(dp) = p.store.get_dp(&rid)? else {
-                return Ok::<_, ServerError>((rid, String::new(), DatasetCode::DpError, None, 0));
-            };
-            if dp.status != "active" {
-                return Ok((rid, dp.name, DatasetCode::DpServiceStopped, None, 0));
+            match call_dataset(&p, &tx_id, &client_id, &rid, &citizen, trust).await {
+                Ok(r) => r,
+                // The platform could not start or finish the series: the dataset fails with
+                // 500 and the operator sees why; the others go on.
+                Err(e) => {
+                    log::error!("transaction {tx_id}: dataset {rid}: {e}; code 500");
+                    Some((rid, String::new(), DatasetCode::DpError, None, 0))
+                }
             }
-            let transaction_uid = PermissionTicket::generate()?.as_str().to_string();
-            let token = p.issue_token(&tx_id, &client_id, &rid, &transaction_uid, &citizen)?;
-            // Citizen-entered parameters (D28 `{{param:KEY}}`) are not collected yet: they
-            // render empty.
-            let values = dpcall::values_for(&dp, &transaction_uid, &citizen, Default::default());
-            let client = dpcall::shared_client();
-            let r =
-                dpcall::run_series_with(&client, &p.clock, &dp, &token.token, &values, trust).await;
-            // The end of the call series ends the token's life (spec §10.1).
-            p.auth.revoke_hash(&token.record.token_hash)?;
-            p.store.delete_token(&token.record.token_hash)?;
-            Ok((rid, dp.name, r.code, r.package, r.calls))
         }));
     }
     let mut results = Vec::new();
     for h in handles {
-        let r = h
+        match h
             .await
-            .map_err(|e| ServerError::Internal(format!("DP task: {e}")))??;
-        results.push(r);
+            .map_err(|e| ServerError::Internal(format!("DP task: {e}")))?
+        {
+            Some(r) => results.push(r),
+            // Ended or purged meanwhile: nothing of it is written.
+            None => return Ok(()),
+        }
     }
     let now = p.now();
     for (rid, _, code, _, _) in &results {
@@ -496,15 +686,11 @@ async fn fetch_and_package(
         });
     }
     let (zip, _summary) = sp::build(std::io::Cursor::new(Vec::new()), packaging(&sp), datasets)?;
-    let rel = p.packages.put(&tx.id, zip.into_inner())?;
+    drop(readers);
     let all_failed = results
         .iter()
         .all(|(_, _, c, _, _)| !matches!(c, DatasetCode::Delivered | DatasetCode::NoData));
-    let mut tx = p
-        .store
-        .get_tx(&tx.id)?
-        .ok_or_else(|| ServerError::NotFound("transaction purged while fetching".into()))?;
-    tx.datasets = serde_json::to_string(
+    let dataset_results = serde_json::to_string(
         &results
             .iter()
             .map(|(rid, _, c, _, calls)| DatasetResult {
@@ -515,34 +701,52 @@ async fn fetch_and_package(
             .collect::<Vec<_>>(),
     )
     .map_err(|e| ServerError::Internal(e.to_string()))?;
+    // Under the transaction's lock: a transaction purged or ended while its DPs answered gets
+    // no package, in memory or in a file (D37).
+    let _held = p.tx_lock(&tx.id);
+    let Some(mut tx) = p
+        .store
+        .get_tx(&tx.id)?
+        .filter(|t| t.state == state::FETCHING)
+    else {
+        log::info!(
+            "transaction {}: ended while fetching; its DP answers are dropped",
+            tx.id
+        );
+        return Ok(());
+    };
+    let rel = p.packages.put(&tx.id, zip.into_inner())?;
+    tx.datasets = dataset_results;
     tx.state = state::READY.into();
     tx.code = Some(if all_failed { 504 } else { 200 });
     tx.package_path = Some(rel);
-    p.store.update_tx(&tx)?;
+    if let Err(e) = p.store.update_tx(&tx) {
+        p.packages.discard(&tx.id);
+        return Err(e);
+    }
     Ok(())
 }
 
-/// The MyData-API answer (spec §8.1): the core's decision, with the JWE on 200.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The MyData-API answer (spec §8.1): the core's decision, with the package on 200.
+#[derive(Debug)]
 pub enum DataAnswer {
     /// Any answer other than 200 (401, 400, 403, 201, 504, 429).
     Status(flow::DataAnswer),
-    /// 200 with this JWE.
-    Ready(String),
+    /// 200 with this delivery: its JWE is the body, and the package is taken only once the
+    /// body has been written ([`Delivery::complete`]).
+    Ready(Delivery),
 }
 
-/// Answers `GET /service/data` and, on 200, takes the package (deleting it and the transaction's
-/// personal data). The order of checks is the core's ([`flow::data_answer`]). It is
-/// [`data_decide`] then, on 200, [`take`].
+/// Answers `GET /service/data` up to the body: [`data_decide`] then, on 200, [`prepare`].
 pub fn data(
-    p: &Platform,
+    p: &Arc<Platform>,
     source: std::net::IpAddr,
     ticket: Option<&str>,
     tx_id: Option<&str>,
 ) -> ServerResult<DataAnswer> {
     match data_decide(p, source, ticket, tx_id)? {
         DataStep::Answer(a) => Ok(a),
-        DataStep::Take(t) => take(p, *t),
+        DataStep::Take(t) => prepare(p, *t),
     }
 }
 
@@ -551,23 +755,25 @@ pub fn data(
 pub enum DataStep {
     /// Anything but 200: the answer.
     Answer(DataAnswer),
-    /// 200: the package is to be taken ([`take`]).
+    /// 200: the package is to be served ([`prepare`]).
     Take(Box<Take>),
 }
 
-/// A package about to be taken: the transaction and its SP, and the time of the decision.
+/// A package about to be served: the transaction and its SP, the time of the decision, and
+/// the lease that keeps a second poll from serving it at the same time.
 #[derive(Debug)]
 pub struct Take {
     tx: TxRecord,
     sp: SpRecord,
     now: UnixTime,
+    lease: DeliveryLease,
 }
 
 /// Decides `GET /service/data` with lookups only (no file, no write): from memory when the
 /// store keeps live transactions there ([`Store::memory_first`](crate::storage::Store::memory_first)),
 /// so the HTTP layer may call it on its workers.
 pub fn data_decide(
-    p: &Platform,
+    p: &Arc<Platform>,
     source: std::net::IpAddr,
     ticket: Option<&str>,
     tx_id: Option<&str>,
@@ -581,11 +787,11 @@ pub fn data_decide(
         };
         Ok((tx, sp))
     };
-    let mut registered = p.sp_sources.is_registered(source);
+    let mut registered = p.source_registered(source)?;
     let mut early = None;
     if !registered && let Ok(Some(t)) = flow::data_ticket(true, ticket) {
-        // An SP registered by another process on the same database since this one started
-        // (`mydata sp register`) is not in the index: learn it from the ticket it presents.
+        // An SP registered by another process on the same database since the index was last
+        // rebuilt: learn it from the ticket it presents.
         let (tx, sp) = lookup(&t)?;
         if let Some(sp) = sp.as_ref().filter(|s| allows(s, source)) {
             p.sp_sources.insert(sp);
@@ -609,7 +815,8 @@ pub fn data_decide(
             tx_id: tx.tx_id.parse()?,
             created_at: UnixTime(tx.created_at),
             consent_at: tx.consent_at.map(UnixTime),
-            sp_api_acknowledged: tx.sp_api_ack,
+            // A ticket is live from the moment the SP-API call sends it (D25).
+            sp_api_acknowledged: tx.sp_api_ack || tx.state == state::CALLING_SP,
             unable_to_deliver: tx.state == state::UNDELIVERABLE,
             all_failed: tx.state == state::ENDED
                 || (tx.state == state::READY && tx.code == Some(504)),
@@ -623,27 +830,44 @@ pub fn data_decide(
     let (Some(tx), Some(sp), flow::DataAnswer::Ready200) = (found, sp, answer) else {
         return Ok(DataStep::Answer(DataAnswer::Status(answer)));
     };
+    // One delivery at a time: while another poll's body is being written, this one waits
+    // (429), and gets 201 once that delivery has completed (D25).
+    let Some(lease) = p.lease_delivery(&tx.id) else {
+        return Ok(DataStep::Answer(DataAnswer::Status(
+            flow::DataAnswer::NotReady429 {
+                retry_after: flow::clamp_retry_after(Some(5)),
+            },
+        )));
+    };
     Ok(DataStep::Take(Box::new(Take {
         tx,
         sp: sp.clone(),
         now,
+        lease,
     })))
 }
 
-/// The second half of a 200 on `GET /service/data`: reads the package, encrypts it for the SP,
-/// deletes it and the transaction's personal data, records the delivery and commits all that
-/// before the JWE is returned (D25, D37, D47). Blocking: file I/O and a flush.
-pub fn take(p: &Platform, t: Take) -> ServerResult<DataAnswer> {
-    let Take { mut tx, sp, now } = t;
+/// The second half of a 200 on `GET /service/data`: reads the package (leaving it in place)
+/// and encrypts it for the SP. Blocking: file I/O. The package is taken only when the body has
+/// been written completely ([`Delivery::complete`]); a delivery dropped before that leaves it
+/// available for the next poll (D25).
+pub fn prepare(p: &Arc<Platform>, t: Take) -> ServerResult<DataAnswer> {
+    let Take {
+        mut tx,
+        sp,
+        now,
+        lease,
+    } = t;
     let sp = &sp;
     let rel = tx
         .package_path
         .clone()
         .ok_or_else(|| ServerError::Internal("ready without a package".into()))?;
-    let Some(zip) = p.packages.take(&rel)? else {
+    let Some(zip) = p.packages.get(&rel)? else {
         // Kept in memory and lost with a restart (D47): the transaction ends as one whose
         // datasets all failed, rather than answering 500 until the purge.
         log::warn!("transaction {}: its package is gone; ended with 504", tx.id);
+        let _held = p.tx_lock(&tx.id);
         tx.package_path = None;
         end(p, &mut tx, ReturnCode::DpSystemError, now)?;
         p.store.flush()?;
@@ -665,48 +889,153 @@ pub fn take(p: &Platform, t: Take) -> ServerResult<DataAnswer> {
         jwe_mode(sp),
         ContentIv::SpCbcIv(&secrets.cbc_iv),
     )?;
-    // Take: the package and the personal data go now (D25, D37).
-    let subject = tx
-        .pid_sealed
-        .as_deref()
-        .and_then(|s| p.key.open(&format!("tx:{}:pid", tx.id), s).ok())
-        .map(|pid| p.subject_hash(&pid))
-        .unwrap_or_default();
-    p.revoke_transaction_tokens(&tx.id)?;
-    tx.state = state::TAKEN.into();
-    tx.code = Some(201);
-    tx.taken_at = Some(now.0);
-    tx.package_path = None;
-    tx.pid_sealed = None;
-    tx.citizen_sealed = None;
-    tx.secret_key_sealed = None;
-    tx.return_url = None;
-    p.store.update_tx(&tx)?;
-    p.store.insert_transfer(&TransferRecord {
-        at: now.0,
-        kind: "delivery".into(),
-        client_id: tx.client_id.clone(),
-        resource_id: None,
-        subject_hash: subject,
-        code: 200,
-        case_number: tx.case_number.clone(),
-        identity_method: tx.identity_method.clone(),
-    })?;
-    // The taking and its transfer record are committed before the package is served (D47).
-    p.store.flush()?;
-    Ok(DataAnswer::Ready(jwe))
+    Ok(DataAnswer::Ready(Delivery {
+        jwe,
+        id: tx.id,
+        now,
+        lease,
+    }))
 }
 
-/// Deletes every transaction whose deadline has passed, with its package file and tokens.
-/// Returns how many.
-pub fn purge(p: &Platform) -> ServerResult<usize> {
+/// A package being served on a 200. [`Delivery::complete`] takes it once the body has been
+/// written; dropped without that (the connection failed), it stays available (D25).
+#[derive(Debug)]
+pub struct Delivery {
+    jwe: String,
+    id: String,
+    now: UnixTime,
+    lease: DeliveryLease,
+}
+
+impl Delivery {
+    /// The response body: the compact JWE.
+    pub fn jwe(&self) -> &str {
+        &self.jwe
+    }
+
+    /// Splits off the body, keeping what [`Delivery::complete`] needs.
+    pub fn into_body(self) -> (String, Delivered) {
+        (
+            self.jwe,
+            Delivered {
+                id: self.id,
+                now: self.now,
+                lease: self.lease,
+            },
+        )
+    }
+}
+
+/// What remains of a [`Delivery`] while its body is written: call [`Delivered::complete`] once
+/// the whole body has been written; drop it if writing failed.
+#[derive(Debug)]
+pub struct Delivered {
+    id: String,
+    now: UnixTime,
+    lease: DeliveryLease,
+}
+
+impl Delivered {
+    /// The body was written completely: the package and the transaction's personal data go,
+    /// the delivery is recorded, and all that is committed (D25, D37, D47). Blocking: a file
+    /// removal and a flush. A transaction purged meanwhile is left as the purge left it.
+    pub fn complete(self, p: &Platform) -> ServerResult<()> {
+        let Delivered { id, now, lease } = self;
+        {
+            let _held = p.tx_lock(&id);
+            let Some(mut tx) = p.store.get_tx(&id)?.filter(|t| t.state == state::READY) else {
+                return Ok(());
+            };
+            let subject = tx
+                .pid_sealed
+                .as_deref()
+                .and_then(|s| p.key.open(&format!("tx:{}:pid", tx.id), s).ok())
+                .map(|pid| p.subject_hash(&pid))
+                .unwrap_or_default();
+            p.packages.discard(&id);
+            p.revoke_transaction_tokens(&tx.id)?;
+            tx.state = state::TAKEN.into();
+            tx.code = Some(201);
+            tx.taken_at = Some(now.0);
+            tx.package_path = None;
+            tx.pid_sealed = None;
+            tx.citizen_sealed = None;
+            tx.secret_key_sealed = None;
+            tx.return_url = None;
+            p.store.update_tx(&tx)?;
+            p.store.insert_transfer(&TransferRecord {
+                at: now.0,
+                kind: "delivery".into(),
+                client_id: tx.client_id.clone(),
+                resource_id: None,
+                subject_hash: subject,
+                code: 200,
+                case_number: tx.case_number.clone(),
+                identity_method: tx.identity_method.clone(),
+            })?;
+        }
+        // Taken in memory from here on (a poll answers 201); the lease goes once committed.
+        let r = p.store.flush();
+        drop(lease);
+        r
+    }
+}
+
+/// What a purge did (spec D37): transactions deleted, orphaned package files removed, and what
+/// it could not erase (empty when everything went).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Transactions deleted with their packages and tokens.
+    pub purged: usize,
+    /// Package files that belonged to no waiting transaction, removed.
+    pub orphans: usize,
+    /// What could not be erased, one line each (a file, the database log).
+    pub not_erased: Vec<String>,
+}
+
+impl PurgeReport {
+    /// Whether everything due was erased.
+    pub fn complete(&self) -> bool {
+        self.not_erased.is_empty()
+    }
+}
+
+/// Deletes every transaction whose deadline has passed, with its package and tokens, removes
+/// package files no waiting transaction owns, then has the database erase the deleted rows
+/// from its files (D37, D45). Reports what it could not erase rather than failing half-way.
+pub fn purge(p: &Platform) -> ServerResult<PurgeReport> {
+    let mut report = PurgeReport::default();
     let due = p.store.txs_due(p.now())?;
     for tx in &due {
-        forget(p, tx)?;
+        match forget(p, tx) {
+            Ok(()) => report.purged += 1,
+            Err(e) => report
+                .not_erased
+                .push(format!("transaction {}: {e}", tx.id)),
+        }
     }
     p.store.delete_expired_tokens(p.now())?;
-    if !due.is_empty() {
-        p.store.checkpoint()?;
+    for id in p.packages.files()? {
+        let _held = p.tx_lock(&id);
+        let owned = p.store.get_tx(&id)?.is_some_and(|t| {
+            t.state == state::READY
+                && t.package_path.as_deref() == Some(Packages::file_path(&id).as_str())
+        });
+        if owned {
+            continue;
+        }
+        match p.packages.discard_file(&id) {
+            Ok(()) => report.orphans += 1,
+            Err(e) => report.not_erased.push(e.to_string()),
+        }
     }
-    Ok(due.len())
+    // Every time, not only when something was due: a log an earlier purge could not truncate
+    // is truncated now.
+    if let Err(e) = p.store.checkpoint() {
+        report.not_erased.push(format!("database log: {e}"));
+    }
+    for line in &report.not_erased {
+        log::error!("purge: not erased: {line}");
+    }
+    Ok(report)
 }

@@ -91,6 +91,78 @@ impl Packages {
         }
     }
 
+    /// The package at `package_path`, left in place (it is taken only once delivered, D25).
+    /// `None` when it is not there (a package in memory before a restart).
+    pub fn get(&self, package_path: &str) -> ServerResult<Option<Vec<u8>>> {
+        if let Some(id) = package_path.strip_prefix(MEMORY) {
+            return Ok(self.mem().map.get(id).cloned());
+        }
+        let path = self.file(package_path)?;
+        match std::fs::read(&path) {
+            Ok(zip) => Ok(Some(zip)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(ServerError::Storage(format!("{}: {e}", path.display()))),
+        }
+    }
+
+    /// The `package_path` of transaction `id`'s package when it is kept in a file.
+    pub fn file_path(id: &str) -> String {
+        format!("packages/{id}.zip")
+    }
+
+    /// Deletes transaction `id`'s package wherever it is (memory or file), whatever its
+    /// transaction last recorded. A file that cannot be removed is logged.
+    pub fn discard(&self, id: &str) {
+        {
+            let mut m = self.mem();
+            if let Some(z) = m.map.remove(id) {
+                m.bytes -= z.len();
+            }
+        }
+        if let Err(e) = self.discard_file(id) {
+            log::error!("{e}");
+        }
+    }
+
+    /// Removes transaction `id`'s package file, if there is one.
+    pub fn discard_file(&self, id: &str) -> ServerResult<()> {
+        let Ok(path) = self.file(&Self::file_path(id)) else {
+            return Ok(());
+        };
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ServerError::Storage(format!(
+                "{}: not removed: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    /// The transaction ids of every package file in `packages/` (the purge looks for files no
+    /// waiting transaction owns). Other names in the directory are left alone.
+    pub fn files(&self) -> ServerResult<Vec<String>> {
+        let dir = self.dir.join("packages");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(ServerError::Storage(format!("{}: {e}", dir.display()))),
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| ServerError::Storage(format!("{}: {e}", dir.display())))?;
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".zip")) else {
+                continue;
+            };
+            if self.file(&Self::file_path(id)).is_ok() {
+                ids.push(id.to_string());
+            }
+        }
+        Ok(ids)
+    }
+
     /// Deletes the package at `package_path`, wherever it is.
     pub fn remove(&self, package_path: &str) {
         if let Some(id) = package_path.strip_prefix(MEMORY) {

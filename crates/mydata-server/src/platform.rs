@@ -1,7 +1,8 @@
 //! The platform's state and operations shared by the HTTP layer, the CLI and background tasks.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use mydata_protocol::catalogue::{Catalogue, sandbox_resource_secret};
 use mydata_protocol::date::UnixTime;
@@ -130,6 +131,37 @@ pub struct Platform {
     pub packages: Packages,
     /// SP secrets opened, by `client_id`, with the sealed values they were opened from.
     opened: Mutex<HashMap<String, (SealedSecrets, SpSecrets)>>,
+    /// Transaction locks, striped by id ([`Platform::tx_lock`]).
+    tx_locks: Box<[Mutex<()>]>,
+    /// Transactions whose package is being served right now ([`Platform::lease_delivery`]).
+    delivering: Arc<Mutex<HashSet<String>>>,
+}
+
+/// How many stripes [`Platform::tx_lock`] spreads transactions over.
+const TX_LOCK_STRIPES: usize = 64;
+
+/// The right to serve one transaction's package: one poll at a time holds it, and dropping it
+/// frees the transaction for the next poll (spec D25).
+pub struct DeliveryLease {
+    id: String,
+    set: Arc<Mutex<HashSet<String>>>,
+}
+
+impl std::fmt::Debug for DeliveryLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryLease")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl Drop for DeliveryLease {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
 }
 
 /// The sealed secrets of an SP record, as stored.
@@ -198,7 +230,70 @@ impl Platform {
             sp_sources,
             packages,
             opened: Mutex::new(HashMap::new()),
+            tx_locks: (0..TX_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            delivering: Arc::new(Mutex::new(HashSet::new())),
         })
+    }
+
+    /// The lock of transaction `id`. Whatever ends or deletes a transaction (the purge,
+    /// [`engine::forget`](crate::engine::forget)) and whatever writes its DP results or its
+    /// package holds it, so a purged transaction gets nothing written after its purge (D37).
+    /// Held only for in-memory work and single writes, never across an await.
+    pub fn tx_lock(&self, id: &str) -> MutexGuard<'_, ()> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut h);
+        let i = (h.finish() as usize) % self.tx_locks.len();
+        self.tx_locks[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The right to serve transaction `id`'s package, unless another poll is serving it now.
+    pub fn lease_delivery(&self, id: &str) -> Option<DeliveryLease> {
+        let fresh = self
+            .delivering
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string());
+        fresh.then(|| DeliveryLease {
+            id: id.to_string(),
+            set: self.delivering.clone(),
+        })
+    }
+
+    /// Rebuilds the MyData-API source index from storage when it is older than
+    /// [`REGISTRATION_TTL`](crate::storage::hot::REGISTRATION_TTL), so that SPs registered,
+    /// changed or removed by another process are followed within that time (spec D26, D47).
+    fn refresh_sources(&self) -> ServerResult<()> {
+        if self.sp_sources.claim_refresh() {
+            self.sp_sources.replace(&self.store.list_sps()?);
+        }
+        Ok(())
+    }
+
+    /// Whether some SP registered `ip` as a MyData-API source (storage followed within
+    /// [`REGISTRATION_TTL`](crate::storage::hot::REGISTRATION_TTL)).
+    pub fn source_registered(&self, ip: IpAddr) -> ServerResult<bool> {
+        self.refresh_sources()?;
+        Ok(self.sp_sources.is_registered(ip))
+    }
+
+    /// The SPs that registered `ip` (storage followed within
+    /// [`REGISTRATION_TTL`](crate::storage::hot::REGISTRATION_TTL)).
+    pub fn source_clients(&self, ip: IpAddr) -> ServerResult<Vec<String>> {
+        self.refresh_sources()?;
+        Ok(self.sp_sources.clients(ip))
+    }
+
+    /// Makes the authorization server know `dp` as stored: a dataset registered or changed by
+    /// another process on the same database (`mydata dp register`) is taken up before its first
+    /// token is issued (spec D47).
+    pub fn sync_dataset(&self, dp: &DpRecord) -> ServerResult<()> {
+        if self.auth.sync_resource(&grant_info(dp))? {
+            log::info!(
+                "dataset {}: registration taken up from storage",
+                dp.resource_id
+            );
+        }
+        Ok(())
     }
 
     /// The current time.
@@ -355,6 +450,13 @@ impl Platform {
             ("return_url", &new.return_url),
             ("sp_api_url", &new.sp_api_url),
         ] {
+            // The URL parser drops tabs and line breaks silently; the stored text is what
+            // reaches the `Location` header and the SP-API request.
+            if u.chars().any(char::is_control) {
+                return Err(ServerError::Invalid(format!(
+                    "{what}: control characters are not allowed"
+                )));
+            }
             let parsed =
                 url::Url::parse(u).map_err(|e| ServerError::Invalid(format!("{what}: {e}")))?;
             if !matches!(parsed.scheme(), "http" | "https") {

@@ -238,7 +238,8 @@ async fn five_datasets_mode_b_slow_and_failing_then_replay_expiry_and_purge() {
     w.clock.advance(28_801);
     let (status, _) = poll_until_ready(&w.srv.url, &ticket, &tx_id).await;
     assert_eq!(status, 403);
-    assert!(mydata_server::engine::purge(&w.p).unwrap() >= 1);
+    let r = mydata_server::engine::purge(&w.p).unwrap();
+    assert!(r.purged >= 1 && r.complete(), "{r:?}");
     let db = w.dir.path().join("mydata.sqlite");
     let wal = w.dir.path().join("mydata.sqlite-wal");
     for f in [&db, &wal] {

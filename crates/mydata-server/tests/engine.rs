@@ -261,15 +261,19 @@ async fn consent_fetch_package_take_and_purge() {
         .as_str()
         .unwrap()
         .to_string();
-    for _ in 0..100 {
+    // Waits on the condition (a loaded machine may take long), not on a fixed time.
+    let start = std::time::Instant::now();
+    while p.store.get_tx("t-4").unwrap().unwrap().state != state::READY {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "t-4 never became ready"
+        );
         actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
-        if p.store.get_tx("t-4").unwrap().unwrap().state == state::READY {
-            break;
-        }
     }
     clock.advance(engine::RETENTION_SECS + 1);
     assert_eq!(poll(&srv.url, &ticket).await.0, 403);
-    assert!(engine::purge(&p).unwrap() >= 2);
+    let r = engine::purge(&p).unwrap();
+    assert!(r.purged >= 2 && r.complete(), "{r:?}");
     assert!(p.store.get_tx("t-4").unwrap().is_none());
     assert!(
         std::fs::read_dir(dir.path().join("packages"))

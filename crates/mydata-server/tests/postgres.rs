@@ -346,7 +346,8 @@ async fn server_flow(db: &ScratchDb) {
 
     // The purge deletes the row (and runs the backend's checkpoint, a VACUUM here).
     clock.advance(engine::RETENTION_SECS + 1);
-    assert_eq!(engine::purge(&p).unwrap(), 1);
+    let r = engine::purge(&p).unwrap();
+    assert_eq!((r.purged, r.complete()), (1, true), "{r:?}");
     assert!(p.store.get_tx("t-1").unwrap().is_none());
     assert_eq!(count(&db.url, "transactions"), 0);
     assert_eq!(count(&db.url, "transfers"), 4);

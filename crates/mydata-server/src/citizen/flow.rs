@@ -250,7 +250,7 @@ fn tx_state(s: &str) -> TxState {
     match s {
         state::REDIRECTED => TxState::Redirected,
         state::AUTHENTICATED => TxState::Authenticated,
-        state::FETCHING => TxState::Consented,
+        state::CALLING_SP | state::FETCHING => TxState::Consented,
         state::READY => TxState::Ready,
         state::TAKEN => TxState::Taken,
         _ => TxState::Ended(ReturnCode::BadRequest),

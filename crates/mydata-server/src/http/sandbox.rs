@@ -41,7 +41,12 @@ async fn advance(p: State, clock: web::Data<OffsetClock>, body: web::Bytes) -> H
     clock.advance(a.advance_secs);
     let p2 = p.clone().into_inner();
     let purged = match web::block(move || crate::engine::purge(&p2)).await {
-        Ok(Ok(n)) => n,
+        Ok(Ok(r)) if r.complete() => r.purged,
+        Ok(Ok(r)) => {
+            log::error!("sandbox clock: purge incomplete: {:?}", r.not_erased);
+            return HttpResponse::InternalServerError()
+                .json(json!({ "error": "purge_incomplete" }));
+        }
         Ok(Err(e)) => {
             log::error!("sandbox clock: purge failed: {e}");
             return HttpResponse::InternalServerError().json(json!({ "error": "purge_failed" }));

@@ -1,6 +1,12 @@
 //! The MyData-API (spec §8): `GET /service/data`, `GET /service/txid_status`.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use actix_web::body::{BodySize, MessageBody};
 use actix_web::http::header;
+use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
@@ -9,6 +15,7 @@ use mydata_protocol::codes::{IdentityMethod, ReturnCode};
 use mydata_protocol::flow;
 
 use crate::engine::{self, DataAnswer, state};
+use crate::platform::Platform;
 
 /// Mounts the MyData-API routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -37,24 +44,26 @@ async fn data(state: State, req: HttpRequest) -> HttpResponse {
     let ticket = header_str(&req, "permission_ticket").map(str::to_string);
     let tx_id = header_str(&req, "tx_id").map(str::to_string);
     let platform = state.into_inner();
-    // With lookups from memory the decision is made here and only a 200 (file, JWE, commit)
-    // goes to the blocking pool; otherwise all of it does.
+    // With lookups from memory the decision is made here and only a 200 (file, JWE) goes to
+    // the blocking pool; otherwise all of it does.
+    let p = platform.clone();
     let answer = if platform.store.memory_first() {
         match engine::data_decide(&platform, peer.ip(), ticket.as_deref(), tx_id.as_deref()) {
             Ok(engine::DataStep::Answer(a)) => Ok(Ok(a)),
-            Ok(engine::DataStep::Take(t)) => web::block(move || engine::take(&platform, *t)).await,
+            Ok(engine::DataStep::Take(t)) => web::block(move || engine::prepare(&p, *t)).await,
             Err(e) => Ok(Err(e)),
         }
     } else {
-        web::block(move || engine::data(&platform, peer.ip(), ticket.as_deref(), tx_id.as_deref()))
-            .await
+        web::block(move || engine::data(&p, peer.ip(), ticket.as_deref(), tx_id.as_deref())).await
     };
     match answer {
         Ok(Ok(DataAnswer::Status(flow::DataAnswer::NotReady429 { retry_after }))) => status(429)
             .insert_header((header::RETRY_AFTER, retry_after.to_string()))
             .finish(),
         Ok(Ok(DataAnswer::Status(a))) => status(a.status()).finish(),
-        Ok(Ok(DataAnswer::Ready(jwe))) => status(200).content_type("application/jwe").body(jwe),
+        Ok(Ok(DataAnswer::Ready(delivery))) => status(200)
+            .content_type("application/jwe")
+            .body(DeliveryBody::new(platform, delivery)),
         Ok(Err(e)) => {
             log::error!("MyData-API: {e}");
             status(500).finish()
@@ -62,6 +71,85 @@ async fn data(state: State, req: HttpRequest) -> HttpResponse {
         Err(e) => {
             log::error!("MyData-API: {e}");
             status(500).finish()
+        }
+    }
+}
+
+/// The bytes of a 200 body handed to the connection at a time. actix-web asks for more only
+/// while its write buffer holds less than 32 KiB, so most of a package has gone to the socket
+/// before its end is asked for.
+const DELIVERY_CHUNK: usize = 16 * 1024;
+
+/// The body of a 200 on `GET /service/data` (spec D25). It completes the delivery (the package
+/// is taken) only when the connection has asked for its end after a chance to write what came
+/// before it; if the connection fails first, the body is dropped unfinished and the package
+/// stays available for the next poll.
+struct DeliveryBody {
+    data: Bytes,
+    pos: usize,
+    /// The end was asked for once and put off, so the connection wrote what it held.
+    end_put_off: bool,
+    pending: Option<(Arc<Platform>, engine::Delivered)>,
+}
+
+impl DeliveryBody {
+    fn new(p: Arc<Platform>, d: engine::Delivery) -> Self {
+        let (jwe, delivered) = d.into_body();
+        DeliveryBody {
+            data: Bytes::from(jwe),
+            pos: 0,
+            end_put_off: false,
+            pending: Some((p, delivered)),
+        }
+    }
+}
+
+impl MessageBody for DeliveryBody {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Sized(self.data.len() as u64)
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        if this.pos < this.data.len() {
+            let end = (this.pos + DELIVERY_CHUNK).min(this.data.len());
+            let chunk = this.data.slice(this.pos..end);
+            this.pos = end;
+            return Poll::Ready(Some(Ok(chunk)));
+        }
+        if !this.end_put_off {
+            // Once: the connection first writes out its buffer (a reset peer fails it here,
+            // and the body is dropped unfinished), then asks again.
+            this.end_put_off = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        if let Some((p, delivered)) = this.pending.take() {
+            actix_web::rt::spawn(async move {
+                match web::block(move || delivered.complete(&p)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => log::error!("MyData-API: recording a delivery: {e}"),
+                    Err(e) => log::error!("MyData-API: recording a delivery: {e}"),
+                }
+            });
+        }
+        Poll::Ready(None)
+    }
+}
+
+impl Drop for DeliveryBody {
+    fn drop(&mut self) {
+        if let Some((_, d)) = &self.pending {
+            log::warn!(
+                "MyData-API: a delivery was interrupted after {} of {} bytes; the package stays available ({d:?})",
+                self.pos,
+                self.data.len()
+            );
         }
     }
 }
@@ -92,7 +180,7 @@ async fn lookup(state: State, req: HttpRequest, kind: Body) -> HttpResponse {
     let p = state.into_inner();
     let r = web::block(
         move || -> crate::ServerResult<(u16, Option<serde_json::Value>)> {
-            let mine = p.sp_sources.clients(peer.ip());
+            let mine = p.source_clients(peer.ip())?;
             if mine.is_empty() {
                 return Ok((401, None));
             }
@@ -129,7 +217,7 @@ async fn lookup(state: State, req: HttpRequest, kind: Body) -> HttpResponse {
             let st = match (tx.state.as_str(), tx.code) {
                 (state::REDIRECTED, _) => flow::TxState::Redirected,
                 (state::AUTHENTICATED, _) => flow::TxState::Authenticated,
-                (state::FETCHING, _) => flow::TxState::Consented,
+                (state::CALLING_SP | state::FETCHING, _) => flow::TxState::Consented,
                 (state::READY, Some(504)) => flow::TxState::Ended(ReturnCode::DpSystemError),
                 (state::READY, _) => flow::TxState::Ready,
                 (state::TAKEN, _) => flow::TxState::Taken,

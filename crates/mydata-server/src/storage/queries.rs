@@ -22,6 +22,7 @@
 macro_rules! store_impl {
     ($store:ident, read = $read:ident, write = $write:ident, { $($own:tt)* }) => {
         mod store_impl {
+            #[allow(unused_imports)]
             use diesel::connection::SimpleConnection;
             use diesel::prelude::*;
             use mydata_protocol::date::UnixTime;

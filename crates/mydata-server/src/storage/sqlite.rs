@@ -182,12 +182,48 @@ impl SqliteStore {
 
 // The shared queries; every write (and the checkpoint) holds the writer lock through `wconn`.
 super::queries::store_impl!(SqliteStore, read = conn, write = wconn, {
+    /// Copies the WAL into the database and truncates it to nothing, so that no copy of a
+    /// deleted row remains in the log (D37, D45). A reader holding an old snapshot makes SQLite
+    /// answer "busy" without truncating; the checkpoint is then tried again, and reported as
+    /// failed if the log could not be truncated within [`CHECKPOINT_PATIENCE`].
     fn checkpoint(&self) -> ServerResult<()> {
-        self.wconn()?
-            .batch_execute("PRAGMA wal_checkpoint(TRUNCATE);")
-            .map_err(db)
+        let start = std::time::Instant::now();
+        loop {
+            let row = {
+                let mut c = self.wconn()?;
+                diesel::sql_query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .get_result::<super::CheckpointRow>(&mut *c)
+                    .map_err(db)?
+            };
+            if row.busy == 0 {
+                return Ok(());
+            }
+            if start.elapsed() >= super::CHECKPOINT_PATIENCE {
+                return Err(ServerError::Storage(format!(
+                    "the WAL could not be truncated within {} s (busy; {} of {} frames copied)",
+                    super::CHECKPOINT_PATIENCE.as_secs(),
+                    row.checkpointed,
+                    row.log
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 });
+
+/// How long [`Store::checkpoint`](super::Store::checkpoint) keeps trying to truncate the WAL.
+pub const CHECKPOINT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// The row of `PRAGMA wal_checkpoint`.
+#[derive(diesel::QueryableByName)]
+struct CheckpointRow {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    busy: i32,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    log: i32,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    checkpointed: i32,
+}
 
 #[cfg(test)]
 mod tests {
