@@ -285,7 +285,7 @@ pub async fn consent(
     tx.sp_api_ack = true;
     p.store.update_tx(&tx)?;
     let p2 = p.clone();
-    actix_web::rt::spawn(fetch_and_package(p2, tx, citizen, sp));
+    spawn_fetch(p2, tx, citizen, sp);
     Ok(ReturnCode::Success)
 }
 
@@ -369,7 +369,7 @@ pub fn resume(p: &Arc<Platform>) -> ServerResult<usize> {
     p.store.flush()?;
     let n = resumed.len();
     for (tx, citizen, sp) in resumed {
-        actix_web::rt::spawn(fetch_and_package(p.clone(), tx, citizen, sp));
+        spawn_fetch(p.clone(), tx, citizen, sp);
     }
     Ok(n)
 }
@@ -523,6 +523,15 @@ fn resources(tx: &TxRecord) -> ServerResult<Vec<String>> {
 /// Calls every DP of a consented transaction, then builds and stores the SP package. Never
 /// leaves the transaction fetching for ever: a failure of the platform's own (not a DP's) ends
 /// it with 504, logged with its cause.
+/// Spawns [`fetch_and_package`], counted as running from now on.
+fn spawn_fetch(p: Arc<Platform>, tx: TxRecord, citizen: CitizenClaims, sp: SpRecord) {
+    let running = p.fetch_started();
+    actix_web::rt::spawn(async move {
+        fetch_and_package(p, tx, citizen, sp).await;
+        drop(running);
+    });
+}
+
 async fn fetch_and_package(p: Arc<Platform>, tx: TxRecord, citizen: CitizenClaims, sp: SpRecord) {
     let id = tx.id.clone();
     let Err(e) = fetch_and_package_inner(&p, tx, citizen, sp).await else {
@@ -642,28 +651,19 @@ async fn fetch_and_package_inner(
         }));
     }
     let mut results = Vec::new();
+    let mut ended = false;
     for h in handles {
         match h
             .await
             .map_err(|e| ServerError::Internal(format!("DP task: {e}")))?
         {
             Some(r) => results.push(r),
-            // Ended or purged meanwhile: nothing of it is written.
-            None => return Ok(()),
+            None => ended = true,
         }
     }
-    let now = p.now();
-    for (rid, _, code, _, _) in &results {
-        p.store.insert_transfer(&TransferRecord {
-            at: now.0,
-            kind: "dp_call".into(),
-            client_id: tx.client_id.clone(),
-            resource_id: Some(rid.clone()),
-            subject_hash: subject.clone(),
-            code: code.wire() as i32,
-            case_number: tx.case_number.clone(),
-            identity_method: tx.identity_method.clone(),
-        })?;
+    if ended {
+        // Ended or purged before every series could start: nothing of it is written.
+        return Ok(());
     }
     // Build the SP package (spec §11, D10).
     let mut readers: Vec<std::io::Cursor<Vec<u8>>> = results
@@ -703,26 +703,43 @@ async fn fetch_and_package_inner(
     .map_err(|e| ServerError::Internal(e.to_string()))?;
     // Under the transaction's lock: a transaction purged or ended while its DPs answered gets
     // no package, in memory or in a file (D37).
-    let _held = p.tx_lock(&tx.id);
-    let Some(mut tx) = p
-        .store
-        .get_tx(&tx.id)?
-        .filter(|t| t.state == state::FETCHING)
-    else {
-        log::info!(
-            "transaction {}: ended while fetching; its DP answers are dropped",
-            tx.id
-        );
-        return Ok(());
-    };
-    let rel = p.packages.put(&tx.id, zip.into_inner())?;
-    tx.datasets = dataset_results;
-    tx.state = state::READY.into();
-    tx.code = Some(if all_failed { 504 } else { 200 });
-    tx.package_path = Some(rel);
-    if let Err(e) = p.store.update_tx(&tx) {
-        p.packages.discard(&tx.id);
-        return Err(e);
+    {
+        let _held = p.tx_lock(&tx.id);
+        match p
+            .store
+            .get_tx(&tx.id)?
+            .filter(|t| t.state == state::FETCHING)
+        {
+            Some(mut live) => {
+                let rel = p.packages.put(&live.id, zip.into_inner())?;
+                live.datasets = dataset_results;
+                live.state = state::READY.into();
+                live.code = Some(if all_failed { 504 } else { 200 });
+                live.package_path = Some(rel);
+                if let Err(e) = p.store.update_tx(&live) {
+                    p.packages.discard(&live.id);
+                    return Err(e);
+                }
+            }
+            None => log::info!(
+                "transaction {}: ended while fetching; its DP answers are dropped",
+                tx.id
+            ),
+        }
+    }
+    // The calls are recorded either way (keyed hash only, D37), once their outcome is settled.
+    let now = p.now();
+    for (rid, _, code, _, _) in &results {
+        p.store.insert_transfer(&TransferRecord {
+            at: now.0,
+            kind: "dp_call".into(),
+            client_id: tx.client_id.clone(),
+            resource_id: Some(rid.clone()),
+            subject_hash: subject.clone(),
+            code: code.wire() as i32,
+            case_number: tx.case_number.clone(),
+            identity_method: tx.identity_method.clone(),
+        })?;
     }
     Ok(())
 }
@@ -940,44 +957,50 @@ impl Delivered {
     /// the delivery is recorded, and all that is committed (D25, D37, D47). Blocking: a file
     /// removal and a flush. A transaction purged meanwhile is left as the purge left it.
     pub fn complete(self, p: &Platform) -> ServerResult<()> {
-        let Delivered { id, now, lease } = self;
-        {
-            let _held = p.tx_lock(&id);
-            let Some(mut tx) = p.store.get_tx(&id)?.filter(|t| t.state == state::READY) else {
-                return Ok(());
-            };
-            let subject = tx
-                .pid_sealed
-                .as_deref()
-                .and_then(|s| p.key.open(&format!("tx:{}:pid", tx.id), s).ok())
-                .map(|pid| p.subject_hash(&pid))
-                .unwrap_or_default();
-            p.packages.discard(&id);
-            p.revoke_transaction_tokens(&tx.id)?;
-            tx.state = state::TAKEN.into();
-            tx.code = Some(201);
-            tx.taken_at = Some(now.0);
-            tx.package_path = None;
-            tx.pid_sealed = None;
-            tx.citizen_sealed = None;
-            tx.secret_key_sealed = None;
-            tx.return_url = None;
-            p.store.update_tx(&tx)?;
-            p.store.insert_transfer(&TransferRecord {
-                at: now.0,
-                kind: "delivery".into(),
-                client_id: tx.client_id.clone(),
-                resource_id: None,
-                subject_hash: subject,
-                code: 200,
-                case_number: tx.case_number.clone(),
-                identity_method: tx.identity_method.clone(),
-            })?;
-        }
-        // Taken in memory from here on (a poll answers 201); the lease goes once committed.
+        let lease = self.take(p)?;
         let r = p.store.flush();
         drop(lease);
         r
+    }
+
+    /// The first half of [`Delivered::complete`], without the flush: the transaction is taken
+    /// (in memory, with the write-behind store), and the lease is handed back to be dropped
+    /// once the write is committed. Cheap enough for an HTTP worker when the store answers
+    /// from memory, so that an SP polling again at once already gets 201.
+    pub fn take(self, p: &Platform) -> ServerResult<DeliveryLease> {
+        let Delivered { id, now, lease } = self;
+        let _held = p.tx_lock(&id);
+        let Some(mut tx) = p.store.get_tx(&id)?.filter(|t| t.state == state::READY) else {
+            return Ok(lease);
+        };
+        let subject = tx
+            .pid_sealed
+            .as_deref()
+            .and_then(|s| p.key.open(&format!("tx:{}:pid", tx.id), s).ok())
+            .map(|pid| p.subject_hash(&pid))
+            .unwrap_or_default();
+        p.packages.discard(&id);
+        p.revoke_transaction_tokens(&tx.id)?;
+        tx.state = state::TAKEN.into();
+        tx.code = Some(201);
+        tx.taken_at = Some(now.0);
+        tx.package_path = None;
+        tx.pid_sealed = None;
+        tx.citizen_sealed = None;
+        tx.secret_key_sealed = None;
+        tx.return_url = None;
+        p.store.update_tx(&tx)?;
+        p.store.insert_transfer(&TransferRecord {
+            at: now.0,
+            kind: "delivery".into(),
+            client_id: tx.client_id.clone(),
+            resource_id: None,
+            subject_hash: subject,
+            code: 200,
+            case_number: tx.case_number.clone(),
+            identity_method: tx.identity_method.clone(),
+        })?;
+        Ok(lease)
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use mydata_protocol::catalogue::{Catalogue, sandbox_resource_secret};
@@ -135,6 +136,18 @@ pub struct Platform {
     tx_locks: Box<[Mutex<()>]>,
     /// Transactions whose package is being served right now ([`Platform::lease_delivery`]).
     delivering: Arc<Mutex<HashSet<String>>>,
+    /// Transactions whose DPs are being called ([`Platform::fetches_running`]).
+    fetching: Arc<AtomicUsize>,
+}
+
+/// Counts one transaction's DP calls as running while it lives.
+#[derive(Debug)]
+pub struct FetchRunning(Arc<AtomicUsize>);
+
+impl Drop for FetchRunning {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// How many stripes [`Platform::tx_lock`] spreads transactions over.
@@ -232,7 +245,20 @@ impl Platform {
             opened: Mutex::new(HashMap::new()),
             tx_locks: (0..TX_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             delivering: Arc::new(Mutex::new(HashSet::new())),
+            fetching: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// How many transactions have DP calls or packaging running now (every series ended and
+    /// its outcome written or dropped when 0).
+    pub fn fetches_running(&self) -> usize {
+        self.fetching.load(Ordering::Acquire)
+    }
+
+    /// Marks one transaction's DP calls as running until the guard drops.
+    pub(crate) fn fetch_started(&self) -> FetchRunning {
+        self.fetching.fetch_add(1, Ordering::AcqRel);
+        FetchRunning(self.fetching.clone())
     }
 
     /// The lock of transaction `id`. Whatever ends or deletes a transaction (the purge,

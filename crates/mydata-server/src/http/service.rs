@@ -130,8 +130,22 @@ impl MessageBody for DeliveryBody {
             return Poll::Pending;
         }
         if let Some((p, delivered)) = this.pending.take() {
+            // Taken at once in memory (a poll right after gets 201), committed off the worker.
+            let job: Box<dyn FnOnce() -> crate::ServerResult<()> + Send> = if p.store.memory_first()
+            {
+                match delivered.take(&p) {
+                    Ok(lease) => Box::new(move || {
+                        let r = p.store.flush();
+                        drop(lease);
+                        r
+                    }),
+                    Err(e) => Box::new(move || Err(e)),
+                }
+            } else {
+                Box::new(move || delivered.complete(&p))
+            };
             actix_web::rt::spawn(async move {
-                match web::block(move || delivered.complete(&p)).await {
+                match web::block(job).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => log::error!("MyData-API: recording a delivery: {e}"),
                     Err(e) => log::error!("MyData-API: recording a delivery: {e}"),

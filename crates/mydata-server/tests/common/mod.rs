@@ -245,15 +245,26 @@ pub async fn world() -> World {
 
 /// A world whose sandbox DP answers these datasets with these behaviours.
 pub async fn world_with(behaviours: &[(&str, mydata_dp::sandbox::Behaviour)]) -> World {
+    world_custom(behaviours, None, |_| {}).await
+}
+
+/// [`world_with`], with the sandbox DP's people from `citizens` (a `citizens.json` text) when
+/// given, and the platform's configuration changed by `tweak`.
+pub async fn world_custom(
+    behaviours: &[(&str, mydata_dp::sandbox::Behaviour)],
+    citizens: Option<&str>,
+    tweak: impl FnOnce(&mut Config),
+) -> World {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(UnixTime(now_real()));
     let (smtp, mails) = start_smtp_sink().await;
-    let config = Config {
+    let mut config = Config {
         data_dir: dir.path().to_path_buf(),
         sandbox: true,
         smtp_url: smtp,
         ..Config::default()
     };
+    tweak(&mut config);
     // The store `mydata serve` uses: SQLite in the data directory behind the write-behind
     // layer (spec D47).
     let store = mydata_server::storage::open_server(&config).unwrap();
@@ -268,6 +279,9 @@ pub async fn world_with(behaviours: &[(&str, mydata_dp::sandbox::Behaviour)]) ->
     );
     let srv = spawn(p.clone()).unwrap();
     let mut dp_cfg = SandboxConfig::embedded(&srv.url).unwrap();
+    if let Some(text) = citizens {
+        dp_cfg.citizens = sandbox::Citizens::from_json(text).unwrap();
+    }
     for (id, b) in behaviours {
         dp_cfg.behaviours.insert(id.to_string(), *b);
     }
