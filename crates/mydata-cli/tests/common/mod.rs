@@ -122,9 +122,22 @@ pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
 pub fn http(method: &str, url: &str, cookie: Option<&str>, form: Option<&[(&str, &str)]>) -> Resp {
     let u = url::Url::parse(url).unwrap();
     assert_eq!(u.host_str(), Some("127.0.0.1"), "only loopback: {url}");
-    let port = u.port().unwrap();
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", u.port().unwrap())).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    exchange(&mut s, false, method, &u, cookie, form)
+}
+
+/// One request on `s`: with `keep_alive` the connection stays open for the next request and the
+/// answer is read by its length, otherwise it is read to the end.
+pub fn exchange(
+    s: &mut TcpStream,
+    keep_alive: bool,
+    method: &str,
+    u: &url::Url,
+    cookie: Option<&str>,
+    form: Option<&[(&str, &str)]>,
+) -> Resp {
+    let port = u.port().unwrap();
     let target = match u.query() {
         Some(q) => format!("{}?{q}", u.path()),
         None => u.path().to_string(),
@@ -136,8 +149,10 @@ pub fn http(method: &str, url: &str, cookie: Option<&str>, form: Option<&[(&str,
                 .finish()
         })
         .unwrap_or_default();
-    let mut req =
-        format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    let connection = if keep_alive { "keep-alive" } else { "close" };
+    let mut req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: {connection}\r\n"
+    );
     if let Some(c) = cookie {
         req.push_str(&format!("Cookie: {c}\r\n"));
     }
@@ -151,7 +166,11 @@ pub fn http(method: &str, url: &str, cookie: Option<&str>, form: Option<&[(&str,
     req.push_str(&body);
     s.write_all(req.as_bytes()).unwrap();
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
+    if keep_alive {
+        read_one(s, &mut raw);
+    } else {
+        s.read_to_end(&mut raw).unwrap();
+    }
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
     let head = String::from_utf8(raw[..split].to_vec()).unwrap();
     let mut lines = head.split("\r\n");
@@ -181,10 +200,41 @@ pub fn http(method: &str, url: &str, cookie: Option<&str>, form: Option<&[(&str,
     }
 }
 
+/// Reads one answer from `s` into `raw`: the head, then `Content-Length` bytes or chunks up to
+/// the last one.
+fn read_one(s: &mut TcpStream, raw: &mut Vec<u8>) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+            let have = raw.len() - split - 4;
+            let length = head
+                .split("\r\n")
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse::<usize>().unwrap());
+            match length {
+                Some(n) if have >= n => return,
+                Some(_) => {}
+                None if head.contains("transfer-encoding: chunked") => {
+                    if raw[split + 4..].ends_with(b"0\r\n\r\n") {
+                        return;
+                    }
+                }
+                None => return,
+            }
+        }
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the server closed the connection");
+        raw.extend_from_slice(&buf[..n]);
+    }
+}
+
 /// A browser on the platform: one cookie jar, no automatic redirects.
 pub struct Browser {
     base: String,
     cookies: BTreeMap<String, String>,
+    /// One connection kept open for every request ([`Browser::keep_alive`]).
+    conn: Option<TcpStream>,
 }
 
 impl Browser {
@@ -192,6 +242,18 @@ impl Browser {
         Browser {
             base: base.to_string(),
             cookies: BTreeMap::new(),
+            conn: None,
+        }
+    }
+
+    /// A browser that sends every request on one connection to `base`, opened now.
+    pub fn keep_alive(base: &str) -> Self {
+        let u = url::Url::parse(base).unwrap();
+        let s = TcpStream::connect(("127.0.0.1", u.port().unwrap())).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        Browser {
+            conn: Some(s),
+            ..Browser::new(base)
         }
     }
 
@@ -207,12 +269,19 @@ impl Browser {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join("; ");
-        let r = http(
-            method,
-            &url,
-            (!jar.is_empty()).then_some(jar.as_str()),
-            form,
-        );
+        let cookie = (!jar.is_empty()).then_some(jar.as_str());
+        let r = match &mut self.conn {
+            Some(s) => {
+                let u = url::Url::parse(&url).unwrap();
+                assert_eq!(
+                    u.port(),
+                    url::Url::parse(&self.base).unwrap().port(),
+                    "{url}"
+                );
+                exchange(s, true, method, &u, cookie, form)
+            }
+            None => http(method, &url, cookie, form),
+        };
         for (k, v) in &r.headers {
             if k.eq_ignore_ascii_case("set-cookie") {
                 let pair = v.split(';').next().unwrap();
