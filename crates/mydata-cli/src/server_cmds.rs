@@ -247,8 +247,8 @@ fn open_clocked(
     clock: mydata_server::clock::SharedClock,
     serving: bool,
 ) -> CliResult<Platform> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+    // Owner-only: created 0700, refused when shared unless allowed, files tightened (D48).
+    mydata_server::datadir::prepare(&config.data_dir, config.allow_shared_data_dir)?;
     let key = match std::env::var("MYDATA_MASTER_KEY") {
         Ok(hex) => MasterKey::from_hex(hex.trim())?,
         Err(_) => MasterKey::load_or_create(&config.data_dir)?,
@@ -264,6 +264,20 @@ fn open_clocked(
 /// Runs `mydata serve` until interrupted.
 pub fn serve(a: ServeArgs) -> CliResult<i32> {
     let mut config = load_config(&a.place)?;
+    // Every connection, outgoing call, database connection and package file is a file
+    // descriptor: the soft limit goes up to the hard limit (spec D48).
+    let before = mydata_server::limits::nofile_limit();
+    match mydata_server::limits::raise_nofile_limit() {
+        Ok(n) if before.is_some_and(|b| b < n) => eprintln!(
+            "mydata: open-file limit {n} (raised from {})",
+            before.unwrap_or_default()
+        ),
+        Ok(n) => eprintln!("mydata: open-file limit {n}"),
+        Err(e) => eprintln!(
+            "mydata: open-file limit {} (could not raise it: {e})",
+            before.map_or_else(|| "unknown".to_string(), |b| b.to_string())
+        ),
+    }
     if a.sandbox {
         config.sandbox = true;
     }
@@ -319,6 +333,13 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
         "mydata: listening on http://{listen} (public URL {}, data in {})",
         platform.config.public_url,
         platform.config.data_dir.display()
+    );
+    let cap = mydata_server::limits::connection_cap(&platform.config);
+    eprintln!(
+        "mydata: at most {} inbound connections ({} per worker, {} workers; max_connections)",
+        cap.per_worker * cap.workers,
+        cap.per_worker,
+        cap.workers
     );
     let store = platform.store.clone();
     actix_web::rt::System::new().block_on(async move {

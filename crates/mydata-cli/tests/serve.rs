@@ -40,13 +40,16 @@ impl Drop for Kill {
 
 #[test]
 fn serve_sandbox_runs_platform_and_sandbox_dp() {
-    let dir = tempfile::tempdir().unwrap();
+    // The data directory is created by `mydata` (0700; a temporary directory is 0755 under
+    // the usual umask, and would be refused, spec D48).
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
     let (p, d) = (free_port(), free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_mydata"))
         .args(["serve", "--sandbox", "--listen"])
         .arg(format!("127.0.0.1:{p}"))
         .arg("--data-dir")
-        .arg(dir.path())
+        .arg(&dir)
         .env("MYDATA_SANDBOX_DP_URL", format!("http://127.0.0.1:{d}"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -82,7 +85,7 @@ fn serve_sandbox_runs_platform_and_sandbox_dp() {
     // The operator commands read the same data directory.
     let out = Command::new(env!("CARGO_BIN_EXE_mydata"))
         .args(["sp", "list", "--json", "--data-dir"])
-        .arg(dir.path())
+        .arg(&dir)
         .output()
         .unwrap();
     assert!(
@@ -100,7 +103,7 @@ fn serve_sandbox_runs_platform_and_sandbox_dp() {
     assert_eq!(ids, vec!["CLI.SANDBOX001", "CLI.SANDBOX002"]);
     let out = Command::new(env!("CARGO_BIN_EXE_mydata"))
         .args(["dp", "list", "--json", "--data-dir"])
-        .arg(dir.path())
+        .arg(&dir)
         .output()
         .unwrap();
     let dps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -113,12 +116,15 @@ fn serve_sandbox_runs_platform_and_sandbox_dp() {
 
 #[test]
 fn operator_register_and_list() {
-    let dir = tempfile::tempdir().unwrap();
+    // The data directory is created by `mydata` (0700; a temporary directory is 0755 under
+    // the usual umask, and would be refused, spec D48).
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_mydata"))
             .args(args)
             .arg("--data-dir")
-            .arg(dir.path())
+            .arg(&dir)
             .output()
             .unwrap()
     };
@@ -210,8 +216,8 @@ fn operator_register_and_list() {
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["packaging_mode"], "B");
     // No secret in the database or the listing.
-    let mut db = std::fs::read(dir.path().join("mydata.sqlite")).unwrap();
-    db.extend(std::fs::read(dir.path().join("mydata.sqlite-wal")).unwrap_or_default());
+    let mut db = std::fs::read(dir.join("mydata.sqlite")).unwrap();
+    db.extend(std::fs::read(dir.join("mydata.sqlite-wal")).unwrap_or_default());
     for s in [
         &secret,
         sp["client_secret"].as_str().unwrap(),

@@ -18,14 +18,25 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Public base URL (the `issuer` of the metadata, links in pages).
     pub public_url: String,
-    /// Data directory: `mydata.sqlite`, `master.key`, packages.
+    /// Data directory: `mydata.sqlite`, `master.key`, packages. Created with mode 0700 when
+    /// missing; everything in it is owner-only (spec D48).
     pub data_dir: PathBuf,
+    /// Accept a data directory that group or others may read, write or enter (mode 0700
+    /// otherwise required: the server refuses to start, and says `chmod 700 DIR`). The files in
+    /// it stay 0600 either way. Default false. `MYDATA_ALLOW_SHARED_DATA_DIR`.
+    pub allow_shared_data_dir: bool,
     /// The database (spec D45): empty = the embedded SQLite file `mydata.sqlite` in `data_dir`;
     /// `postgres://user:password@host:port/database` = PostgreSQL (feature `postgres`).
     /// `MYDATA_DATABASE_URL`.
     pub database_url: String,
     /// HTTP worker threads (0 = one per core).
     pub workers: usize,
+    /// At most this many inbound connections at once, in all workers (spec D48); more wait in
+    /// the listen backlog. 0 (the default) = the open-file limit (`RLIMIT_NOFILE`, which
+    /// `mydata serve` raises to its hard limit) minus a reserve of max(256, limit / 4) file
+    /// descriptors for outgoing calls, the database and files ([`Config::connection_cap`]).
+    /// `MYDATA_MAX_CONNECTIONS`.
+    pub max_connections: usize,
     /// Load the sandbox registrations.
     pub sandbox: bool,
     /// Base URL of the sandbox DP; each dataset's endpoint is `{base}/dp/{resource_id}`.
@@ -67,8 +78,10 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: "http://127.0.0.1:8080".into(),
             data_dir: PathBuf::from("mydata-data"),
+            allow_shared_data_dir: false,
             database_url: String::new(),
             workers: 0,
+            max_connections: 0,
             sandbox: false,
             sandbox_dp_url: "http://127.0.0.1:8081".into(),
             smtp_url: String::new(),
@@ -105,7 +118,13 @@ impl Config {
                 "MYDATA_PUBLIC_URL" => c.public_url = v,
                 "MYDATA_DATA_DIR" => c.data_dir = PathBuf::from(v),
                 "MYDATA_DATABASE_URL" => c.database_url = v,
+                "MYDATA_ALLOW_SHARED_DATA_DIR" => {
+                    c.allow_shared_data_dir = matches!(v.as_str(), "1" | "true" | "yes")
+                }
                 "MYDATA_WORKERS" => c.workers = v.parse().map_err(|_| bad("expected a number"))?,
+                "MYDATA_MAX_CONNECTIONS" => {
+                    c.max_connections = v.parse().map_err(|_| bad("expected a number"))?
+                }
                 "MYDATA_SANDBOX" => c.sandbox = matches!(v.as_str(), "1" | "true" | "yes"),
                 "MYDATA_SANDBOX_DP_URL" => c.sandbox_dp_url = v,
                 "MYDATA_SMTP_URL" => c.smtp_url = v,
@@ -133,6 +152,25 @@ impl Config {
         c.public_url = c.public_url.trim_end_matches('/').to_string();
         c.sandbox_sp_url = c.sandbox_sp_url.trim_end_matches('/').to_string();
         Ok(c)
+    }
+
+    /// The HTTP worker threads: `workers`, or one per core when 0.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// The cap on concurrent inbound connections, in all workers, under an open-file limit of
+    /// `nofile` (spec D48): `max_connections` if set, else `nofile` minus a reserve of
+    /// max(256, `nofile` / 4) for outgoing calls, the database and files, at least 1.
+    pub fn connection_cap(&self, nofile: u64) -> usize {
+        if self.max_connections > 0 {
+            return self.max_connections;
+        }
+        let reserve = (nofile / 4).max(256);
+        usize::try_from(nofile.saturating_sub(reserve).max(1)).unwrap_or(usize::MAX)
     }
 }
 
@@ -196,5 +234,36 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.database_url, "postgres://127.0.0.1/b");
+        assert!(!c.allow_shared_data_dir);
+        assert_eq!(c.max_connections, 0);
+        let c = Config::load(
+            None,
+            [
+                ("MYDATA_ALLOW_SHARED_DATA_DIR".into(), "1".into()),
+                ("MYDATA_MAX_CONNECTIONS".into(), "500".into()),
+            ],
+        )
+        .unwrap();
+        assert!(c.allow_shared_data_dir);
+        assert_eq!(c.max_connections, 500);
+        assert!(Config::load(None, [("MYDATA_MAX_CONNECTIONS".into(), "x".into())]).is_err());
+        std::fs::write(&p, "allow_shared_data_dir = true\nmax_connections = 7\n").unwrap();
+        let c = Config::load(Some(&p), []).unwrap();
+        assert!(c.allow_shared_data_dir);
+        assert_eq!(c.max_connections, 7);
+    }
+
+    #[test]
+    fn connection_cap_leaves_a_reserve() {
+        let c = Config::default();
+        // Reserve max(256, limit / 4).
+        assert_eq!(c.connection_cap(1024), 768);
+        assert_eq!(c.connection_cap(20_000), 15_000);
+        assert_eq!(c.connection_cap(100), 1);
+        let c = Config {
+            max_connections: 300,
+            ..Config::default()
+        };
+        assert_eq!(c.connection_cap(1024), 300);
     }
 }

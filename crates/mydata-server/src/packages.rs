@@ -59,12 +59,15 @@ impl Packages {
                 return Ok(format!("{MEMORY}{id}"));
             }
         }
+        // Owner-only whatever the umask: the package holds the citizen's data in plaintext
+        // (spec D48).
         let dir = self.dir.join("packages");
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| ServerError::Storage(format!("packages directory: {e}")))?;
+        crate::datadir::create_dir(&dir)?;
         let rel = format!("packages/{id}.zip");
         let path = self.dir.join(&rel);
-        std::fs::write(&path, &zip)
+        use std::io::Write;
+        crate::datadir::create_file(&path)?
+            .write_all(&zip)
             .map_err(|e| ServerError::Storage(format!("{}: {e}", path.display())))?;
         Ok(rel)
     }
@@ -237,6 +240,12 @@ mod tests {
         // Budget 0: always files.
         let f = Packages::new(dir.path().to_path_buf(), 0);
         assert_eq!(f.put("d", vec![4]).unwrap(), "packages/d.zip");
+        #[cfg(unix)]
+        {
+            let mode = |p: &str| crate::datadir::mode_of(&dir.path().join(p)).unwrap();
+            assert_eq!(mode("packages"), 0o700);
+            assert_eq!(mode("packages/d.zip"), 0o600);
+        }
         f.remove("packages/d.zip");
         assert!(!dir.path().join("packages/d.zip").exists());
     }

@@ -160,6 +160,13 @@ fn write_private(path: &Path, data: &[u8]) -> ServerResult<()> {
     let mut f = opts
         .open(path)
         .map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?;
+    #[cfg(unix)]
+    {
+        // Exactly 0600 even under a umask that takes owner bits away (spec D48).
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(crate::datadir::FILE_MODE))
+            .map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?;
+    }
     f.write_all(data)
         .map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))
 }

@@ -42,10 +42,11 @@ pub fn server_with(
             "the sandbox clock needs sandbox and sandbox_clock".into(),
         ));
     }
-    let workers = match platform.config.workers {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-        n => n,
-    };
+    // Inbound connections are capped below the open-file limit, so that outgoing calls, the
+    // database and package files always find descriptors (spec D48); beyond the cap,
+    // connections wait in the listen backlog. actix-web counts per worker.
+    let cap = crate::limits::connection_cap(&platform.config);
+    let workers = cap.workers;
     let citizen = web::Data::new(crate::citizen::Citizen::from_config(&platform.config)?);
     let data = web::Data::from(platform);
     let srv = HttpServer::new(move || {
@@ -60,6 +61,7 @@ pub fn server_with(
             })
     })
     .workers(workers)
+    .max_connections(cap.per_worker)
     .listen(listener)
     .map_err(|e| ServerError::Config(format!("listen: {e}")))?
     .run();

@@ -126,10 +126,18 @@ impl std::fmt::Debug for SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) `path` and runs pending migrations.
+    ///
+    /// The file is created with mode 0600 (or set to 0600) before SQLite opens it, and so are
+    /// `-wal` and `-shm` if they exist: SQLite creates those with the mode of the database
+    /// file, so they are owner-only too whatever the umask (spec D48).
     pub fn open(path: &Path) -> ServerResult<Self> {
         let url = path
             .to_str()
             .ok_or_else(|| ServerError::Config("database path is not UTF-8".into()))?;
+        crate::datadir::ensure_private_file(path)?;
+        for suffix in ["-wal", "-shm"] {
+            crate::datadir::tighten_file(Path::new(&format!("{url}{suffix}")))?;
+        }
         Self::open_url(url, 8)
     }
 
@@ -265,6 +273,44 @@ mod tests {
         assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
         let again = super::SqliteStore::open(&path).unwrap();
         assert_eq!(again.find_tx_any("tx-5-199").unwrap().len(), 1);
+    }
+
+    /// The database, its WAL and its shared memory are owner-only, under the umask of the test
+    /// process (usually 022; `mydata-cli`'s `data_dir_modes` test forces 022), and an existing
+    /// database with a wider mode is tightened when opened.
+    #[cfg(unix)]
+    #[test]
+    fn database_files_are_owner_only() {
+        use super::super::Store;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let mode = |suffix: &str| {
+            crate::datadir::mode_of(std::path::Path::new(&format!("{}{suffix}", path.display())))
+                .unwrap()
+        };
+        let store = super::SqliteStore::open(&path).unwrap();
+        store
+            .insert_sp(
+                &super::super::suite::sample_sp("CLI.AAAAAAAAAA"),
+                mydata_protocol::date::UnixTime(1),
+            )
+            .unwrap();
+        for s in ["", "-wal", "-shm"] {
+            assert_eq!(mode(s), 0o600, "db.sqlite{s}");
+        }
+        drop(store);
+        for s in ["", "-wal", "-shm"] {
+            let p = format!("{}{s}", path.display());
+            if std::path::Path::new(&p).exists() {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
+        }
+        let store = super::SqliteStore::open(&path).unwrap();
+        assert_eq!(store.list_sps().unwrap().len(), 1);
+        for s in ["", "-wal", "-shm"] {
+            assert_eq!(mode(s), 0o600, "db.sqlite{s} reopened");
+        }
     }
 
     #[test]
