@@ -14,6 +14,12 @@ mod sp_client;
 use clap::Parser;
 
 fn main() {
+    // The server's warnings and errors (an SP-API call that failed, a dataset that could not be
+    // called, a purge that could not erase something) go to standard error; `RUST_LOG` changes
+    // the level (spec D48).
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_target(false)
+        .init();
     let cli = commands::Cli::parse();
     match commands::run(cli) {
         Ok(code) => std::process::exit(code),

@@ -22,36 +22,6 @@ mod common;
 
 use common::*;
 
-/// The credential flags of `creds`.
-fn cred_args(p: &Platform, creds: &Value, jwe: &str, packaging: &str) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "--client-id",
-        creds["client_id"].as_str().unwrap(),
-        "--client-secret",
-        creds["client_secret"].as_str().unwrap(),
-        "--cbc-iv",
-        creds["cbc_iv"].as_str().unwrap(),
-        "--api-key",
-        creds["api_key"].as_str().unwrap(),
-        "--jwe",
-        jwe,
-        "--packaging",
-        packaging,
-        "--platform",
-        &p.url,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    v.push("--trust".into());
-    v.push(root_ca().display().to_string());
-    v
-}
-
-fn run(args: &[String]) -> Output {
-    bin().args(args).output().unwrap()
-}
-
 fn json_of(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(

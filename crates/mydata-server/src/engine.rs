@@ -155,7 +155,7 @@ fn remove_client(m: &mut HashMap<IpAddr, BTreeSet<String>>, client_id: &str) {
 }
 
 /// Whether `sp` registered `ip` as a MyData-API source.
-fn allows(sp: &SpRecord, ip: IpAddr) -> bool {
+pub(crate) fn allows(sp: &SpRecord, ip: IpAddr) -> bool {
     sp.allowed_ips
         .iter()
         .any(|a| a.parse::<IpAddr>().is_ok_and(|a| a == ip))

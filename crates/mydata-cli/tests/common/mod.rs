@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -351,12 +351,17 @@ impl Browser {
 // ---- the platform, an SP stub, registrations ----
 
 pub struct Platform {
-    _server: Kill,
+    server: Kill,
     pub url: String,
     /// The data directory (`data` in a temporary directory; the server creates it).
     pub data_dir: PathBuf,
     /// The server's standard error.
     pub log: PathBuf,
+    /// The port of the in-process sandbox DP.
+    pub dp_port: u16,
+    port: u16,
+    shell: Option<String>,
+    env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -364,6 +369,21 @@ impl Platform {
     /// What the server wrote on its standard error so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the server with SIGKILL (no shutdown of any kind), then starts it again on the
+    /// same ports and data directory; returns once it answers.
+    pub fn kill9_and_restart(&mut self) {
+        self.server.0.kill().unwrap();
+        self.server.0.wait().unwrap();
+        self.server = spawn_serve(
+            self.port,
+            self.dp_port,
+            &self.data_dir,
+            &self.log,
+            self.shell.as_deref(),
+            &self.env,
+        );
     }
 }
 
@@ -379,6 +399,33 @@ pub fn start_platform_with(shell: Option<&str>, env: &[(&str, &str)]) -> Platfor
     let data_dir = dir.path().join("data");
     let log = dir.path().join("serve.log");
     let (p, d) = (free_port(), free_port());
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let server = spawn_serve(p, d, &data_dir, &log, shell, &env);
+    Platform {
+        server,
+        url: format!("http://127.0.0.1:{p}"),
+        data_dir,
+        log,
+        dp_port: d,
+        port: p,
+        shell: shell.map(str::to_string),
+        env,
+        _dir: dir,
+    }
+}
+
+/// Starts `mydata serve --sandbox` (appending to `log`) and waits until it answers.
+fn spawn_serve(
+    p: u16,
+    d: u16,
+    data_dir: &Path,
+    log: &Path,
+    shell: Option<&str>,
+    env: &[(String, String)],
+) -> Kill {
     let mut cmd = match shell {
         Some(s) => {
             let mut c = Command::new("sh");
@@ -389,15 +436,20 @@ pub fn start_platform_with(shell: Option<&str>, env: &[(&str, &str)]) -> Platfor
         }
         None => bin(),
     };
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     let child = cmd
         .args(["serve", "--sandbox", "--listen"])
         .arg(format!("127.0.0.1:{p}"))
         .arg("--data-dir")
-        .arg(&data_dir)
+        .arg(data_dir)
         .env("MYDATA_SANDBOX_DP_URL", format!("http://127.0.0.1:{d}"))
-        .envs(env.iter().copied())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
+        .stderr(out)
         .spawn()
         .unwrap();
     let mut server = Kill(child);
@@ -415,7 +467,7 @@ pub fn start_platform_with(shell: Option<&str>, env: &[(&str, &str)]) -> Platfor
         if let Ok(Some(st)) = server.0.try_wait() {
             panic!(
                 "the server stopped ({st}): {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
+                std::fs::read_to_string(log).unwrap_or_default()
             );
         }
         assert!(
@@ -424,18 +476,17 @@ pub fn start_platform_with(shell: Option<&str>, env: &[(&str, &str)]) -> Platfor
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    Platform {
-        _server: server,
-        url: format!("http://127.0.0.1:{p}"),
-        data_dir,
-        log,
-        _dir: dir,
-    }
+    server
 }
 
 /// An SP stub on 127.0.0.1: records the body of every `POST /sp-api` and answers 200 to
 /// everything.
 pub fn sp_stub() -> (u16, Arc<Mutex<Vec<String>>>) {
+    sp_stub_answering(200)
+}
+
+/// [`sp_stub`] answering `POST /sp-api` with `status` (and 200 to anything else).
+pub fn sp_stub_answering(status: u16) -> (u16, Arc<Mutex<Vec<String>>>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -462,14 +513,18 @@ pub fn sp_stub() -> (u16, Arc<Mutex<Vec<String>>>) {
             }
             let mut body = vec![0; len];
             let _ = r.read_exact(&mut body);
-            if first.starts_with("POST /sp-api") {
+            let code = if first.starts_with("POST /sp-api") {
                 s2.lock()
                     .unwrap()
                     .push(String::from_utf8_lossy(&body).into_owned());
-            }
-            let _ = r
-                .get_mut()
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                status
+            } else {
+                200
+            };
+            let _ = r.get_mut().write_all(
+                format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
         }
     });
     (port, seen)
@@ -517,4 +572,34 @@ pub fn sp_config(p: &Platform, creds: &Value, sp_port: u16, mode: JweMode) -> Sp
         format!("http://127.0.0.1:{sp_port}/return"),
     )
     .with_mode(mode)
+}
+
+/// The credential flags of `creds`.
+pub fn cred_args(p: &Platform, creds: &Value, jwe: &str, packaging: &str) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "--client-id",
+        creds["client_id"].as_str().unwrap(),
+        "--client-secret",
+        creds["client_secret"].as_str().unwrap(),
+        "--cbc-iv",
+        creds["cbc_iv"].as_str().unwrap(),
+        "--api-key",
+        creds["api_key"].as_str().unwrap(),
+        "--jwe",
+        jwe,
+        "--packaging",
+        packaging,
+        "--platform",
+        &p.url,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.push("--trust".into());
+    v.push(root_ca().display().to_string());
+    v
+}
+
+pub fn run(args: &[String]) -> Output {
+    bin().args(args).output().unwrap()
 }

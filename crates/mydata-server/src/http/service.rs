@@ -194,19 +194,26 @@ async fn lookup(state: State, req: HttpRequest, kind: Body) -> HttpResponse {
     let p = state.into_inner();
     let r = web::block(
         move || -> crate::ServerResult<(u16, Option<serde_json::Value>)> {
-            let mine = p.source_clients(peer.ip())?;
-            if mine.is_empty() {
+            // Each transaction is visible to the SPs that registered this source IP, read from
+            // its SP's record (D26, D27): an SP registered by another process is known at once.
+            let now = p.now();
+            let mut found = Vec::new();
+            for t in p.store.find_tx_any(&tx_id)? {
+                if client_id.as_deref().is_some_and(|c| c != t.client_id)
+                    || now.0 > t.created_at + engine::RETENTION_SECS
+                {
+                    continue;
+                }
+                if let Some(sp) = p.store.get_sp(&t.client_id)?
+                    && engine::allows(&sp, peer.ip())
+                {
+                    p.sp_sources.insert(&sp);
+                    found.push(t);
+                }
+            }
+            if found.is_empty() && !p.source_registered(peer.ip())? {
                 return Ok((401, None));
             }
-            let now = p.now();
-            let found: Vec<_> = p
-                .store
-                .find_tx_any(&tx_id)?
-                .into_iter()
-                .filter(|t| mine.contains(&t.client_id))
-                .filter(|t| client_id.as_deref().is_none_or(|c| c == t.client_id))
-                .filter(|t| now.0 <= t.created_at + engine::RETENTION_SECS)
-                .collect();
             let tx = match found.as_slice() {
                 [] => return Ok((404, None)),
                 [t] => t,
