@@ -63,7 +63,8 @@ pub struct Config {
     pub sandbox_sp_url: String,
     /// `mydata serve` keeps live transactions in memory and commits their writes in batches,
     /// at most this many milliseconds after the first write of a batch (spec D47); the ticket
-    /// handed to an SP and the taking of a package are committed before they are seen. 0 =
+    /// handed to an SP and the endings of transactions are committed before they are acted on
+    /// (D47, "What a crash loses"). 0 =
     /// every write goes to the database at once; at most 1,000. `MYDATA_WRITE_BEHIND_MS`.
     pub write_behind_ms: u64,
     /// SP packages waiting for their SP are kept in memory up to this many MiB in all, in

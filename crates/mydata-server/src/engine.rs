@@ -481,6 +481,8 @@ pub async fn undeliverable(
         last_activity: now.0,
     };
     p.store.insert_tx(&tx)?;
+    // Committed before the SP-API call hands the ticket out (D47).
+    flush_off_worker(p).await?;
     let body = SpApiBody {
         tx_id: tx_id.clone(),
         api_key: secrets.api_key.clone(),

@@ -14,7 +14,8 @@
 //!   written, and a token issued and revoked within a batch never reaches the database;
 //! - [`Store::flush`] waits until everything queued before it is committed. The platform calls
 //!   it at the two points where a lost write would be seen from outside: before the SP-API call
-//!   hands out a permission ticket, and before a package is served (engine);
+//!   hands out a permission ticket, before a failed SP-API call sends the citizen back with 410,
+//!   and right after a package was served (engine, spec D47);
 //! - SP and dataset registrations are cached for [`REGISTRATION_TTL`]: a change made by another
 //!   process (`mydata sp …` on the same database) takes effect within that time.
 //!
