@@ -279,11 +279,13 @@ pub async fn consent(
         flush_off_worker(&p).await?;
         return Ok(ReturnCode::SpApiFailed);
     }
-    // Acknowledged. Not flushed: a crash before this write is committed leaves the transaction
-    // in `calling_sp`, which a restart ends with 410 rather than calling the DPs (D47).
+    // Acknowledged: committed before the citizen is sent back with 200 and the DPs are called,
+    // so that a restart resumes the transaction rather than ending it with 410 (D47). (A crash
+    // between the SP's answer and this commit leaves `calling_sp`: 410 after the restart.)
     tx.state = state::FETCHING.into();
     tx.sp_api_ack = true;
     p.store.update_tx(&tx)?;
+    flush_off_worker(&p).await?;
     let p2 = p.clone();
     spawn_fetch(p2, tx, citizen, sp);
     Ok(ReturnCode::Success)

@@ -21,12 +21,14 @@ struct Pragmas;
 
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        // The busy timeout first: connections opened together (the pool fills at start) would
+        // otherwise meet "database is locked" at once on `journal_mode`.
         // No automatic checkpoint: it would run inside a commit, and its fsync would stall the
         // writer (and every flow waiting for a commit) for tens of milliseconds. The
         // checkpointer thread does it instead (`Checkpointer`).
         conn.batch_execute(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
+            "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
+             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
              PRAGMA secure_delete = ON; PRAGMA wal_autocheckpoint = 0;",
         )
         .map_err(diesel::r2d2::Error::QueryError)
