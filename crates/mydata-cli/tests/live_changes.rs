@@ -226,7 +226,9 @@ fn registrations_by_another_process_are_followed(env: &[(&str, &str)]) {
             p.data_dir.join("../out").display().to_string(),
             "--json".into(),
             "--max-wait".into(),
-            "120".into(),
+            "10".into(),
+            "--deadline".into(),
+            "180".into(),
         ],
         cred_args(&p, &creds, "cbc", "A"),
     ]

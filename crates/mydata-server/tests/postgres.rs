@@ -336,6 +336,8 @@ async fn server_flow(db: &ScratchDb) {
     // One-shot: the second poll is 201; the tokens are gone from the database too.
     assert_eq!(poll(&srv.url, &ticket).await.0, 201);
     assert_eq!(p.auth.token_count(), 0);
+    // The taking is committed right after the body was written (D25, D47).
+    p.store.flush().unwrap();
     assert_eq!(count(&db.url, "tokens"), 0);
     let mine = p.store.transfers_of(&p.subject_hash("A120345672")).unwrap();
     assert_eq!(mine.iter().filter(|t| t.kind == "dp_call").count(), 3);
