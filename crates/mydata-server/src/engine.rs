@@ -754,8 +754,11 @@ pub enum DataAnswer {
     /// Any answer other than 200 (401, 400, 403, 201, 504, 429).
     Status(flow::DataAnswer),
     /// 200 with this delivery: its JWE is the body, and the package is taken only once the
-    /// body has been written ([`Delivery::complete`]).
+    /// body has been written ([`Delivered::complete`]).
     Ready(Delivery),
+    /// Another poll is serving this package right now: answered 429 (`Retry-After: 5`) unless
+    /// that delivery completes within a moment, when the answer is 201 (D25).
+    Busy,
 }
 
 /// Answers `GET /service/data` up to the body: [`data_decide`] then, on 200, [`prepare`].
@@ -854,11 +857,7 @@ pub fn data_decide(
     // One delivery at a time: while another poll's body is being written, this one waits
     // (429), and gets 201 once that delivery has completed (D25).
     let Some(lease) = p.lease_delivery(&tx.id) else {
-        return Ok(DataStep::Answer(DataAnswer::Status(
-            flow::DataAnswer::NotReady429 {
-                retry_after: flow::clamp_retry_after(Some(5)),
-            },
-        )));
+        return Ok(DataStep::Answer(DataAnswer::Busy));
     };
     Ok(DataStep::Take(Box::new(Take {
         tx,

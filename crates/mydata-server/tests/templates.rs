@@ -616,7 +616,7 @@ fn data_checks_the_source_ip_against_the_index() {
     let status =
         |src: &str, ticket: Option<&str>| match engine::data(&p, ip(src), ticket, None).unwrap() {
             DataAnswer::Status(s) => s,
-            DataAnswer::Ready(_) => panic!("ready"),
+            DataAnswer::Ready(_) | DataAnswer::Busy => panic!("ready"),
         };
     assert!(p.sp_sources.is_registered(ip("10.0.0.1")));
     assert_eq!(p.sp_sources.clients(ip("::1")), vec![a.client_id.clone()]);

@@ -44,23 +44,26 @@ async fn data(state: State, req: HttpRequest) -> HttpResponse {
     let ticket = header_str(&req, "permission_ticket").map(str::to_string);
     let tx_id = header_str(&req, "tx_id").map(str::to_string);
     let platform = state.into_inner();
-    // With lookups from memory the decision is made here and only a 200 (file, JWE) goes to
-    // the blocking pool; otherwise all of it does.
-    let p = platform.clone();
-    let answer = if platform.store.memory_first() {
-        match engine::data_decide(&platform, peer.ip(), ticket.as_deref(), tx_id.as_deref()) {
-            Ok(engine::DataStep::Answer(a)) => Ok(Ok(a)),
-            Ok(engine::DataStep::Take(t)) => web::block(move || engine::prepare(&p, *t)).await,
-            Err(e) => Ok(Err(e)),
+    // A poll that meets another poll's 200 being written waits a moment for it to complete
+    // (201 then), so that an SP polling again at once is not told 429 (D25).
+    let mut waits = 0;
+    let answer = loop {
+        let answer = decide(&platform, peer.ip(), ticket.clone(), tx_id.clone()).await;
+        if matches!(answer, Ok(Ok(DataAnswer::Busy))) && waits < BUSY_WAITS {
+            waits += 1;
+            actix_web::rt::time::sleep(BUSY_WAIT).await;
+            continue;
         }
-    } else {
-        web::block(move || engine::data(&p, peer.ip(), ticket.as_deref(), tx_id.as_deref())).await
+        break answer;
     };
     match answer {
         Ok(Ok(DataAnswer::Status(flow::DataAnswer::NotReady429 { retry_after }))) => status(429)
             .insert_header((header::RETRY_AFTER, retry_after.to_string()))
             .finish(),
         Ok(Ok(DataAnswer::Status(a))) => status(a.status()).finish(),
+        Ok(Ok(DataAnswer::Busy)) => status(429)
+            .insert_header((header::RETRY_AFTER, "5"))
+            .finish(),
         Ok(Ok(DataAnswer::Ready(delivery))) => status(200)
             .content_type("application/jwe")
             .body(DeliveryBody::new(platform, delivery)),
@@ -72,6 +75,31 @@ async fn data(state: State, req: HttpRequest) -> HttpResponse {
             log::error!("MyData-API: {e}");
             status(500).finish()
         }
+    }
+}
+
+/// How many times, [`BUSY_WAIT`] apart, a poll that meets a delivery in progress looks again.
+const BUSY_WAITS: u32 = 40;
+/// The pause between those looks.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// The decision of `GET /service/data`: made on the worker when lookups are in memory, with only
+/// a 200 (file, JWE) on the blocking pool; otherwise all of it on the blocking pool.
+async fn decide(
+    platform: &Arc<Platform>,
+    peer: std::net::IpAddr,
+    ticket: Option<String>,
+    tx_id: Option<String>,
+) -> Result<crate::ServerResult<DataAnswer>, actix_web::error::BlockingError> {
+    let p = platform.clone();
+    if platform.store.memory_first() {
+        match engine::data_decide(platform, peer, ticket.as_deref(), tx_id.as_deref()) {
+            Ok(engine::DataStep::Answer(a)) => Ok(Ok(a)),
+            Ok(engine::DataStep::Take(t)) => web::block(move || engine::prepare(&p, *t)).await,
+            Err(e) => Ok(Err(e)),
+        }
+    } else {
+        web::block(move || engine::data(&p, peer, ticket.as_deref(), tx_id.as_deref())).await
     }
 }
 
