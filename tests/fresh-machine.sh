@@ -60,12 +60,19 @@ s.bind(("127.0.0.1", int(sys.argv[1])))' "${port}" 2>/dev/null; then :; else
 done
 
 mounts_under_root() { findmnt -rn -o TARGET | awk -v r="${root}" 'index($0, r "/") == 1 || $0 == r'; }
+ns_pidfile="${out}/unshare.pid"
 cleanup() {
-    local m
+    local m ns_pid
+    # When this script is interrupted: the run's PID namespace dies with its unshare
+    # (--kill-child); unshare waits through SIGTERM, hence SIGKILL.
+    ns_pid="$(cat -- "${ns_pidfile}" 2>/dev/null || true)"
+    if [[ -n "${ns_pid}" ]] && kill -0 "${ns_pid}" 2>/dev/null; then kill -KILL "${ns_pid}" 2>/dev/null || true; fi
+    rm -f -- "${ns_pidfile}"
     # The mounts were made in a private namespace; any left here would be a bug, but check.
     for m in $(mounts_under_root | sort -r); do umount -l -- "${m}" 2>/dev/null || true; done
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # (1) the host's debootstrap.
 if ! command -v debootstrap >/dev/null 2>&1; then
@@ -177,7 +184,8 @@ say "running the README's two commands in the root (log: ${out}/run.log)"
 t_run=$(date +%s)
 status=0
 # shellcheck disable=SC2016 # expanded by the inner shell
-unshare --mount --propagation private --pid --fork \
+bash -c 'echo "$$" >"$1"; shift; exec "$@"' _ "${ns_pidfile}" \
+    unshare --mount --propagation private --pid --fork --kill-child \
     env ROOT="${root}" TOOLCHAIN="${toolchain}" SERVE_TIMEOUT="${serve_timeout}" bash -c '
 set -euo pipefail
 mount -t proc proc "${ROOT}/proc"
@@ -194,6 +202,7 @@ exec chroot "${ROOT}" /usr/bin/env -i \
     CARGO_HOME=/root/.cargo SERVE_TIMEOUT="${SERVE_TIMEOUT}" \
     /bin/bash /root/fresh-run.sh
 ' 2>&1 | tee "${out}/run.log" || status=$?
+rm -f -- "${ns_pidfile}"
 d_run="$(elapsed "${t_run}")"
 
 serve_s="$(awk '$1 == "serve" {print $2}' "${root}/root/fresh-times" 2>/dev/null || true)"
