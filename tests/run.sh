@@ -34,7 +34,7 @@ command -v cargo >/dev/null 2>&1 || die "cargo not found on PATH (install Rust: 
 venv_ok() { [[ -x "${py}" ]] && "${py}" -m pip --version >/dev/null 2>&1; }
 pg_bin_dir() { # the newest installed PostgreSQL's bin directory with initdb and pg_ctl
     local d
-    for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    for d in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r); do
         if [[ -x "${d}/initdb" && -x "${d}/pg_ctl" ]]; then printf '%s\n' "${d}"; return 0; fi
     done
     if command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
