@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The project's test command: bash tests/run.sh [extra cargo test args]
 #
-# Prepares the Python interop peers (tests/interop/*.py) in a venv at
-# target/interop-venv, checks for the openssl CLI and Chromium, starts a private
+# Installs the system packages the tests need and the machine lacks (Chromium and
+# chromedriver, PostgreSQL's initdb/pg_ctl, the openssl CLI, Python's venv module; all at
+# once, with apt-get, as root or through sudo), prepares the Python interop peers
+# (tests/interop/*.py) in a venv at target/interop-venv, starts a private
 # PostgreSQL for the storage tests (unless MYDATA_TEST_PG_URL names one), then runs
 #   cargo test --workspace --all-targets "$@"
-# and then both conformance suites (tests/conformance.sh),
+# and then both conformance suites (tests/conformance.sh) and a short kill -9 run
+# (benches/crash_soak.rs, 3 kills),
 # with MYDATA_PYTHON, MYDATA_INTEROP_DIR and MYDATA_TEST_PG_URL exported for the Rust tests.
+# MYDATA_NO_INSTALL=1: install nothing, only name what is missing and stop.
 set -euo pipefail
 
 say() { printf '[run.sh] %s\n' "$*"; }
@@ -25,8 +29,63 @@ interop_dir="${repo_root}/tests/interop"
 command -v cargo >/dev/null 2>&1 || die "cargo not found on PATH (install Rust: https://rustup.rs)"
 [[ -f "${req}" ]] || die "missing ${req}"
 
+# (0) system packages: every missing one is found first, then all are installed in one apt-get
+# call (Debian's package names). Without apt-get, or as a user without sudo, or with
+# MYDATA_NO_INSTALL=1, the script names them all and stops.
+venv_ok() { [[ -x "${py}" ]] && "${py}" -m pip --version >/dev/null 2>&1; }
+pg_bin_dir() { # the newest installed PostgreSQL's bin directory with initdb and pg_ctl
+    local d
+    for d in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r); do
+        if [[ -x "${d}/initdb" && -x "${d}/pg_ctl" ]]; then printf '%s\n' "${d}"; return 0; fi
+    done
+    if command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
+        dirname -- "$(command -v initdb)"
+        return 0
+    fi
+    return 1
+}
+missing=() # Debian package names
+need() { missing+=("$@"); }
+command -v cc >/dev/null 2>&1 || need gcc libc6-dev
+command -v make >/dev/null 2>&1 || need make
+command -v perl >/dev/null 2>&1 || need perl
+command -v python3 >/dev/null 2>&1 || need python3
+if ! venv_ok && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then need python3-venv; fi
+command -v openssl >/dev/null 2>&1 || need openssl
+if [[ -z "${CHROMIUM:-}" ]] && ! command -v chromium >/dev/null 2>&1 \
+    && ! command -v chromium-browser >/dev/null 2>&1; then
+    need chromium
+fi
+if [[ -z "${CHROMEDRIVER:-}" ]] && ! command -v chromedriver >/dev/null 2>&1; then need chromium-driver; fi
+if [[ -z "${MYDATA_TEST_PG_URL:-}" ]] && ! pg_bin_dir >/dev/null; then need postgresql; fi
+# psql creates the databases of the CLI's PostgreSQL tests (crates/mydata-cli/tests/live_changes.rs).
+if ! command -v psql >/dev/null 2>&1 && [[ " ${missing[*]} " != *" postgresql "* ]]; then
+    need postgresql-client
+fi
+if [[ "${#missing[@]}" -gt 0 ]]; then
+    pkgs=("${missing[@]}")
+    what="missing system packages: ${pkgs[*]}"
+    if [[ "${MYDATA_NO_INSTALL:-0}" != 0 ]]; then
+        die "${what}; install them (Debian/Ubuntu: sudo apt-get install ${pkgs[*]}) and rerun (MYDATA_NO_INSTALL is set)"
+    fi
+    command -v apt-get >/dev/null 2>&1 \
+        || die "${what} (Debian's names); there is no apt-get here: install their equivalents and rerun"
+    as_root=()
+    if [[ "$(id -u)" != 0 ]]; then
+        command -v sudo >/dev/null 2>&1 \
+            || die "${what}; not root and no sudo: run 'apt-get install ${pkgs[*]}' as root and rerun"
+        as_root=(sudo)
+    fi
+    say "installing with ${as_root[*]:+${as_root[*]} }apt-get: ${pkgs[*]}"
+    "${as_root[@]}" apt-get update -qq \
+        || die "apt-get update failed; install ${pkgs[*]} by hand and rerun"
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${pkgs[@]}" \
+        || die "apt-get install ${pkgs[*]} failed (output above)"
+fi
+
 # (1) the venv; a venv without a working pip (e.g. half-created earlier) is rebuilt.
-if [[ ! -x "${py}" ]] || ! "${py}" -m pip --version >/dev/null 2>&1; then
+if ! venv_ok; then
     say "creating Python venv at target/interop-venv"
     command -v python3 >/dev/null 2>&1 || die "python3 not found on PATH (Python 3.11 or newer is needed)"
     rm -rf -- "${venv}"
@@ -87,13 +146,7 @@ say "MYDATA_INTEROP_DIR=${MYDATA_INTEROP_DIR}"
 if [[ -n "${MYDATA_TEST_PG_URL:-}" ]]; then
     say "MYDATA_TEST_PG_URL given; using that PostgreSQL"
 else
-    pg_bin=""
-    for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
-        if [[ -x "${d}/initdb" && -x "${d}/pg_ctl" ]]; then pg_bin="${d}"; break; fi
-    done
-    if [[ -z "${pg_bin}" ]] && command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
-        pg_bin="$(dirname -- "$(command -v initdb)")"
-    fi
+    pg_bin="$(pg_bin_dir || true)"
     [[ -n "${pg_bin}" ]] \
         || die "PostgreSQL (initdb, pg_ctl) is required by the storage tests (Debian/Ubuntu: sudo apt-get install postgresql), or set MYDATA_TEST_PG_URL=postgres://USER@HOST:PORT/postgres to use a running server"
     as_pg=()
@@ -141,3 +194,10 @@ cargo test --workspace --all-targets "$@"
 # `conformance sp`.
 say "bash tests/conformance.sh"
 bash "${script_dir}/conformance.sh"
+
+# (9) a short kill -9 run under load (spec D47): `mydata serve` killed and restarted 3 times while
+# consents run; every consent must end in one verified delivery or its documented code. The full
+# run is `cargo bench -p mydata-cli --bench crash_soak` (20 kills). Built with the test profile,
+# so it reuses the binaries above.
+say "crash_soak (3 kills)"
+MYDATA_SOAK_KILLS="${MYDATA_SOAK_KILLS:-3}" cargo bench --profile dev -p mydata-cli --bench crash_soak
