@@ -91,46 +91,18 @@ fn live_dataset(p: &Platform, resource_id: &str, env: &[(&str, &str)]) -> Arc<At
 
 /// `mydata dp register --json` from a separate process, into the running server's database.
 fn dp_register(p: &Platform, resource_id: &str, endpoint: &str, env: &[(&str, &str)]) -> Value {
-    let out = bin()
-        .args(["dp", "register", "--json", "--name", "即時登錄 live"])
+    let mut cmd = bin();
+    cmd.args(["dp", "register", "--json", "--name", "即時登錄 live"])
         .args(["--provider", "測試機關", "--scope", "live.registration"])
         .args(["--endpoint", endpoint, "--identity-method", "PII"])
-        .args(["--resource-id", resource_id])
-        .arg("--data-dir")
-        .arg(&p.data_dir)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+        .args(["--resource-id", resource_id]);
+    common::operator_json(p, cmd, env)
 }
 
 /// `mydata sp register --json` from a separate process for `resource_id`, with its SP-API at
 /// `sp_port`.
 fn sp_register(p: &Platform, sp_port: u16, resource_id: &str, env: &[(&str, &str)]) -> Value {
-    let out = bin()
-        .args(["sp", "register", "--json", "--name", "live SP"])
-        .arg("--return-url")
-        .arg(format!("http://127.0.0.1:{sp_port}/return"))
-        .arg("--sp-api-url")
-        .arg(format!("http://127.0.0.1:{sp_port}/sp-api"))
-        .args(["--dataset", resource_id, "--allow-ip", "127.0.0.1"])
-        .args(["--packaging", "a", "--jwe", "cbc"])
-        .arg("--data-dir")
-        .arg(&p.data_dir)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    common::register_with(p, sp_port, resource_id, "a", "cbc", env)
 }
 
 /// `GET {path}` on the platform with the given headers: status and body.

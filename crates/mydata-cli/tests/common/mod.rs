@@ -543,16 +543,36 @@ pub fn wait_for_body(seen: &Mutex<Vec<String>>, n: usize) -> String {
 
 /// `mydata sp register --json` into the platform's data directory.
 pub fn register(p: &Platform, sp_port: u16, rid: &str, packaging: &str, jwe: &str) -> Value {
-    let out = bin()
-        .args(["sp", "register", "--json", "--name", "sp fetch test"])
+    register_with(p, sp_port, rid, packaging, jwe, &[])
+}
+
+/// [`register`] with extra environment for the command (the server's `MYDATA_DATABASE_URL`).
+pub fn register_with(
+    p: &Platform,
+    sp_port: u16,
+    rid: &str,
+    packaging: &str,
+    jwe: &str,
+    env: &[(&str, &str)],
+) -> Value {
+    let mut cmd = bin();
+    cmd.args(["sp", "register", "--json", "--name", "sp fetch test"])
         .arg("--return-url")
         .arg(format!("http://127.0.0.1:{sp_port}/return"))
         .arg("--sp-api-url")
         .arg(format!("http://127.0.0.1:{sp_port}/sp-api"))
         .args(["--dataset", rid, "--allow-ip", "127.0.0.1"])
-        .args(["--packaging", packaging, "--jwe", jwe])
+        .args(["--packaging", packaging, "--jwe", jwe]);
+    operator_json(p, cmd, env)
+}
+
+/// Runs an operator command (`mydata sp …`, `mydata dp …`) on the platform's data directory
+/// with extra environment `env`: it must succeed; its JSON output.
+pub fn operator_json(p: &Platform, mut cmd: Command, env: &[(&str, &str)]) -> Value {
+    let out = cmd
         .arg("--data-dir")
         .arg(&p.data_dir)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(
