@@ -41,12 +41,16 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
 struct Checkpointer {
     stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Checkpoint passes completed (for tests, which wait on it rather than on time).
+    passes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Checkpointer {
     fn start(pool: Pool<ConnectionManager<SqliteConnection>>) -> ServerResult<Self> {
         let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
         let s = stop.clone();
+        let passes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let done = passes.clone();
         let thread = std::thread::Builder::new()
             .name("mydata-sqlite-checkpoint".into())
             .spawn(move || {
@@ -65,8 +69,11 @@ impl Checkpointer {
                         c.batch_execute("PRAGMA wal_checkpoint(PASSIVE);")
                             .map_err(|e| e.to_string())
                     });
-                    if let Err(e) = r {
-                        log::warn!("SQLite checkpoint: {e}");
+                    match r {
+                        Ok(()) => {
+                            done.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                        }
+                        Err(e) => log::warn!("SQLite checkpoint: {e}"),
                     }
                     stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
                 }
@@ -74,6 +81,7 @@ impl Checkpointer {
             .map_err(|e| ServerError::Internal(format!("checkpoint thread: {e}")))?;
         Ok(Checkpointer {
             stop,
+            passes,
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -183,6 +191,13 @@ impl SqliteStore {
         })
     }
 
+    /// How many passes the checkpointer thread has completed (0 in memory).
+    pub fn checkpoint_passes(&self) -> u64 {
+        self._checkpointer
+            .as_ref()
+            .map_or(0, |c| c.passes.load(std::sync::atomic::Ordering::Acquire))
+    }
+
     fn conn(&self) -> ServerResult<PooledConnection<ConnectionManager<SqliteConnection>>> {
         self.pool
             .get()
@@ -262,7 +277,18 @@ mod tests {
                 );
                 store.insert_tx(&tx).unwrap();
             }
-            std::thread::sleep(super::CHECKPOINT_EVERY * 3);
+            // Two passes of the checkpointer after the writes: the second began after them
+            // and copied every frame (waiting on the passes, not on time: a loaded machine may
+            // run the thread late).
+            let target = store.checkpoint_passes() + 2;
+            let start = std::time::Instant::now();
+            while store.checkpoint_passes() < target {
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(120),
+                    "the checkpointer stopped"
+                );
+                std::thread::sleep(super::CHECKPOINT_EVERY / 5);
+            }
             sizes.push(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
         }
         let first = sizes[0].max(1);
