@@ -16,9 +16,9 @@ import sys
 import time
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 
@@ -42,10 +42,31 @@ def step(d):
     return (els[0].get_attribute("data-step"), els[0]) if els else (None, None)
 
 
+def left_page(old):
+    """A wait condition: `old` (an element of the page being left) is no longer in the document.
+
+    Chrome answers a node of a page that is being replaced with an inspector error ("Node with
+    given id does not belong to the document") rather than a stale-element error; both mean the
+    page was left. (Seen under load, where `expected_conditions.staleness_of` raised it instead of waiting.)
+    """
+    def check(_d):
+        try:
+            old.is_enabled()
+            return False
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as e:
+            text = str(e)
+            if "does not belong to the document" in text or "No node with given id" in text:
+                return True
+            raise
+    return check
+
+
 def click_and_wait(d, element_id, old):
     """Submits a form and waits until the browser has left the page (its heading went stale)."""
     d.find_element(By.ID, element_id).click()
-    WebDriverWait(d, 15).until(EC.staleness_of(old))
+    WebDriverWait(d, 30).until(left_page(old))
 
 
 def main():
