@@ -105,6 +105,24 @@ fn sp_register(p: &Platform, sp_port: u16, resource_id: &str, env: &[(&str, &str
     common::register_with(p, sp_port, resource_id, "a", "cbc", env)
 }
 
+/// An SP registered for `resource_id` by a separate process, and its redirect for [`CITIZEN`]:
+/// its credentials, `client_id`, the redirect and its `tx_id`.
+fn new_sp_and_redirect(
+    p: &Platform,
+    sp_port: u16,
+    resource_id: &str,
+    env: &[(&str, &str)],
+) -> (Value, String, mydata_sp::redirect::Redirect, String) {
+    let creds = sp_register(p, sp_port, resource_id, env);
+    let client_id = creds["client_id"].as_str().unwrap().to_string();
+    let cfg = sp_config(p, &creds, sp_port, JweMode::Cbc);
+    let list = ResourceList::new(vec![resource_id.parse().unwrap()]).unwrap();
+    let pid = Pid::parse_for(ApplicationMode::Person, CITIZEN).unwrap();
+    let redirect = cfg.redirect(&RedirectRequest::new(&list, &pid)).unwrap();
+    let tx_id = redirect.tx_id.as_str().to_string();
+    (creds, client_id, redirect, tx_id)
+}
+
 /// `GET {path}` on the platform with the given headers: status and body.
 fn get(p: &Platform, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let port: u16 = p.url.rsplit(':').next().unwrap().parse().unwrap();
@@ -172,14 +190,7 @@ fn registrations_by_another_process_are_followed(env: &[(&str, &str)]) {
     let (sp_port, seen) = common::sp_stub();
     let rid = "API.LIVEREG001";
     let calls = live_dataset(&p, rid, env);
-    let creds = sp_register(&p, sp_port, rid, env);
-    let client_id = creds["client_id"].as_str().unwrap().to_string();
-
-    let cfg = sp_config(&p, &creds, sp_port, JweMode::Cbc);
-    let list = ResourceList::new(vec![rid.parse().unwrap()]).unwrap();
-    let pid = Pid::parse_for(ApplicationMode::Person, CITIZEN).unwrap();
-    let redirect = cfg.redirect(&RedirectRequest::new(&list, &pid)).unwrap();
-    let tx_id = redirect.tx_id.as_str().to_string();
+    let (creds, client_id, redirect, tx_id) = new_sp_and_redirect(&p, sp_port, rid, env);
     assert_eq!(txid_status(&p, &client_id, &tx_id), "http 404");
     let mut browser = Browser::new(&p.url);
     let opened = browser.send("GET", &redirect.url, None);
@@ -248,13 +259,7 @@ fn kill9_after_a_failed_sp_api_call_keeps_the_ticket_withdrawn() {
     let (sp_port, seen) = common::sp_stub_answering(500);
     let rid = "API.KILLNINE01";
     let calls = live_dataset(&p, rid, &env);
-    let creds = sp_register(&p, sp_port, rid, &env);
-    let client_id = creds["client_id"].as_str().unwrap().to_string();
-    let cfg = sp_config(&p, &creds, sp_port, JweMode::Cbc);
-    let list = ResourceList::new(vec![rid.parse().unwrap()]).unwrap();
-    let pid = Pid::parse_for(ApplicationMode::Person, CITIZEN).unwrap();
-    let redirect = cfg.redirect(&RedirectRequest::new(&list, &pid)).unwrap();
-    let tx_id = redirect.tx_id.as_str().to_string();
+    let (_, client_id, redirect, tx_id) = new_sp_and_redirect(&p, sp_port, rid, &env);
     let back = Browser::new(&p.url).consent(&redirect.url);
     assert!(back.contains("code=410"), "{back}");
     // The SP received the ticket before it answered 500.
