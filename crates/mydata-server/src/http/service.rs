@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::State;
 use mydata_protocol::codes::{IdentityMethod, ReturnCode};
+use mydata_protocol::ids::{ClientId, TxId};
 use mydata_protocol::flow;
 
 use crate::engine::{self, DataAnswer, state};
@@ -37,8 +38,14 @@ fn status(code: u16) -> actix_web::HttpResponseBuilder {
     b
 }
 
+/// The source IP of a MyData-API request (D26): the TCP peer, an IPv4 client of a dual-stack
+/// listener (`::ffff:a.b.c.d`) as its IPv4 address, as the redirect's step 6 sees it.
+fn source(req: &HttpRequest) -> Option<std::net::IpAddr> {
+    req.peer_addr().map(|a| a.ip().to_canonical())
+}
+
 async fn data(state: State, req: HttpRequest) -> HttpResponse {
-    let Some(peer) = req.peer_addr() else {
+    let Some(source) = source(&req) else {
         return status(401).finish();
     };
     let ticket = header_str(&req, "permission_ticket").map(str::to_string);
@@ -48,7 +55,7 @@ async fn data(state: State, req: HttpRequest) -> HttpResponse {
     // (201 then), so that an SP polling again at once is not told 429 (D25).
     let mut waits = 0;
     let answer = loop {
-        let answer = decide(&platform, peer.ip(), ticket.clone(), tx_id.clone()).await;
+        let answer = decide(&platform, source, ticket.clone(), tx_id.clone()).await;
         if matches!(answer, Ok(Ok(DataAnswer::Busy))) && waits < BUSY_WAITS {
             waits += 1;
             actix_web::rt::time::sleep(BUSY_WAIT).await;
@@ -212,13 +219,21 @@ enum Body {
 
 /// `txid_status` and `type_valid` (spec §8.3, §8.4): the same lookup, two bodies.
 async fn lookup(state: State, req: HttpRequest, kind: Body) -> HttpResponse {
-    let Some(peer) = req.peer_addr() else {
+    let Some(source) = source(&req) else {
         return status(401).finish();
     };
-    let Some(tx_id) = header_str(&req, "tx_id").map(str::to_string) else {
+    // A missing or malformed header is 400 (D27), before anything is looked up.
+    let Some(tx_id) = header_str(&req, "tx_id").filter(|t| t.parse::<TxId>().is_ok()) else {
         return status(400).finish();
     };
-    let client_id = header_str(&req, "client_id").map(str::to_string);
+    let tx_id = tx_id.to_string();
+    let client_id = match req.headers().get("client_id") {
+        None => None,
+        Some(v) => match v.to_str().ok().filter(|c| c.parse::<ClientId>().is_ok()) {
+            Some(c) => Some(c.to_string()),
+            None => return status(400).finish(),
+        },
+    };
     let p = state.into_inner();
     let r = web::block(
         move || -> crate::ServerResult<(u16, Option<serde_json::Value>)> {
@@ -233,13 +248,13 @@ async fn lookup(state: State, req: HttpRequest, kind: Body) -> HttpResponse {
                     continue;
                 }
                 if let Some(sp) = p.store.get_sp(&t.client_id)?
-                    && engine::allows(&sp, peer.ip())
+                    && engine::allows(&sp, source)
                 {
                     p.sp_sources.insert(&sp);
                     found.push(t);
                 }
             }
-            if found.is_empty() && !p.source_registered(peer.ip())? {
+            if found.is_empty() && !p.source_registered(source)? {
                 return Ok((401, None));
             }
             let tx = match found.as_slice() {
