@@ -12,8 +12,8 @@ use serde_json::json;
 
 use super::State;
 use mydata_protocol::codes::{IdentityMethod, ReturnCode};
-use mydata_protocol::ids::{ClientId, TxId};
 use mydata_protocol::flow;
+use mydata_protocol::ids::{ClientId, TxId};
 
 use crate::engine::{self, DataAnswer, state};
 use crate::platform::Platform;
