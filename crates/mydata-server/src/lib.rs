@@ -19,6 +19,7 @@ pub mod limits;
 pub mod packages;
 pub mod platform;
 pub mod secrets;
+pub mod sources;
 pub mod storage;
 
 pub use error::{ServerError, ServerResult};

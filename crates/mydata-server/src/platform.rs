@@ -21,10 +21,10 @@ use crate::auth::{
 };
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::engine::SourceIndex;
 use crate::error::{ServerError, ServerResult};
 use crate::packages::Packages;
 use crate::secrets::MasterKey;
+use crate::sources::SourceIndex;
 use crate::storage::{DpMethod, DpRecord, SpRecord, Store};
 
 /// The sandbox catalogue, compiled in so that `mydata serve --sandbox` works from any directory.
@@ -262,7 +262,7 @@ impl Platform {
     }
 
     /// The lock of transaction `id`. Whatever ends or deletes a transaction (the purge,
-    /// [`engine::forget`](crate::engine::forget)) and whatever writes its DP results or its
+    /// `engine::forget`) and whatever writes its DP results or its
     /// package holds it, so a purged transaction gets nothing written after its purge (D37).
     /// Held only for in-memory work and single writes, never across an await.
     pub fn tx_lock(&self, id: &str) -> MutexGuard<'_, ()> {

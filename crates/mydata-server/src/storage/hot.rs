@@ -37,9 +37,8 @@ use std::time::{Duration, Instant};
 
 use mydata_protocol::date::UnixTime;
 
-use super::{DpRecord, SpRecord, Store, TransferRecord, TxRecord, Write};
+use super::{DpRecord, SpRecord, Store, TransferRecord, TxRecord, Write, state};
 use crate::auth::TokenRecord;
-use crate::engine::state;
 use crate::error::{ServerError, ServerResult};
 
 /// How long a cached SP or dataset registration is used before it is read again.

@@ -344,3 +344,25 @@ mod tests {
         assert!(!dir.path().join(SQLITE_FILE).exists());
     }
 }
+
+/// Transaction states as stored.
+pub mod state {
+    /// Redirect accepted; not yet consented.
+    pub const REDIRECTED: &str = "redirected";
+    /// Identity verified.
+    pub const AUTHENTICATED: &str = "authenticated";
+    /// Consented; the permission ticket is recorded and the SP-API call is being made. A
+    /// transaction found in this state after a restart never had its acknowledgement
+    /// recorded: it ends with 410 and its ticket stays withdrawn (spec D47).
+    pub const CALLING_SP: &str = "calling_sp";
+    /// Consented, SP-API acknowledged, DPs being called.
+    pub const FETCHING: &str = "fetching";
+    /// The package is ready.
+    pub const READY: &str = "ready";
+    /// The package was taken.
+    pub const TAKEN: &str = "taken";
+    /// Ended with `code`.
+    pub const ENDED: &str = "ended";
+    /// Ended at §5.3 step 10; the SP-API was called with `unable_to_deliver`.
+    pub const UNDELIVERABLE: &str = "undeliverable";
+}
