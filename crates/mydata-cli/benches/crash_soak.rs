@@ -224,26 +224,11 @@ impl Citizen {
         url: &str,
         form: Option<&[(&str, &str)]>,
     ) -> Result<Resp, Cut> {
-        let url = if url.starts_with("http") {
-            url.to_string()
-        } else {
-            format!("{}{url}", self.base)
-        };
-        let jar = self
-            .cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ");
-        let cookie = (!jar.is_empty()).then_some(jar.as_str());
-        let r = request(method, &url, &[], cookie, form).map_err(|err| Cut::Conn { step, err })?;
-        for (k, v) in &r.headers {
-            if k.eq_ignore_ascii_case("set-cookie")
-                && let Some((n, val)) = v.split(';').next().and_then(|p| p.split_once('='))
-            {
-                self.cookies.insert(n.to_string(), val.to_string());
-            }
-        }
+        let url = common::absolute(&self.base, url);
+        let jar = common::cookie_header(&self.cookies);
+        let r = request(method, &url, &[], jar.as_deref(), form)
+            .map_err(|err| Cut::Conn { step, err })?;
+        common::keep_cookies(&mut self.cookies, &r.headers);
         Ok(r)
     }
 

@@ -229,6 +229,36 @@ fn read_one(s: &mut TcpStream, raw: &mut Vec<u8>) {
     }
 }
 
+/// `url` against `base` when it is a path.
+pub fn absolute(base: &str, url: &str) -> String {
+    if url.starts_with("http") {
+        url.to_string()
+    } else {
+        format!("{base}{url}")
+    }
+}
+
+/// The `Cookie` header of a cookie jar, `None` when it is empty.
+pub fn cookie_header(jar: &BTreeMap<String, String>) -> Option<String> {
+    (!jar.is_empty()).then(|| {
+        jar.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+/// Keeps the cookies a response sets (`name=value` of each `Set-Cookie`).
+pub fn keep_cookies(jar: &mut BTreeMap<String, String>, headers: &[(String, String)]) {
+    for (k, v) in headers {
+        if k.eq_ignore_ascii_case("set-cookie")
+            && let Some((n, val)) = v.split(';').next().and_then(|p| p.split_once('='))
+        {
+            jar.insert(n.to_string(), val.to_string());
+        }
+    }
+}
+
 /// A browser on the platform: one cookie jar, no automatic redirects.
 pub struct Browser {
     base: String,
@@ -258,18 +288,9 @@ impl Browser {
     }
 
     pub fn send(&mut self, method: &str, url: &str, form: Option<&[(&str, &str)]>) -> Resp {
-        let url = if url.starts_with("http") {
-            url.to_string()
-        } else {
-            format!("{}{url}", self.base)
-        };
-        let jar = self
-            .cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ");
-        let cookie = (!jar.is_empty()).then_some(jar.as_str());
+        let url = absolute(&self.base, url);
+        let jar = cookie_header(&self.cookies);
+        let cookie = jar.as_deref();
         let r = match &mut self.conn {
             Some(s) => {
                 let u = url::Url::parse(&url).unwrap();
@@ -282,14 +303,7 @@ impl Browser {
             }
             None => http(method, &url, cookie, form),
         };
-        for (k, v) in &r.headers {
-            if k.eq_ignore_ascii_case("set-cookie") {
-                let pair = v.split(';').next().unwrap();
-                if let Some((n, val)) = pair.split_once('=') {
-                    self.cookies.insert(n.to_string(), val.to_string());
-                }
-            }
-        }
+        keep_cookies(&mut self.cookies, &r.headers);
         r
     }
 
