@@ -3,9 +3,11 @@
 #
 # Installs the system packages the tests need and the machine lacks (Chromium and
 # chromedriver, PostgreSQL's initdb/pg_ctl, the openssl CLI, Python's venv module; all at
-# once, with apt-get, as root or through sudo), prepares the Python interop peers
-# (tests/interop/*.py) in a venv at target/interop-venv, starts a private
-# PostgreSQL for the storage tests (unless MYDATA_TEST_PG_URL names one), then runs
+# once, with apt-get, as root or through sudo), checks spec/traceability.md against the spec
+# and the tests (tests/spec_trace.py: every MUST and decision has a row, every test it names
+# exists), prepares the Python interop peers (tests/interop/*.py) in a venv at
+# target/interop-venv, starts a private PostgreSQL for the storage tests (unless
+# MYDATA_TEST_PG_URL names one), then runs
 #   cargo test --workspace --all-targets "$@"
 # and then both conformance suites (tests/conformance.sh) and a short kill -9 run
 # (benches/crash_soak.rs, 3 kills),
@@ -83,6 +85,13 @@ if [[ "${#missing[@]}" -gt 0 ]]; then
         apt-get install -y -qq --no-install-recommends "${pkgs[@]}" \
         || die "apt-get install ${pkgs[*]} failed (output above)"
 fi
+
+# (0b) the traceability table (spec/traceability.md): every MUST/SHALL/REQUIRED sentence of spec/
+# and every decision has a row, and every test a row names exists. Standard library only, no
+# build, about a second; it fails the run before anything slow starts.
+say "python3 tests/spec_trace.py"
+python3 "${script_dir}/spec_trace.py" \
+    || die "spec/traceability.md is out of date (above); see the top of that file"
 
 # (1) the venv; a venv without a working pip (e.g. half-created earlier) is rebuilt.
 if ! venv_ok; then

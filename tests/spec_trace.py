@@ -299,6 +299,7 @@ def main():
             print(suggestion(s))
         for d in missing_d:
             print(f"| {d} | decisions.md {d} | (a sentence of {d}'s Decision part) | untested (issue ?) |")
+    sys.stdout.flush()
     if errors:
         for e in errors:
             print(f"spec_trace: {e}", file=sys.stderr)
