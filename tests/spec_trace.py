@@ -121,8 +121,8 @@ def spec_sentences():
             if h:
                 section = h.group(2).strip()
                 d = DECISION_HEADING.match(text) if name == "decisions.md" else None
-                decision = d.group(1) if d else (decision if len(h.group(1)) > 2 else None)
-                in_part = False
+                if len(h.group(1)) <= 2:  # a sub-heading stays inside its decision and part
+                    decision, in_part = (d.group(1) if d else None), False
                 continue
             if decision and text.startswith("**Decision.**"):
                 in_part = True
@@ -206,7 +206,7 @@ def test_defined(path, name, cache={}):
 
 
 def suggestion(s):
-    quote = s.text if len(s.text) <= 90 else s.text[:87].rsplit(" ", 1)[0] + " …"
+    quote = s.text if len(s.text) <= 90 else s.text[:90].rsplit(" ", 1)[0]  # still a substring
     num = re.match(r"(\d+(?:\.\d+)*)\.?\s", s.section)
     src = f"{s.file} {s.decision}" if s.decision else f"{s.file} " + (f"§{num.group(1)}" if num else s.section)
     return f"| ?? | {src} | {quote.replace('|', chr(92) + '|')} | untested (issue ?) |"
@@ -298,7 +298,8 @@ def main():
         for s in missing:
             print(suggestion(s))
         for d in missing_d:
-            print(f"| {d} | decisions.md {d} | (a sentence of {d}'s Decision part) | untested (issue ?) |")
+            part = [x for x in sentences if x.decision == d and x.in_decision_part and len(x.norm) >= 12]
+            print(suggestion(part[0]).replace("| ?? |", f"| {d} |", 1) if part else f"| {d} | decisions.md {d} | ? | untested (issue ?) |")
     sys.stdout.flush()
     if errors:
         for e in errors:
