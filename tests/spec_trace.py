@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks spec/traceability.md against the spec and the tests: python3 tests/spec_trace.py
 
-Standard library only; needs no build. tests/run.sh runs it first.
+Standard library only; needs no build. tests/run.sh runs it before any build.
 
 (a) Every sentence of spec/*.md (traceability.md excepted) that contains MUST, MUST NOT, SHALL,
     SHALL NOT or REQUIRED in capitals (outside code), and every decision `## Dn` of
