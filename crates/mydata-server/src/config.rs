@@ -71,6 +71,12 @@ pub struct Config {
     /// files under `packages/` in the data directory beyond it (spec D47); 0 = always files.
     /// `MYDATA_PACKAGE_MEMORY_MB`.
     pub package_memory_mb: usize,
+    /// The CA certificates DP packages must chain to (spec D9 step 4, D35): PEM files, or
+    /// directories whose `*.pem` and `*.crt` files are read (not recursive). Required outside the
+    /// sandbox (the server refuses to start without it); in the sandbox they are trusted
+    /// besides the sandbox CA. Changed files are taken up within 2 s ([`crate::trust`]).
+    /// `MYDATA_DP_TRUST_ANCHORS` (paths separated by `:`).
+    pub dp_trust_anchors: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -93,6 +99,7 @@ impl Default for Config {
             sandbox_sp_url: "http://127.0.0.1:8090".into(),
             write_behind_ms: 10,
             package_memory_mb: 64,
+            dp_trust_anchors: Vec::new(),
         }
     }
 }
@@ -138,6 +145,11 @@ impl Config {
                 "MYDATA_SANDBOX_SP_URL" => c.sandbox_sp_url = v,
                 "MYDATA_PACKAGE_MEMORY_MB" => {
                     c.package_memory_mb = v.parse().map_err(|_| bad("expected MiB"))?
+                }
+                "MYDATA_DP_TRUST_ANCHORS" => {
+                    c.dp_trust_anchors = std::env::split_paths(&v)
+                        .filter(|p| !p.as_os_str().is_empty())
+                        .collect()
                 }
                 "MYDATA_WRITE_BEHIND_MS" => {
                     c.write_behind_ms = v.parse().map_err(|_| bad("expected milliseconds"))?

@@ -10,7 +10,6 @@ use mydata_protocol::date::UnixTime;
 use mydata_protocol::flow::{self, SpApiBody, SpApiDelivery, TicketFacts};
 use mydata_protocol::ids::{ClientId, PermissionTicket, ResourceId, SecretKey};
 use mydata_protocol::jwe::{self, ContentIv, JweMode};
-use mydata_protocol::package::dp::TrustAnchors;
 use mydata_protocol::package::sp::{self, Dataset, Outcome, PackagingMode};
 use mydata_protocol::param::{ParamCipher, ParamMode};
 use serde::{Deserialize, Serialize};
@@ -21,6 +20,7 @@ use crate::error::{ServerError, ServerResult};
 use crate::packages::Packages;
 use crate::platform::{DeliveryLease, Platform};
 use crate::storage::{SpRecord, TransferRecord, TxRecord};
+use crate::trust::Anchors;
 
 /// Seconds from consent to the purge of everything personal (D37).
 pub const RETENTION_SECS: i64 = 28_800;
@@ -99,20 +99,10 @@ impl Platform {
         )
     }
 
-    /// Trust anchors for DP packages (the sandbox CA in sandbox mode). The sandbox CA is a
-    /// constant, so it is parsed once per process, not once per transaction.
-    pub fn dp_trust(&self) -> Option<Arc<TrustAnchors>> {
-        static SANDBOX: std::sync::OnceLock<Option<Arc<TrustAnchors>>> = std::sync::OnceLock::new();
-        if !self.config.sandbox {
-            return None;
-        }
-        SANDBOX
-            .get_or_init(|| {
-                TrustAnchors::from_pem(&[crate::platform::SANDBOX_ROOT_CA])
-                    .ok()
-                    .map(Arc::new)
-            })
-            .clone()
+    /// Trust anchors for DP packages: the configured ones, plus the sandbox CA in sandbox
+    /// mode; [`Anchors::Missing`] outside the sandbox without any (spec D35).
+    pub fn dp_trust(&self) -> Anchors {
+        self.dp_trust.anchors()
     }
 }
 
@@ -156,7 +146,23 @@ pub async fn consent(
     tx.sp_api_ack = false;
     tx.consent_at = Some(now.0);
     tx.purge_at = now.0 + RETENTION_SECS;
-    p.store.update_tx(&tx)?;
+    {
+        // Consent is taken once: of two consent posts racing on two workers (a double click,
+        // two tabs), one moves the transaction on and calls the SP-API; the other finds it
+        // moved and gets `Conflict` (the page then shows the transaction as it is).
+        let _held = p.tx_lock(&tx.id);
+        match p.store.get_tx(&tx.id)? {
+            Some(now_stored) if now_stored.state == state::AUTHENTICATED => {}
+            Some(now_stored) => {
+                return Err(ServerError::Conflict(format!(
+                    "transaction {}: consent already taken ({})",
+                    tx.id, now_stored.state
+                )));
+            }
+            None => return Err(ServerError::NotFound(format!("transaction {}", tx.id))),
+        }
+        p.store.update_tx(&tx)?;
+    }
     // Committed before the SP holds the ticket (D47): a crash after the call must not forget a
     // ticket that is out. The wait is off the HTTP worker.
     flush_off_worker(&p).await?;
@@ -472,7 +478,7 @@ async fn call_dataset(
     client_id: &str,
     rid: &str,
     citizen: &CitizenClaims,
-    trust: Option<Arc<TrustAnchors>>,
+    trust: Anchors,
 ) -> ServerResult<Option<SeriesOutcome>> {
     let Some(dp) = p.store.get_dp(rid)? else {
         log::warn!("transaction {tx_id}: dataset {rid} is not registered; code 500");
@@ -493,6 +499,18 @@ async fn call_dataset(
             0,
         )));
     }
+    let trust = match trust {
+        Anchors::Configured(a) => a,
+        // No anchor outside the sandbox: no package could be trusted, so the DP is not asked
+        // for personal data it would send in vain (D35; `http::server` refuses to start so).
+        Anchors::Missing => {
+            log::error!(
+                "transaction {tx_id}: dataset {rid}: no DP trust anchors configured \
+                 (dp_trust_anchors); code 500"
+            );
+            return Ok(Some((rid.into(), dp.name, DatasetCode::DpError, None, 0)));
+        }
+    };
     let transaction_uid = PermissionTicket::generate()?.as_str().to_string();
     let token = {
         // Under the transaction's lock: a purge either happened before (no token is issued)
@@ -509,7 +527,8 @@ async fn call_dataset(
     // empty.
     let values = dpcall::values_for(&dp, &transaction_uid, citizen, Default::default());
     let client = dpcall::shared_client();
-    let r = dpcall::run_series_with(&client, &p.clock, &dp, &token.token, &values, trust).await;
+    let r =
+        dpcall::run_series_with(&client, &p.clock, &dp, &token.token, &values, Some(trust)).await;
     // The end of the call series ends the token's life (spec §10.1).
     p.auth.revoke_hash(&token.record.token_hash)?;
     p.store.delete_token(&token.record.token_hash)?;

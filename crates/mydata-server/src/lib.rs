@@ -21,5 +21,6 @@ pub mod platform;
 pub mod secrets;
 pub mod sources;
 pub mod storage;
+pub mod trust;
 
 pub use error::{ServerError, ServerResult};

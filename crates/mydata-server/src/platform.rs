@@ -26,6 +26,7 @@ use crate::packages::Packages;
 use crate::secrets::MasterKey;
 use crate::sources::SourceIndex;
 use crate::storage::{DpMethod, DpRecord, SpRecord, Store};
+use crate::trust::DpTrust;
 
 /// The sandbox catalogue, compiled in so that `mydata serve --sandbox` works from any directory.
 pub const SANDBOX_CATALOGUE: &str = include_str!("../../../fixtures/catalogue.json");
@@ -128,6 +129,8 @@ pub struct Platform {
     pub config: Config,
     /// Source IP → SPs that registered it, for the MyData-API (`engine::data`).
     pub sp_sources: SourceIndex,
+    /// What DP packages must chain to (spec D35), reloaded when the files change.
+    pub dp_trust: DpTrust,
     /// SP packages waiting for their SP (memory, then files).
     pub packages: Packages,
     /// SP secrets opened, by `client_id`, with the sealed values they were opened from.
@@ -230,6 +233,7 @@ impl Platform {
             auth.import(&t)?;
         }
         let sp_sources = SourceIndex::from_sps(&store.list_sps()?);
+        let dp_trust = DpTrust::load(config.sandbox, &config.dp_trust_anchors)?;
         let packages = Packages::new(
             config.data_dir.clone(),
             config.package_memory_mb.saturating_mul(1 << 20),
@@ -241,6 +245,7 @@ impl Platform {
             key,
             config,
             sp_sources,
+            dp_trust,
             packages,
             opened: Mutex::new(HashMap::new()),
             tx_locks: (0..TX_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),

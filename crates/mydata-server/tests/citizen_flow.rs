@@ -70,9 +70,12 @@ async fn two_documents_consent_and_delivery() {
     let (status, _) = poll_until_ready(&w.srv.url, ticket, "tx-pii-1").await;
     assert_eq!(status, 201);
 
-    // The flow page is gone once the citizen is back at the SP: it answers with the outcome.
+    // A reload of the flow page after the return goes back to the SP with the same outcome
+    // (D46); another browser still gets the 403 page.
     let after = b.get(&flow).await;
-    assert_eq!(after.status, 403);
+    assert_eq!(after.returned(&creds), (200, Some("tx-pii-1".to_string())));
+    let other = Browser::new(&w.srv.url).get(&flow).await;
+    assert_eq!(other.status, 403);
 }
 
 #[actix_web::test]

@@ -96,6 +96,13 @@ pub enum Next {
     },
     /// No session holds this flow (expired, another browser, or a forged form): a 403 page.
     NoSession,
+    /// The citizen consented and the SP-API call is still being made: a page that reloads
+    /// `/flow/{id}` by itself until the transaction's code is known (§6: `code=200` only once
+    /// the SP-API answered).
+    Waiting {
+        /// The transaction's internal id.
+        id: String,
+    },
 }
 
 /// One dataset as the consent page shows it.
@@ -525,16 +532,28 @@ fn live(
     ctx: &mut Ctx,
     now: UnixTime,
 ) -> ServerResult<Option<Next>> {
+    if ctx.tx.state == state::CALLING_SP {
+        // Consented in this tab a moment ago (a reload) or in another: the SP has not answered
+        // the SP-API call yet, so neither 200 nor 410 can be told.
+        return Ok(Some(Next::Waiting {
+            id: ctx.tx.id.clone(),
+        }));
+    }
     if !matches!(
         ctx.tx.state.as_str(),
         state::REDIRECTED | state::AUTHENTICATED
     ) {
-        // Consent already happened in another tab, or the transaction ended.
-        let code = ctx
-            .tx
-            .code
-            .and_then(|c| ReturnCode::from_wire(c as u16))
-            .unwrap_or(ReturnCode::BadRequest);
+        // Consent already happened (a reload, another tab), or the transaction ended: back to
+        // the SP with the code it was sent back with, which for an acknowledged consent stays
+        // 200 whatever happened to the DP calls since (they are told by txid_status).
+        let code = if ctx.tx.sp_api_ack && ctx.tx.state != state::UNDELIVERABLE {
+            ReturnCode::Success
+        } else {
+            ctx.tx
+                .code
+                .and_then(|c| ReturnCode::from_wire(c as u16))
+                .unwrap_or(ReturnCode::BadRequest)
+        };
         return back(p, ctx, code).map(Some);
     }
     if flow::pre_consent_expired(
@@ -851,10 +870,15 @@ pub async fn act(
                 return finish(p, c, cookie, &mut ctx, ReturnCode::Refused, now);
             }
             let claims = claims(p, c, &ctx.flow.accepted.pid);
-            let code = engine::consent(p.clone(), ctx.tx.clone(), claims).await?;
-            c.sessions.with(cookie, now, |s| {
-                s.flows.remove(id);
-            });
+            let code = match engine::consent(p.clone(), ctx.tx.clone(), claims).await {
+                Ok(code) => code,
+                // Another post took the consent first: this one shows the transaction as it
+                // is (waiting, then back to the SP with its code).
+                Err(ServerError::Conflict(_)) => return Ok(stay),
+                Err(e) => return Err(e),
+            };
+            // The flow stays in the session: a reload after this answer (the browser lost it,
+            // or another tab) goes back to the SP with the transaction's code again.
             return back(p, &ctx, code);
         }
         _ if locked.is_some() => {}

@@ -142,6 +142,19 @@ fn respond(state: &State, next: Next) -> HttpResponse {
             b.finish()
         }
         Next::NoSession => no_session(),
+        Next::Waiting { id } => {
+            let mut r = message(
+                StatusCode::OK,
+                "請稍候 / Please wait",
+                "正在將您的同意通知申請服務的網站，本頁會自動重新整理。",
+                "Your consent is being passed to the service. This page reloads by itself.",
+            );
+            if let Ok(v) = header::HeaderValue::from_str(&format!("1; url=/flow/{id}")) {
+                r.headers_mut()
+                    .insert(header::HeaderName::from_static("refresh"), v);
+            }
+            r
+        }
     }
 }
 

@@ -42,6 +42,15 @@ pub fn server_with(
             "the sandbox clock needs sandbox and sandbox_clock".into(),
         ));
     }
+    // Outside the sandbox, a DP package is trusted only when it chains to a configured anchor
+    // (spec D35): without any, every package would fail, so the server does not start.
+    if !platform.dp_trust.is_configured() {
+        return Err(ServerError::Config(
+            "dp_trust_anchors: required outside the sandbox (PEM files or directories of the CA \
+             certificates that DP signing certificates chain to; MYDATA_DP_TRUST_ANCHORS)"
+                .into(),
+        ));
+    }
     // Inbound connections are capped below the open-file limit, so that outgoing calls, the
     // database and package files always find descriptors (spec D48); beyond the cap,
     // connections wait in the listen backlog. actix-web counts per worker.
