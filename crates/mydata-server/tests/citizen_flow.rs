@@ -506,3 +506,56 @@ async fn a_package_lost_from_memory_ends_with_504() {
     assert_eq!(tx.code, Some(504));
     assert!(tx.pid_sealed.is_none() && tx.secret_key_sealed.is_none());
 }
+
+/// D46: at most one one-time password per 120 s, per transaction and per destination. Dropping
+/// the cookie and reloading the SP's redirect, or opening another transaction for the same
+/// person, does not send a second code early (issue 20 item 8).
+#[actix_web::test]
+async fn otp_resend_limit_survives_a_new_cookie_and_another_transaction() {
+    let w = world().await;
+    let ids = vec!["API.OTPDEMO001".to_string()];
+    let creds = w.register(PackagingMode::A, &ids);
+    let sent = || w.mails.lock().unwrap().len();
+    let to_identity = |tx: &'static str| {
+        let w = &w;
+        let creds = &creds;
+        let ids = &ids;
+        async move {
+            let mut b = Browser::new(&w.srv.url);
+            let (flow, page) = b.open(&w.redirect(creds, ids, tx, CITIZEN)).await;
+            let p = b.through_basic(&flow, page, CITIZEN, "0770101").await;
+            assert!(p.body.contains("id=\"method-otp\""), "{}", p.body);
+            (b, flow, p)
+        }
+    };
+    let (mut b1, flow1, p) = to_identity("tx-otp-a").await;
+    b1.submit(&flow1, "otp-send", &p.csrf(), &[("channel", "email")])
+        .await;
+    assert_eq!(sent(), 1);
+
+    // No cookie: the SP's redirect again, the same transaction resumed in a new session.
+    let (mut b2, flow2, p) = to_identity("tx-otp-a").await;
+    assert_eq!(flow2, flow1, "the same transaction is resumed");
+    let p = b2
+        .submit(&flow2, "otp-send", &p.csrf(), &[("channel", "email")])
+        .await;
+    assert_eq!(sent(), 1, "a second code within 120 s");
+    assert!(
+        p.body.contains("before asking for a new code"),
+        "{}",
+        p.body
+    );
+
+    // Another transaction for the same person: the same address, so no code either.
+    let (mut b3, flow3, p) = to_identity("tx-otp-b").await;
+    let p3 = b3
+        .submit(&flow3, "otp-send", &p.csrf(), &[("channel", "email")])
+        .await;
+    assert_eq!(sent(), 1, "a second code to the same address within 120 s");
+
+    // 120 s later a new code goes out.
+    w.clock.advance(120);
+    b3.submit(&flow3, "otp-send", &p3.csrf(), &[("channel", "email")])
+        .await;
+    assert_eq!(sent(), 2);
+}

@@ -49,7 +49,11 @@ async fn example_dp_serves_the_platform() {
             store,
             MasterKey::generate().unwrap(),
             clock.clone(),
-            Config::default(),
+            // Outside the sandbox the platform needs the CA its DPs chain to (spec D35).
+            Config {
+                dp_trust_anchors: vec![fixture("sandbox-root-ca.pem").into()],
+                ..Config::default()
+            },
         )
         .unwrap(),
     );

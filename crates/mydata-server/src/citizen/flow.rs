@@ -791,7 +791,8 @@ pub async fn act(
             let usable = c.usable_methods(&ctx.flow.accepted);
             match to.filter(|t| !t.is_empty()) {
                 Some(to) if usable.contains(&IdentityMethod::Otp) && c.notifier.offers(channel) => {
-                    match attempts::otp_may_send(ctx.flow.otp.as_ref().map(|(o, _)| o), now) {
+                    // Per transaction and per destination, whatever the session (D46).
+                    match c.sessions.claim_otp_send(id, &to, now) {
                         Err(when) => {
                             ctx.flow.notice = Some(format!(
                                 "請於 {} 秒後再要求新的驗證碼 / wait {} s before asking for a new code",
@@ -810,6 +811,7 @@ pub async fn act(
                             let digest = otp_digest(p, id, &code);
                             if let Err(e) = c.notifier.send_otp(channel, &to, &code).await {
                                 log::warn!("one-time password delivery failed: {e}");
+                                c.sessions.release_otp_send(id, &to);
                                 ctx.flow.notice = Some(
                                     "驗證碼寄送失敗，請稍後再試 / the code could not be sent; try again later"
                                         .into(),

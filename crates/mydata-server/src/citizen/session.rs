@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use mydata_protocol::attempts::{Lockout, OtpChallenge};
+use mydata_protocol::attempts::{Lockout, OTP_RESEND_SECS, OtpChallenge};
 use mydata_protocol::codes::IdentityMethod;
 use mydata_protocol::date::UnixTime;
 use mydata_protocol::flow::{AcceptedRedirect, IDLE_EXPIRY_SECS, Pid};
@@ -81,6 +81,10 @@ pub struct Session {
 struct Inner {
     sessions: HashMap<[u8; 32], Session>,
     locks: HashMap<String, (Lockout, UnixTime)>,
+    /// When a one-time password was last sent, by transaction (`tx:{id}`) and by destination
+    /// (`to:{SHA-256 of the address}`): outside the sessions, so that a new cookie does not
+    /// reset the resend limit (D46).
+    otp_sent: HashMap<String, UnixTime>,
     last_sweep: i64,
 }
 
@@ -94,6 +98,11 @@ impl std::fmt::Debug for Sessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Sessions({})", self.len())
     }
+}
+
+fn otp_keys(tx: &str, to: &str) -> [String; 2] {
+    let dest = Sha256::digest(to.trim().to_lowercase().as_bytes());
+    [format!("tx:{tx}"), format!("to:{}", hex::encode(dest))]
 }
 
 fn key(cookie: &str) -> [u8; 32] {
@@ -186,6 +195,36 @@ impl Sessions {
         f(&mut entry.0)
     }
 
+    /// Claims the sending of a one-time password for transaction `tx` to `to` at `now`: refused
+    /// with the time a new one may be sent when one went to the same transaction or to the same
+    /// destination less than [`OTP_RESEND_SECS`] ago, in any session (D46).
+    pub fn claim_otp_send(&self, tx: &str, to: &str, now: UnixTime) -> Result<(), UnixTime> {
+        let keys = otp_keys(tx, to);
+        let mut inner = self.lock();
+        let last = keys
+            .iter()
+            .filter_map(|k| inner.otp_sent.get(k))
+            .map(|t| t.0)
+            .max();
+        if let Some(last) = last
+            && now.0.saturating_sub(last) < OTP_RESEND_SECS
+        {
+            return Err(UnixTime(last.saturating_add(OTP_RESEND_SECS)));
+        }
+        for k in keys {
+            inner.otp_sent.insert(k, now);
+        }
+        Ok(())
+    }
+
+    /// Gives back a claim whose code could not be sent: the citizen may ask again at once.
+    pub fn release_otp_send(&self, tx: &str, to: &str) {
+        let mut inner = self.lock();
+        for k in otp_keys(tx, to) {
+            inner.otp_sent.remove(&k);
+        }
+    }
+
     /// Drops idle sessions and counters untouched for an hour; at most once a minute.
     pub fn sweep(&self, now: UnixTime) {
         let mut inner = self.lock();
@@ -199,6 +238,9 @@ impl Sessions {
         inner
             .locks
             .retain(|_, (_, t)| now.0.saturating_sub(t.0) <= 3_600);
+        inner
+            .otp_sent
+            .retain(|_, t| now.0.saturating_sub(t.0) < OTP_RESEND_SECS);
     }
 
     /// Live sessions (including idle ones not yet swept).
@@ -234,6 +276,39 @@ mod tests {
             .unwrap();
         assert!(again.is_some());
         assert_ne!(other, csrf);
+    }
+
+    #[test]
+    fn otp_resend_limit_is_per_transaction_and_destination() {
+        let s = Sessions::new();
+        assert_eq!(
+            s.claim_otp_send("tx1", "a@example.test", UnixTime(100)),
+            Ok(())
+        );
+        // The same transaction to another address, or another transaction to the same address
+        // (case and spaces ignored): refused until 120 s after the first.
+        assert_eq!(
+            s.claim_otp_send("tx1", "b@example.test", UnixTime(150)),
+            Err(UnixTime(220))
+        );
+        assert_eq!(
+            s.claim_otp_send("tx2", " A@Example.test", UnixTime(219)),
+            Err(UnixTime(220))
+        );
+        assert_eq!(
+            s.claim_otp_send("tx2", "b@example.test", UnixTime(150)),
+            Ok(())
+        );
+        assert_eq!(
+            s.claim_otp_send("tx1", "a@example.test", UnixTime(220)),
+            Ok(())
+        );
+        // A failed delivery gives the claim back.
+        s.release_otp_send("tx1", "a@example.test");
+        assert_eq!(
+            s.claim_otp_send("tx1", "a@example.test", UnixTime(221)),
+            Ok(())
+        );
     }
 
     #[test]
