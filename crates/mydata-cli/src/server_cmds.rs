@@ -186,6 +186,9 @@ pub struct SpRegisterArgs {
     /// Register without an SP-API key.
     #[arg(long)]
     no_api_key: bool,
+    /// Why the service needs more than five datasets (required beyond five; brief §4).
+    #[arg(long)]
+    justification: Option<String>,
     /// JSON output.
     #[arg(long)]
     json: bool,
@@ -422,6 +425,7 @@ pub fn sp(cmd: SpCmd) -> CliResult<i32> {
                     Packaging::A => PackagingMode::A,
                     Packaging::B => PackagingMode::B,
                 },
+                justification: a.justification,
                 ..NewSp::default()
             })?;
             if a.json {

@@ -140,6 +140,8 @@ fn operator_register_and_list() {
         "moi.household.read",
         "--endpoint",
         "http://127.0.0.1:9/dp",
+        "--identity-method",
+        "pii",
     ]);
     assert!(
         out.status.success(),
@@ -228,4 +230,110 @@ fn operator_register_and_list() {
             "{s} in the database"
         );
     }
+}
+
+/// Registration refuses what D3 and D36 refuse (issue 20 item 9): a dataset without identity
+/// methods or with an unknown one, a service of more than five datasets without a
+/// justification, a service whose datasets share no identity method, and a dataset listed
+/// twice. Each refusal exits 2 with a message and registers nothing.
+#[test]
+fn registration_refuses_what_d3_and_d36_refuse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mydata"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&dir)
+            .output()
+            .unwrap()
+    };
+    let refused = |out: &std::process::Output, why: &str| {
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{why:?} not in {err}");
+    };
+    let dp = |methods: &[&str]| {
+        let mut args = vec![
+            "dp",
+            "register",
+            "--json",
+            "--name",
+            "資料",
+            "--provider",
+            "機關",
+            "--scope",
+            "test.read",
+            "--endpoint",
+            "http://127.0.0.1:9/dp",
+        ];
+        for m in methods {
+            args.extend(["--identity-method", m]);
+        }
+        run(&args)
+    };
+    refused(&dp(&[]), "at least one identity method");
+    refused(&dp(&["PII", "XYZ"]), "unknown identity method \"XYZ\"");
+    let rid = |out: std::process::Output| -> String {
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["resource_id"].as_str().unwrap().to_string()
+    };
+    let pii: Vec<String> = (0..6).map(|_| rid(dp(&["PII", "cer"]))).collect();
+    let cer_only = rid(dp(&["CER"]));
+    let otp_only = rid(dp(&["OTP"]));
+    let sp = |datasets: &[&str], extra: &[&str]| {
+        let mut args = vec![
+            "sp",
+            "register",
+            "--json",
+            "--name",
+            "S",
+            "--return-url",
+            "https://s.test/r",
+            "--sp-api-url",
+            "https://s.test/a",
+            "--allow-ip",
+            "192.0.2.1",
+        ];
+        for d in datasets {
+            args.extend(["--dataset", d]);
+        }
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let six: Vec<&str> = pii.iter().map(String::as_str).collect();
+    refused(&sp(&six, &[]), "at most 5");
+    refused(&sp(&six, &["--justification", "  "]), "at most 5");
+    refused(&sp(&[&pii[0], &otp_only], &[]), "share no identity method");
+    refused(&sp(&[&pii[0], &pii[0]], &[]), "listed twice");
+    let list = |what: &str| -> usize {
+        let out = run(&[what, "list", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array().unwrap().len()
+    };
+    assert_eq!(list("sp"), 0, "nothing registered by a refusal");
+    assert_eq!(list("dp"), 8);
+    // Allowed: five; six with a justification; datasets whose common method is CER.
+    assert!(sp(&six[..5], &[]).status.success());
+    let out = sp(
+        &six,
+        &[
+            "--justification",
+            "法定申辦文件共六項 / six documents by law",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(sp(&[&pii[1], &cer_only], &[]).status.success());
+    assert_eq!(list("sp"), 3);
+    // The stored codes are canonical.
+    let out = run(&["dp", "list", "--json"]);
+    let dps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        dps.as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["identity_methods"] == serde_json::json!(["PII", "CER"])),
+        "{dps}"
+    );
 }

@@ -67,7 +67,13 @@ pub struct NewSp {
     pub jwe_mode: JweMode,
     /// Packaging mode.
     pub packaging_mode: PackagingMode,
+    /// Why the service needs more than five datasets (brief §4, D3): required beyond five,
+    /// written to the log with the registration.
+    pub justification: Option<String>,
 }
+
+/// The most datasets a service is registered for without a justification (brief §4, D3).
+pub const MAX_DATASETS_UNJUSTIFIED: usize = 5;
 
 /// The credentials of a registered SP, shown once at registration.
 #[derive(Debug, Clone, Serialize)]
@@ -178,6 +184,41 @@ impl Drop for DeliveryLease {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.id);
     }
+}
+
+/// The identity-method codes of a dataset registration, checked and in canonical form: at least
+/// one, each a known code (`CER`, `FIC`, …, `OTP`; any case), none twice.
+fn identity_codes(given: &[String]) -> ServerResult<Vec<String>> {
+    use mydata_protocol::codes::IdentityMethod;
+    let known = || {
+        IdentityMethod::ALL
+            .iter()
+            .map(|m| m.code())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if given.is_empty() {
+        return Err(ServerError::Invalid(format!(
+            "a dataset needs at least one identity method (one of {})",
+            known()
+        )));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for g in given {
+        let Some(m) = IdentityMethod::ALL
+            .into_iter()
+            .find(|m| m.code().eq_ignore_ascii_case(g.trim()))
+        else {
+            return Err(ServerError::Invalid(format!(
+                "unknown identity method {g:?} (one of {})",
+                known()
+            )));
+        };
+        if !out.iter().any(|c| c == m.code()) {
+            out.push(m.code().to_string());
+        }
+    }
+    Ok(out)
 }
 
 /// The sealed secrets of an SP record, as stored.
@@ -356,6 +397,7 @@ impl Platform {
                 "a dataset needs at least one scope".into(),
             ));
         }
+        let identity_methods = identity_codes(&new.identity_methods)?;
         let claims = if new.claims.is_empty() {
             DEFAULT_CLAIMS.iter().map(|s| s.to_string()).collect()
         } else {
@@ -405,7 +447,7 @@ impl Platform {
             endpoint: new.endpoint,
             method: new.method,
             claims,
-            identity_methods: new.identity_methods,
+            identity_methods,
             status: "active".into(),
             template: new.template,
         };
@@ -448,7 +490,62 @@ impl Platform {
     }
 
     /// Registers an SP service; returns the record and its credentials (shown once).
+    ///
+    /// Refused (D3, D36): a dataset listed twice, more than [`MAX_DATASETS_UNJUSTIFIED`] datasets
+    /// without a justification, and datasets that share no identity method (every request of
+    /// the full set would end 403).
     pub fn register_sp(&self, new: NewSp) -> ServerResult<(SpRecord, SpCredentials)> {
+        let mut seen = HashSet::new();
+        if let Some(r) = new.resources.iter().find(|r| !seen.insert(r.as_str())) {
+            return Err(ServerError::Invalid(format!("dataset {r} is listed twice")));
+        }
+        let justification = new
+            .justification
+            .as_deref()
+            .map(str::trim)
+            .filter(|j| !j.is_empty())
+            .map(str::to_string);
+        if new.resources.len() > MAX_DATASETS_UNJUSTIFIED && justification.is_none() {
+            return Err(ServerError::Invalid(format!(
+                "{} datasets: a service has at most {MAX_DATASETS_UNJUSTIFIED} unless the SP \
+                 justifies more (--justification)",
+                new.resources.len()
+            )));
+        }
+        let mut common: Option<Vec<String>> = None;
+        for r in &new.resources {
+            let Some(dp) = self.store.get_dp(r.as_str())? else {
+                return Err(ServerError::Invalid(format!("unknown dataset {r}")));
+            };
+            common = Some(match common {
+                None => dp.identity_methods.clone(),
+                Some(c) => c
+                    .into_iter()
+                    .filter(|m| dp.identity_methods.contains(m))
+                    .collect(),
+            });
+        }
+        if common.as_ref().is_some_and(Vec::is_empty) {
+            return Err(ServerError::Invalid(
+                "the datasets share no identity method, so every request would end with 403 \
+                 (D36): register them as separate services"
+                    .into(),
+            ));
+        }
+        let registered = self.register_sp_unchecked(new)?;
+        if let Some(j) = justification {
+            log::info!(
+                "service {}: {} datasets, justified: {j}",
+                registered.0.client_id,
+                registered.0.resources.len()
+            );
+        }
+        Ok(registered)
+    }
+
+    /// [`Platform::register_sp`] without the D3/D36 dataset checks: the sandbox SPs are
+    /// registered for every catalogue dataset on purpose (conformance suites exercise D36's 403).
+    fn register_sp_unchecked(&self, new: NewSp) -> ServerResult<(SpRecord, SpCredentials)> {
         let client_id = match new.client_id {
             Some(id) => id,
             None => ClientId::generate()?,
@@ -615,7 +712,7 @@ impl Platform {
                 Some(rest) => format!("{}{rest}", self.config.sandbox_sp_url),
                 None => u,
             };
-            self.register_sp(NewSp {
+            self.register_sp_unchecked(NewSp {
                 client_id: Some(sp.client_id),
                 name: sp.name,
                 purpose: sp.purpose,
@@ -636,6 +733,7 @@ impl Platform {
                 } else {
                     PackagingMode::A
                 },
+                justification: None,
             })?;
             added += 1;
         }
