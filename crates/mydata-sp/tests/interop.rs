@@ -1,6 +1,9 @@
-//! The SP-API over real HTTP on 127.0.0.1: bodies written the way the platform writes them
-//! (`flow::SpApiBody::to_json`, `secret_key` encrypted with `ParamCipher`) are accepted by the
-//! SDK's actix receiver; a wrong `apiKey`, both members, or garbage are refused with 4xx.
+//! Interoperability of the SDK.
+//!
+//! * The SP-API over real HTTP on 127.0.0.1: bodies written the way the platform writes them
+//!   (`flow::SpApiBody::to_json`, `secret_key` encrypted with `ParamCipher`) are accepted by the
+//!   SDK's actix receiver; a wrong `apiKey`, both members, or garbage are refused with 4xx.
+//! * JWEs built by Python `jwcrypto` (tests/interop/jwe.py): one carrying `crit` is refused.
 
 use std::sync::{Arc, Mutex};
 
@@ -122,4 +125,110 @@ async fn platform_bodies_over_http() {
         "API.5XQQ2IWD37"
     );
     handle.stop(true).await;
+}
+
+// --- JWEs from and for code we did not write: Python `jwcrypto` (tests/interop/jwe.py). Run
+// through `bash tests/run.sh`, which prepares the venv and exports MYDATA_PYTHON and
+// MYDATA_INTEROP_DIR.
+
+fn repo() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn python() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("MYDATA_PYTHON") {
+        return p.into();
+    }
+    let venv = repo().join("target/interop-venv/bin/python");
+    assert!(
+        venv.exists(),
+        "the interop peers need the Python venv: run `bash tests/run.sh` (it creates target/interop-venv)"
+    );
+    venv
+}
+
+fn interop_dir() -> std::path::PathBuf {
+    std::env::var("MYDATA_INTEROP_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| repo().join("tests/interop"))
+}
+
+/// Runs `jwe.py` with `args`, `stdin` on its standard input: exit status, stdout, stderr.
+fn jwe_py(args: &[&str], stdin: &[u8]) -> (bool, Vec<u8>, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(python())
+        .arg(interop_dir().join("jwe.py"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("jwe.py {args:?}: {e}"));
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn jwcrypto_encrypt(key: &SecretKey, mode: &str, plaintext: &[u8], crit: Option<&str>) -> String {
+    let mut args = vec![
+        "encrypt",
+        "--key",
+        key.as_str(),
+        "--mode",
+        mode,
+        "--in",
+        "-",
+    ];
+    args.extend(crit.iter().flat_map(|c| ["--crit", c]));
+    let (ok, out, err) = jwe_py(&args, plaintext);
+    assert!(ok, "jwe.py encrypt: {err}");
+    String::from_utf8(out).unwrap().trim().to_owned()
+}
+
+/// The protected header of a compact JWE, as JSON.
+fn protected_header(compact: &str) -> serde_json::Value {
+    use base64::Engine;
+    let b64 = compact.split('.').next().unwrap();
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(b64)
+        .unwrap();
+    serde_json::from_slice(&raw).unwrap()
+}
+
+/// §12, D2 (issue 20 item 6): a JWE whose protected header carries `crit`, built by jwcrypto with
+/// the right key and the SP's registered algorithms, is refused by the SP's package reader with
+/// the JWE error kind; the same JWE without `crit` decrypts.
+#[test]
+fn a_jwcrypto_jwe_with_crit_is_refused() {
+    use mydata_protocol::jwe;
+    use mydata_sp::package::{self, PackageError};
+    let key = SecretKey::generate().unwrap();
+    for (mode, name) in [(JweMode::Cbc, "cbc"), (JweMode::Gcm, "gcm")] {
+        let sp = sandbox002().with_mode(mode);
+        let payload = jwe::payload_json(&sp.client_id, b"PK\x05\x06not really a zip");
+        // Control: jwcrypto's JWE without `crit` is accepted.
+        let plain = jwcrypto_encrypt(&key, name, payload.as_bytes(), None);
+        assert!(protected_header(&plain).get("crit").is_none());
+        let zip = package::decrypt(&plain, &key, mode, &sp.client_id, None).unwrap();
+        assert_eq!(zip, b"PK\x05\x06not really a zip", "{name}");
+
+        let with_crit = jwcrypto_encrypt(&key, name, payload.as_bytes(), Some("exp"));
+        let h = protected_header(&with_crit);
+        assert_eq!(h["crit"], serde_json::json!(["exp"]), "{name}: {h}");
+        assert_eq!(h["alg"], mode.alg());
+        assert_eq!(h["enc"], mode.enc());
+        let e = package::decrypt(&with_crit, &key, mode, &sp.client_id, None).unwrap_err();
+        assert!(matches!(e, PackageError::Jwe(_)), "{name}: {e:?}");
+        assert_eq!(e.kind(), "jwe", "{name}");
+        // The whole reader (decrypt, then verify) refuses it at the JWE step.
+        let e = sp
+            .open_package(&with_crit, &key, &mydata_sp::package::Expectations::now())
+            .unwrap_err();
+        assert_eq!(e.kind(), "jwe", "{name}: {e:?}");
+    }
 }
