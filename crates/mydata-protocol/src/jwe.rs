@@ -58,12 +58,14 @@ impl JweMode {
     }
 }
 
-/// Where the content IV of a CBC-mode JWE comes from.
+/// Where the content IV of a CBC-mode JWE comes from (D2, §12). The platform passes
+/// [`ContentIv::SpCbcIv`] by default and [`ContentIv::Random`] under its `jwe_random_iv` option.
+/// A GCM-mode JWE always gets a random 96-bit IV, whichever is passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContentIv<'a> {
-    /// The SP's `cbc_iv`, as the platform in service does.
+    /// The UTF-8 bytes of the SP's `cbc_iv`, as the platform in service does.
     SpCbcIv(&'a CbcIv),
-    /// A fresh random IV.
+    /// Fresh random bytes for every message (16 for `A256CBC-HS512`), from the operating system.
     Random,
 }
 
@@ -300,6 +302,23 @@ mod tests {
         // A fresh content key each time even with the same IV.
         let again = seal();
         assert_ne!(jwe.split('.').nth(1), again.split('.').nth(1));
+    }
+
+    #[test]
+    fn cbc_random_iv_is_fresh_per_message() {
+        let iv: CbcIv = "0123456789abcdef".parse().unwrap();
+        let a = encrypt_compact(b"same", &key(), JweMode::Cbc, ContentIv::Random).unwrap();
+        let b = encrypt_compact(b"same", &key(), JweMode::Cbc, ContentIv::Random).unwrap();
+        let (ia, ib) = (content_iv(&a).unwrap(), content_iv(&b).unwrap());
+        assert_eq!((ia.len(), ib.len()), (16, 16));
+        assert_ne!(ia, ib);
+        assert_ne!(ia, iv.as_str().as_bytes());
+        for jwe in [&a, &b] {
+            assert_eq!(decrypt_compact(jwe, &key(), JweMode::Cbc).unwrap(), b"same");
+        }
+        let fixed =
+            encrypt_compact(b"same", &key(), JweMode::Cbc, ContentIv::SpCbcIv(&iv)).unwrap();
+        assert_eq!(content_iv(&fixed).unwrap(), iv.as_str().as_bytes());
     }
 
     #[test]

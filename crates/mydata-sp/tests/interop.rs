@@ -3,7 +3,8 @@
 //! * The SP-API over real HTTP on 127.0.0.1: bodies written the way the platform writes them
 //!   (`flow::SpApiBody::to_json`, `secret_key` encrypted with `ParamCipher`) are accepted by the
 //!   SDK's actix receiver; a wrong `apiKey`, both members, or garbage are refused with 4xx.
-//! * JWEs built by Python `jwcrypto` (tests/interop/jwe.py): one carrying `crit` is refused.
+//! * JWEs built by Python `jwcrypto` (tests/interop/jwe.py): one carrying `crit` is refused;
+//!   the platform's random content IVs (`jwe_random_iv`) decrypt both here and in jwcrypto.
 
 use std::sync::{Arc, Mutex};
 
@@ -230,5 +231,87 @@ fn a_jwcrypto_jwe_with_crit_is_refused() {
             .open_package(&with_crit, &key, &mydata_sp::package::Expectations::now())
             .unwrap_err();
         assert_eq!(e.kind(), "jwe", "{name}: {e:?}");
+    }
+}
+
+/// D2, §12 (issue 20 item 10): with `jwe_random_iv`, the platform's CBC content IV is 16 fresh
+/// random bytes. Two JWEs of the same payload then have different IVs, neither is the `cbc_iv`,
+/// and both decrypt in the SP's reader and in jwcrypto. Without the option the IV is the
+/// `cbc_iv`, which jwcrypto is asked to confirm.
+#[test]
+fn random_content_ivs_decrypt_in_the_sp_and_in_jwcrypto() {
+    use mydata_protocol::jwe::{self, ContentIv};
+    use mydata_sp::package;
+    let sp = sandbox002().with_mode(JweMode::Cbc);
+    let key = SecretKey::generate().unwrap();
+    let zip = b"PK\x05\x06same payload".as_slice();
+    let payload = jwe::payload_json(&sp.client_id, zip);
+    let seal = |random: bool| {
+        jwe::encrypt_package(
+            &sp.client_id,
+            zip,
+            &key,
+            JweMode::Cbc,
+            // What the platform passes with and without `jwe_random_iv`.
+            if random {
+                ContentIv::Random
+            } else {
+                ContentIv::SpCbcIv(&sp.cbc_iv)
+            },
+        )
+        .unwrap()
+    };
+    let jwcrypto_decrypts = |compact: &str, expect_iv: Option<&str>| {
+        let mut args = vec![
+            "decrypt",
+            "--key",
+            key.as_str(),
+            "--in",
+            "-",
+            "--mode",
+            "cbc",
+        ];
+        args.extend(expect_iv.iter().flat_map(|iv| ["--expect-iv", iv]));
+        let (ok, out, err) = jwe_py(&args, compact.as_bytes());
+        assert!(ok, "jwe.py decrypt: {err}");
+        assert_eq!(out, payload.as_bytes());
+    };
+
+    let (a, b) = (seal(true), seal(true));
+    let (iv_a, iv_b) = (jwe::content_iv(&a).unwrap(), jwe::content_iv(&b).unwrap());
+    assert_eq!((iv_a.len(), iv_b.len()), (16, 16));
+    assert_ne!(iv_a, iv_b, "a fresh IV per message");
+    for (compact, iv) in [(&a, &iv_a), (&b, &iv_b)] {
+        assert_ne!(iv.as_slice(), sp.cbc_iv.as_str().as_bytes());
+        assert_eq!(
+            package::decrypt(compact, &key, JweMode::Cbc, &sp.client_id, None).unwrap(),
+            zip
+        );
+        jwcrypto_decrypts(compact, None);
+        // An SP that insists on the cbc_iv convention refuses it, as documented.
+        assert!(matches!(
+            package::decrypt(compact, &key, JweMode::Cbc, &sp.client_id, Some(&sp.cbc_iv)),
+            Err(package::PackageError::ContentIv)
+        ));
+    }
+
+    // Without the option: the cbc_iv, every time.
+    for compact in [seal(false), seal(false)] {
+        assert_eq!(
+            jwe::content_iv(&compact).unwrap(),
+            sp.cbc_iv.as_str().as_bytes()
+        );
+        assert_eq!(
+            package::decrypt(
+                &compact,
+                &key,
+                JweMode::Cbc,
+                &sp.client_id,
+                Some(&sp.cbc_iv)
+            )
+            .unwrap(),
+            zip
+        );
+        jwcrypto_decrypts(&compact, Some(sp.cbc_iv.as_str()));
     }
 }
