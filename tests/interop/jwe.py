@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """JWE compact serialization as the MyData-API uses it (brief section 9.5), via jwcrypto.
 
-  jwe.py encrypt --key K --mode cbc|gcm --in FILE [--content-iv IV]
+  jwe.py encrypt --key K --mode cbc|gcm --in FILE [--content-iv IV] [--crit NAME]
       stdout: the compact JWE of FILE's bytes, one line.
       cbc: {"alg":"A256KW","enc":"A256CBC-HS512"}; gcm: {"alg":"A256GCMKW","enc":"A256GCM"}
       (jwcrypto adds the key-wrap "iv" and "tag" to the gcm header).
       --content-iv (cbc only): use the UTF-8 bytes of IV (16 bytes) as the content IV,
       as the platform in service does with the SP's cbc_iv; built with `cryptography`
       and checked by decrypting it with jwcrypto before printing.
+      --crit NAME (repeatable): jwcrypto adds "crit": [NAME, ...] and NAME: true to the
+      protected header, a JWE that a MyData SP must refuse (spec protocol.md section 12, D2).
   jwe.py decrypt --key K --in FILE [--expect-iv IV] [--mode cbc|gcm] [--out FILE]
       stdout (or --out): the plaintext bytes; stderr: the protected header JSON.
       --expect-iv: the content IV (3rd part) must equal the UTF-8 bytes of IV.
@@ -85,13 +87,19 @@ def make_jwk(secret_key: str) -> jw_jwk.JWK:
     return jw_jwk.JWK(kty="oct", k=b64url_encode(raw_key(secret_key)))
 
 
-def header_json(alg: str, enc: str) -> str:
-    return json.dumps({"alg": alg, "enc": enc}, separators=(",", ":"))
+def header_json(alg: str, enc: str, crit: list[str] | None = None) -> str:
+    header: dict = {"alg": alg, "enc": enc}
+    if crit:
+        header["crit"] = list(crit)
+        for name in crit:
+            header[name] = True
+    return json.dumps(header, separators=(",", ":"))
 
 
-def encrypt_jwcrypto(secret_key: str, mode: str, plaintext: bytes) -> str:
+def encrypt_jwcrypto(secret_key: str, mode: str, plaintext: bytes,
+                     crit: list[str] | None = None) -> str:
     alg, enc = MODES[mode]
-    token = jw_jwe.JWE(plaintext, protected=header_json(alg, enc))
+    token = jw_jwe.JWE(plaintext, protected=header_json(alg, enc, crit))
     token.add_recipient(make_jwk(secret_key))
     return token.serialize(compact=True)
 
@@ -140,9 +148,11 @@ def cmd_encrypt(args) -> int:
     if args.content_iv is not None:
         if args.mode != "cbc":
             raise Failure("--content-iv applies only to --mode cbc")
+        if args.crit:
+            raise Failure("--crit and --content-iv cannot be combined")
         compact = encrypt_cbc_fixed_iv(args.key, plaintext, args.content_iv.encode("utf-8"))
     else:
-        compact = encrypt_jwcrypto(args.key, args.mode, plaintext)
+        compact = encrypt_jwcrypto(args.key, args.mode, plaintext, args.crit)
     emit(compact)
     return 0
 
@@ -227,6 +237,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--mode", required=True, choices=sorted(MODES))
     p.add_argument("--in", dest="input", required=True, help="plaintext file ('-' = stdin)")
     p.add_argument("--content-iv", help="cbc only: fixed content IV (16 characters, e.g. cbc_iv)")
+    p.add_argument("--crit", action="append", metavar="NAME",
+                   help="add NAME to a 'crit' protected header parameter (repeatable)")
     p.set_defaults(func=cmd_encrypt)
 
     p = sub.add_parser("decrypt", help="decrypt a compact JWE")

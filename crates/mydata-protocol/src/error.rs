@@ -108,7 +108,8 @@ pub enum Error {
     ParamDecrypt(&'static str),
 
     // --- JWE -----------------------------------------------------------------
-    /// The JWE is malformed, uses an algorithm other than the registered one, or does not decrypt.
+    /// The JWE is malformed, uses an algorithm other than the registered one, carries a `zip` or
+    /// `crit` header parameter, or does not decrypt.
     #[error("JWE: {0}")]
     Jwe(String),
     /// The decrypted JWE payload is not the documented `{filename, data}` object.

@@ -9,8 +9,9 @@
 //! josekit always draws a random content IV when it serialises, so encryption
 //! assembles the compact form here from josekit's key-wrap and content
 //! encryption primitives; decryption is josekit's own, after this module has
-//! checked that the header names exactly the SP's registered algorithms and no
-//! compression.
+//! checked that the header names exactly the SP's registered algorithms, no
+//! compression (`zip`) and no critical extensions (`crit`, which josekit would
+//! not refuse on its own).
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -57,12 +58,14 @@ impl JweMode {
     }
 }
 
-/// Where the content IV of a CBC-mode JWE comes from.
+/// Where the content IV of a CBC-mode JWE comes from (D2, §12). The platform passes
+/// [`ContentIv::SpCbcIv`] by default and [`ContentIv::Random`] under its `jwe_random_iv` option.
+/// A GCM-mode JWE always gets a random 96-bit IV, whichever is passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContentIv<'a> {
-    /// The SP's `cbc_iv`, as the platform in service does.
+    /// The UTF-8 bytes of the SP's `cbc_iv`, as the platform in service does.
     SpCbcIv(&'a CbcIv),
-    /// A fresh random IV.
+    /// Fresh random bytes for every message (16 for `A256CBC-HS512`), from the operating system.
     Random,
 }
 
@@ -184,7 +187,8 @@ pub fn encrypt_package(
     encrypt_compact(payload_json(client_id, zip).as_bytes(), key, mode, iv)
 }
 
-/// Decrypts a compact JWE, accepting only the SP's registered mode and no `zip` header.
+/// Decrypts a compact JWE, accepting only the SP's registered mode and neither a `zip` nor a
+/// `crit` header parameter (§12, D2). Every refusal is [`Error::Jwe`] (kind `jwe`).
 pub fn decrypt_compact(compact: &str, key: &SecretKey, mode: JweMode) -> Result<Vec<u8>> {
     let compact = compact.trim();
     let header_b64 = compact.split('.').next().unwrap_or_default();
@@ -205,6 +209,13 @@ pub fn decrypt_compact(compact: &str, key: &SecretKey, mode: JweMode) -> Result<
     }
     if header.contains_key("zip") {
         return Err(Error::Jwe("compressed JWE (zip header) is refused".into()));
+    }
+    // The platform never sets `crit` (§12, D2), and this reader understands no extension, so
+    // any `crit` (even an empty or malformed one) is refused, before any key is used.
+    if header.contains_key("crit") {
+        return Err(Error::Jwe(
+            "critical header parameters (crit header) are refused".into(),
+        ));
     }
     let kek = key.as_str().as_bytes();
     let (plain, _) = match mode {
@@ -294,6 +305,23 @@ mod tests {
     }
 
     #[test]
+    fn cbc_random_iv_is_fresh_per_message() {
+        let iv: CbcIv = "0123456789abcdef".parse().unwrap();
+        let a = encrypt_compact(b"same", &key(), JweMode::Cbc, ContentIv::Random).unwrap();
+        let b = encrypt_compact(b"same", &key(), JweMode::Cbc, ContentIv::Random).unwrap();
+        let (ia, ib) = (content_iv(&a).unwrap(), content_iv(&b).unwrap());
+        assert_eq!((ia.len(), ib.len()), (16, 16));
+        assert_ne!(ia, ib);
+        assert_ne!(ia, iv.as_str().as_bytes());
+        for jwe in [&a, &b] {
+            assert_eq!(decrypt_compact(jwe, &key(), JweMode::Cbc).unwrap(), b"same");
+        }
+        let fixed =
+            encrypt_compact(b"same", &key(), JweMode::Cbc, ContentIv::SpCbcIv(&iv)).unwrap();
+        assert_eq!(content_iv(&fixed).unwrap(), iv.as_str().as_bytes());
+    }
+
+    #[test]
     fn gcm_round_trip_random_ivs() {
         let a = encrypt_compact(b"hello", &key(), JweMode::Gcm, ContentIv::Random).unwrap();
         let b = encrypt_compact(b"hello", &key(), JweMode::Gcm, ContentIv::Random).unwrap();
@@ -342,6 +370,61 @@ mod tests {
                 ),
                 "{junk}"
             );
+        }
+    }
+
+    /// A JWE that is valid in every other respect (josekit builds it, the tag verifies) but whose
+    /// protected header carries `crit` is refused in both modes, with the same error kind as a
+    /// `zip` header (§12, D2).
+    #[test]
+    fn refuses_crit_in_both_modes() {
+        let kek = key();
+        for mode in [JweMode::Cbc, JweMode::Gcm] {
+            // Even an empty list (which RFC 7516 forbids) is refused.
+            for crit in [serde_json::json!(["exp"]), serde_json::json!([])] {
+                let mut h = JweHeader::new();
+                h.set_algorithm(mode.alg());
+                h.set_content_encryption(mode.enc());
+                h.set_claim("crit", Some(crit.clone())).unwrap();
+                h.set_claim("exp", Some(serde_json::json!(1))).unwrap();
+                let bytes = kek.as_str().as_bytes();
+                let jwe = match mode {
+                    JweMode::Cbc => jwe::serialize_compact(
+                        b"hello",
+                        &h,
+                        &jwe::A256KW.encrypter_from_bytes(bytes).unwrap(),
+                    ),
+                    JweMode::Gcm => jwe::serialize_compact(
+                        b"hello",
+                        &h,
+                        &jwe::A256GCMKW.encrypter_from_bytes(bytes).unwrap(),
+                    ),
+                }
+                .unwrap();
+                assert!(header(&jwe).get("crit").is_some(), "{mode:?} {crit}");
+                let e = decrypt_compact(&jwe, &kek, mode).unwrap_err();
+                assert!(matches!(e, Error::Jwe(_)), "{mode:?} {crit}: {e:?}");
+                assert_eq!(e.kind(), "jwe");
+                assert!(e.to_string().contains("crit"), "{e}");
+                // Without `crit`, the same construction decrypts: the refusal is the header's.
+                let mut plain = JweHeader::new();
+                plain.set_algorithm(mode.alg());
+                plain.set_content_encryption(mode.enc());
+                let ok = match mode {
+                    JweMode::Cbc => jwe::serialize_compact(
+                        b"hello",
+                        &plain,
+                        &jwe::A256KW.encrypter_from_bytes(bytes).unwrap(),
+                    ),
+                    JweMode::Gcm => jwe::serialize_compact(
+                        b"hello",
+                        &plain,
+                        &jwe::A256GCMKW.encrypter_from_bytes(bytes).unwrap(),
+                    ),
+                }
+                .unwrap();
+                assert_eq!(decrypt_compact(&ok, &kek, mode).unwrap(), b"hello");
+            }
         }
     }
 

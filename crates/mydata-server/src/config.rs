@@ -77,6 +77,11 @@ pub struct Config {
     /// besides the sandbox CA. Changed files are taken up within 2 s ([`crate::trust`]).
     /// `MYDATA_DP_TRUST_ANCHORS` (paths separated by `:`).
     pub dp_trust_anchors: Vec<PathBuf>,
+    /// The content IV of a CBC-mode JWE (`A256CBC-HS512`) on the MyData-API: false (the
+    /// default) = the SP's `cbc_iv`, as the platform in service does and some SP libraries
+    /// check; true = 16 fresh random bytes per JWE (spec D2, §12). GCM-mode JWEs always have a
+    /// random IV. `MYDATA_JWE_RANDOM_IV`.
+    pub jwe_random_iv: bool,
 }
 
 impl Default for Config {
@@ -100,6 +105,7 @@ impl Default for Config {
             write_behind_ms: 10,
             package_memory_mb: 64,
             dp_trust_anchors: Vec::new(),
+            jwe_random_iv: false,
         }
     }
 }
@@ -150,6 +156,9 @@ impl Config {
                     c.dp_trust_anchors = std::env::split_paths(&v)
                         .filter(|p| !p.as_os_str().is_empty())
                         .collect()
+                }
+                "MYDATA_JWE_RANDOM_IV" => {
+                    c.jwe_random_iv = matches!(v.as_str(), "1" | "true" | "yes")
                 }
                 "MYDATA_WRITE_BEHIND_MS" => {
                     c.write_behind_ms = v.parse().map_err(|_| bad("expected milliseconds"))?
@@ -264,6 +273,28 @@ mod tests {
         let c = Config::load(Some(&p), []).unwrap();
         assert!(c.allow_shared_data_dir);
         assert_eq!(c.max_connections, 7);
+    }
+
+    /// `jwe_random_iv` (spec D2, §12; issue 20 item 10) is a key of the file and
+    /// `MYDATA_JWE_RANDOM_IV`; off by default.
+    #[test]
+    fn jwe_random_iv_option() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "jwe_random_iv = true\n").unwrap();
+        let c = Config::load(Some(&p), []).unwrap();
+        assert!(c.jwe_random_iv);
+        // The variable overrides the file, as for every key.
+        let c = Config::load(Some(&p), [("MYDATA_JWE_RANDOM_IV".into(), "0".into())]).unwrap();
+        assert!(!c.jwe_random_iv);
+        assert!(!Config::default().jwe_random_iv);
+        assert!(!Config::load(None, []).unwrap().jwe_random_iv);
+        for on in ["1", "true", "yes"] {
+            let c = Config::load(None, [("MYDATA_JWE_RANDOM_IV".into(), on.into())]).unwrap();
+            assert!(c.jwe_random_iv, "{on}");
+        }
+        std::fs::write(&p, "jwe_random_iv = \"yes\"\n").unwrap();
+        assert!(Config::load(Some(&p), []).is_err(), "a TOML boolean");
     }
 
     #[test]

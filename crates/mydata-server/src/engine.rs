@@ -811,13 +811,14 @@ pub fn prepare(p: &Arc<Platform>, t: Take) -> ServerResult<DataAnswer> {
         .parse()?;
     let secrets = p.sp_secrets(sp)?;
     let client_id: ClientId = tx.client_id.parse()?;
-    let jwe = jwe::encrypt_package(
-        &client_id,
-        &zip,
-        &key,
-        jwe_mode(sp),
-        ContentIv::SpCbcIv(&secrets.cbc_iv),
-    )?;
+    // The CBC content IV: the SP's cbc_iv unless the platform option asks for a random one
+    // (D2, §12); a GCM JWE's IV is random either way.
+    let content_iv = if p.config.jwe_random_iv {
+        ContentIv::Random
+    } else {
+        ContentIv::SpCbcIv(&secrets.cbc_iv)
+    };
+    let jwe = jwe::encrypt_package(&client_id, &zip, &key, jwe_mode(sp), content_iv)?;
     Ok(DataAnswer::Ready(Delivery {
         jwe,
         id: tx.id,

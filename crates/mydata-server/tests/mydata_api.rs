@@ -1,6 +1,8 @@
-//! The MyData-API's headers and source addresses over real HTTP (spec §8, D26, D27; issue 20
-//! items 5 and 7): malformed headers of the status helpers are 400, and an IPv4 SP reaching a
-//! dual-stack listener (`::ffff:a.b.c.d`) is known by its IPv4 address.
+//! The MyData-API over real HTTP (spec §8, §12, D2, D26, D27; issue 20 items 5, 7 and 10):
+//! malformed headers of the status helpers are 400, an IPv4 SP reaching a dual-stack listener
+//! (`::ffff:a.b.c.d`) is known by its IPv4 address, and `jwe_random_iv` gives CBC JWEs a random
+//! content IV that the SDK and Python `jwcrypto` (MYDATA_PYTHON, as `bash tests/run.sh` sets it)
+//! both accept.
 
 mod common;
 
@@ -81,4 +83,120 @@ async fn an_ipv4_sp_on_a_dual_stack_listener_is_known_by_its_ipv4_address() {
     .await;
     assert_eq!(status, 403);
     handle.stop(true).await;
+}
+
+/// The JWE of one delivered transaction of a CBC SP: consent, poll until 200; the
+/// transaction's `secret_key` and the compact JWE.
+async fn cbc_delivery(
+    w: &common::World,
+    creds: &mydata_server::platform::SpCredentials,
+    ids: &[String],
+    n: usize,
+) -> (mydata_protocol::ids::SecretKey, String) {
+    use mydata_protocol::param::ParamMode;
+    let tx_id = format!("tx-iv-{n}");
+    let t = common::authenticated_tx(
+        &w.p,
+        &format!("t-iv-{n}"),
+        &creds.client_id,
+        &tx_id,
+        &[&ids[0]],
+    );
+    let code = mydata_server::engine::consent(w.p.clone(), t, common::citizen_claims(&w.p))
+        .await
+        .unwrap();
+    assert_eq!(code, mydata_protocol::codes::ReturnCode::Success);
+    let body = w
+        .sp_api_calls()
+        .into_iter()
+        .find(|b| b["tx_id"] == tx_id.as_str())
+        .unwrap();
+    let key = common::cipher_in(creds, ParamMode::Cbc)
+        .decrypt(body["secret_key"].as_str().unwrap())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ticket = body["permission_ticket"].as_str().unwrap();
+    let (status, jwe) = common::poll_until_ready(&w.srv.url, ticket, &tx_id).await;
+    assert_eq!(status, 200, "{jwe}");
+    (key, jwe)
+}
+
+/// jwcrypto (tests/interop/jwe.py, Python we did not write) decrypts `compact` under `key` in mode
+/// CBC: the plaintext.
+fn jwcrypto_decrypt(key: &str, compact: &str) -> Vec<u8> {
+    let py = std::env::var("MYDATA_PYTHON")
+        .expect("MYDATA_PYTHON: run the tests with bash tests/run.sh");
+    let dir = std::env::var("MYDATA_INTEROP_DIR")
+        .unwrap_or_else(|_| format!("{}/../../tests/interop", env!("CARGO_MANIFEST_DIR")));
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), compact).unwrap();
+    let out = std::process::Command::new(py)
+        .arg(format!("{dir}/jwe.py"))
+        .args(["decrypt", "--key", key, "--mode", "cbc", "--in"])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "jwe.py decrypt: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// `jwe_random_iv` (D2, §12; issue 20 item 10): unset, a CBC SP's JWE content IV is its `cbc_iv`;
+/// set, it is 16 random bytes, different for every delivery, and the JWE still opens in the SP
+/// SDK's reader and in jwcrypto.
+#[actix_web::test]
+async fn jwe_random_iv_makes_the_cbc_content_iv_random() {
+    use mydata_protocol::jwe::{self, JweMode};
+    use mydata_server::platform::NewSp;
+    for random in [false, true] {
+        let w = common::world_custom(&[], None, |c| c.jwe_random_iv = random).await;
+        let ids = common::pii_datasets(1);
+        let (_, creds) =
+            w.p.register_sp(NewSp {
+                name: "CBC".into(),
+                return_url: common::RETURN.into(),
+                sp_api_url: w.sp_api_url.clone(),
+                allowed_ips: vec!["127.0.0.1".parse().unwrap()],
+                resources: ids.iter().map(|i| i.parse().unwrap()).collect(),
+                jwe_mode: JweMode::Cbc,
+                packaging_mode: PackagingMode::B,
+                ..NewSp::default()
+            })
+            .unwrap();
+        let sp = mydata_sp::SpConfig::new(
+            w.srv.url.clone(),
+            creds.client_id.parse().unwrap(),
+            creds.client_secret.parse().unwrap(),
+            creds.cbc_iv.parse().unwrap(),
+            common::RETURN,
+        );
+        let mut ivs = Vec::new();
+        for n in 0..2 {
+            let (key, compact) = cbc_delivery(&w, &creds, &ids, n).await;
+            let iv = jwe::content_iv(&compact).unwrap();
+            // Our SP reader opens it and the package verifies.
+            let delivered = sp
+                .open_package(&compact, &key, &mydata_sp::package::Expectations::now())
+                .unwrap();
+            assert!(delivered.verified());
+            // So does jwcrypto, to the same payload.
+            let plain = jwe::decrypt_compact(&compact, &key, JweMode::Cbc).unwrap();
+            assert_eq!(jwcrypto_decrypt(key.as_str(), &compact), plain);
+            ivs.push(iv);
+        }
+        let cbc_iv = creds.cbc_iv.as_bytes();
+        if random {
+            assert!(
+                ivs.iter().all(|iv| iv.len() == 16 && iv != cbc_iv),
+                "{ivs:?}"
+            );
+            assert_ne!(ivs[0], ivs[1], "a fresh IV per delivery");
+        } else {
+            assert!(ivs.iter().all(|iv| iv == cbc_iv), "{ivs:?}");
+        }
+    }
 }

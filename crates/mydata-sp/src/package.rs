@@ -34,8 +34,9 @@ use crate::config::SpConfig;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PackageError {
-    /// The JWE is malformed, uses another algorithm than the registered one, does not decrypt
-    /// (wrong key or tampered), or its payload is not `{"filename":"{client_id}.zip", "data":…}`.
+    /// The JWE is malformed, uses another algorithm than the registered one, carries a `zip` or
+    /// `crit` header parameter, does not decrypt (wrong key or tampered), or its payload is not
+    /// `{"filename":"{client_id}.zip", "data":…}`.
     #[error("JWE: {0}")]
     Jwe(#[source] mydata_protocol::Error),
     /// The JWE content IV is not the SP's `cbc_iv` (checked only on request).
@@ -105,7 +106,7 @@ impl PackageError {
 }
 
 /// Decrypts a MyData-API JWE into the SP package zip (§12): only `mode`'s `alg`/`enc`, no `zip`
-/// header, and the payload's filename must be `{client_id}.zip`. With `content_iv`, the JWE
+/// and no `crit` header parameter, and the payload's filename must be `{client_id}.zip`. With `content_iv`, the JWE
 /// content IV must also equal it (for SPs that insist on the platform's `cbc_iv` convention).
 pub fn decrypt(
     compact: &str,

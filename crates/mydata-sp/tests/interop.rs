@@ -1,6 +1,10 @@
-//! The SP-API over real HTTP on 127.0.0.1: bodies written the way the platform writes them
-//! (`flow::SpApiBody::to_json`, `secret_key` encrypted with `ParamCipher`) are accepted by the
-//! SDK's actix receiver; a wrong `apiKey`, both members, or garbage are refused with 4xx.
+//! Interoperability of the SDK.
+//!
+//! * The SP-API over real HTTP on 127.0.0.1: bodies written the way the platform writes them
+//!   (`flow::SpApiBody::to_json`, `secret_key` encrypted with `ParamCipher`) are accepted by the
+//!   SDK's actix receiver; a wrong `apiKey`, both members, or garbage are refused with 4xx.
+//! * JWEs built by Python `jwcrypto` (tests/interop/jwe.py): one carrying `crit` is refused;
+//!   the platform's random content IVs (`jwe_random_iv`) decrypt both here and in jwcrypto.
 
 use std::sync::{Arc, Mutex};
 
@@ -122,4 +126,192 @@ async fn platform_bodies_over_http() {
         "API.5XQQ2IWD37"
     );
     handle.stop(true).await;
+}
+
+// --- JWEs from and for code we did not write: Python `jwcrypto` (tests/interop/jwe.py). Run
+// through `bash tests/run.sh`, which prepares the venv and exports MYDATA_PYTHON and
+// MYDATA_INTEROP_DIR.
+
+fn repo() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn python() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("MYDATA_PYTHON") {
+        return p.into();
+    }
+    let venv = repo().join("target/interop-venv/bin/python");
+    assert!(
+        venv.exists(),
+        "the interop peers need the Python venv: run `bash tests/run.sh` (it creates target/interop-venv)"
+    );
+    venv
+}
+
+fn interop_dir() -> std::path::PathBuf {
+    std::env::var("MYDATA_INTEROP_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| repo().join("tests/interop"))
+}
+
+/// Runs `jwe.py` with `args`, `stdin` on its standard input: exit status, stdout, stderr.
+fn jwe_py(args: &[&str], stdin: &[u8]) -> (bool, Vec<u8>, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(python())
+        .arg(interop_dir().join("jwe.py"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("jwe.py {args:?}: {e}"));
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn jwcrypto_encrypt(key: &SecretKey, mode: &str, plaintext: &[u8], crit: Option<&str>) -> String {
+    let mut args = vec![
+        "encrypt",
+        "--key",
+        key.as_str(),
+        "--mode",
+        mode,
+        "--in",
+        "-",
+    ];
+    args.extend(crit.iter().flat_map(|c| ["--crit", c]));
+    let (ok, out, err) = jwe_py(&args, plaintext);
+    assert!(ok, "jwe.py encrypt: {err}");
+    String::from_utf8(out).unwrap().trim().to_owned()
+}
+
+/// The protected header of a compact JWE, as JSON.
+fn protected_header(compact: &str) -> serde_json::Value {
+    use base64::Engine;
+    let b64 = compact.split('.').next().unwrap();
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(b64)
+        .unwrap();
+    serde_json::from_slice(&raw).unwrap()
+}
+
+/// §12, D2 (issue 20 item 6): a JWE whose protected header carries `crit`, built by jwcrypto with
+/// the right key and the SP's registered algorithms, is refused by the SP's package reader with
+/// the JWE error kind; the same JWE without `crit` decrypts.
+#[test]
+fn a_jwcrypto_jwe_with_crit_is_refused() {
+    use mydata_protocol::jwe;
+    use mydata_sp::package::{self, PackageError};
+    let key = SecretKey::generate().unwrap();
+    for (mode, name) in [(JweMode::Cbc, "cbc"), (JweMode::Gcm, "gcm")] {
+        let sp = sandbox002().with_mode(mode);
+        let payload = jwe::payload_json(&sp.client_id, b"PK\x05\x06not really a zip");
+        // Control: jwcrypto's JWE without `crit` is accepted.
+        let plain = jwcrypto_encrypt(&key, name, payload.as_bytes(), None);
+        assert!(protected_header(&plain).get("crit").is_none());
+        let zip = package::decrypt(&plain, &key, mode, &sp.client_id, None).unwrap();
+        assert_eq!(zip, b"PK\x05\x06not really a zip", "{name}");
+
+        let with_crit = jwcrypto_encrypt(&key, name, payload.as_bytes(), Some("exp"));
+        let h = protected_header(&with_crit);
+        assert_eq!(h["crit"], serde_json::json!(["exp"]), "{name}: {h}");
+        assert_eq!(h["alg"], mode.alg());
+        assert_eq!(h["enc"], mode.enc());
+        let e = package::decrypt(&with_crit, &key, mode, &sp.client_id, None).unwrap_err();
+        assert!(matches!(e, PackageError::Jwe(_)), "{name}: {e:?}");
+        assert_eq!(e.kind(), "jwe", "{name}");
+        // The whole reader (decrypt, then verify) refuses it at the JWE step.
+        let e = sp
+            .open_package(&with_crit, &key, &mydata_sp::package::Expectations::now())
+            .unwrap_err();
+        assert_eq!(e.kind(), "jwe", "{name}: {e:?}");
+    }
+}
+
+/// D2, §12 (issue 20 item 10): with `jwe_random_iv`, the platform's CBC content IV is 16 fresh
+/// random bytes. Two JWEs of the same payload then have different IVs, neither is the `cbc_iv`,
+/// and both decrypt in the SP's reader and in jwcrypto. Without the option the IV is the
+/// `cbc_iv`, which jwcrypto is asked to confirm.
+#[test]
+fn random_content_ivs_decrypt_in_the_sp_and_in_jwcrypto() {
+    use mydata_protocol::jwe::{self, ContentIv};
+    use mydata_sp::package;
+    let sp = sandbox002().with_mode(JweMode::Cbc);
+    let key = SecretKey::generate().unwrap();
+    let zip = b"PK\x05\x06same payload".as_slice();
+    let payload = jwe::payload_json(&sp.client_id, zip);
+    let seal = |random: bool| {
+        jwe::encrypt_package(
+            &sp.client_id,
+            zip,
+            &key,
+            JweMode::Cbc,
+            // What the platform passes with and without `jwe_random_iv`.
+            if random {
+                ContentIv::Random
+            } else {
+                ContentIv::SpCbcIv(&sp.cbc_iv)
+            },
+        )
+        .unwrap()
+    };
+    let jwcrypto_decrypts = |compact: &str, expect_iv: Option<&str>| {
+        let mut args = vec![
+            "decrypt",
+            "--key",
+            key.as_str(),
+            "--in",
+            "-",
+            "--mode",
+            "cbc",
+        ];
+        args.extend(expect_iv.iter().flat_map(|iv| ["--expect-iv", iv]));
+        let (ok, out, err) = jwe_py(&args, compact.as_bytes());
+        assert!(ok, "jwe.py decrypt: {err}");
+        assert_eq!(out, payload.as_bytes());
+    };
+
+    let (a, b) = (seal(true), seal(true));
+    let (iv_a, iv_b) = (jwe::content_iv(&a).unwrap(), jwe::content_iv(&b).unwrap());
+    assert_eq!((iv_a.len(), iv_b.len()), (16, 16));
+    assert_ne!(iv_a, iv_b, "a fresh IV per message");
+    for (compact, iv) in [(&a, &iv_a), (&b, &iv_b)] {
+        assert_ne!(iv.as_slice(), sp.cbc_iv.as_str().as_bytes());
+        assert_eq!(
+            package::decrypt(compact, &key, JweMode::Cbc, &sp.client_id, None).unwrap(),
+            zip
+        );
+        jwcrypto_decrypts(compact, None);
+        // An SP that insists on the cbc_iv convention refuses it, as documented.
+        assert!(matches!(
+            package::decrypt(compact, &key, JweMode::Cbc, &sp.client_id, Some(&sp.cbc_iv)),
+            Err(package::PackageError::ContentIv)
+        ));
+    }
+
+    // Without the option: the cbc_iv, every time.
+    for compact in [seal(false), seal(false)] {
+        assert_eq!(
+            jwe::content_iv(&compact).unwrap(),
+            sp.cbc_iv.as_str().as_bytes()
+        );
+        assert_eq!(
+            package::decrypt(
+                &compact,
+                &key,
+                JweMode::Cbc,
+                &sp.client_id,
+                Some(&sp.cbc_iv)
+            )
+            .unwrap(),
+            zip
+        );
+        jwcrypto_decrypts(&compact, Some(sp.cbc_iv.as_str()));
+    }
 }

@@ -198,6 +198,64 @@ fn tampered_or_misdirected_jwe_is_a_typed_error() {
     ));
 }
 
+/// A JWE sealed with the right key and the registered algorithms, valid in every other respect,
+/// whose protected header carries `crit` (or `zip`) is refused at the JWE step with the JWE error
+/// kind, in both modes (§12, D2; issue 20 item 6).
+#[test]
+fn jwe_with_crit_or_zip_header_is_refused() {
+    use josekit::jwe::{A256GCMKW, A256KW, JweHeader, serialize_compact};
+    let key = SecretKey::generate().unwrap();
+    let kek = key.as_str().as_bytes();
+    for mode in [JweMode::Cbc, JweMode::Gcm] {
+        let cfg = sp_config(mode);
+        let zip = sp_package(PackagingMode::B, None, &good_dp2());
+        let payload = jwe::payload_json(&cfg.client_id, &zip);
+        let seal = |extra: &[(&str, serde_json::Value)]| {
+            let mut h = JweHeader::new();
+            h.set_algorithm(mode.alg());
+            h.set_content_encryption(mode.enc());
+            for (k, v) in extra {
+                h.set_claim(k, Some(v.clone())).unwrap();
+            }
+            match mode {
+                JweMode::Cbc => serialize_compact(
+                    payload.as_bytes(),
+                    &h,
+                    &A256KW.encrypter_from_bytes(kek).unwrap(),
+                ),
+                JweMode::Gcm => serialize_compact(
+                    payload.as_bytes(),
+                    &h,
+                    &A256GCMKW.encrypter_from_bytes(kek).unwrap(),
+                ),
+            }
+            .unwrap()
+        };
+        let exp = Expectations::at(AT);
+        // Control: the same construction without either parameter opens.
+        assert!(cfg.open_package(&seal(&[]), &key, &exp).unwrap().verified());
+        let crit = [
+            ("crit", serde_json::json!(["exp"])),
+            ("exp", serde_json::json!(1_800_000_000)),
+        ];
+        for extra in [
+            &crit[..],
+            &crit[..1],
+            &[("zip", serde_json::json!("DEF"))][..],
+        ] {
+            let compact = seal(extra);
+            let e = cfg.open_package(&compact, &key, &exp).unwrap_err();
+            assert!(
+                matches!(e, PackageError::Jwe(_)),
+                "{mode:?} {extra:?}: {e:?}"
+            );
+            assert_eq!(e.kind(), "jwe", "{mode:?} {extra:?}");
+            let e = package::decrypt(&compact, &key, mode, &cfg.client_id, None).unwrap_err();
+            assert_eq!(e.kind(), "jwe", "{mode:?} {extra:?}");
+        }
+    }
+}
+
 #[test]
 fn untrusted_dp_is_reported_per_dataset() {
     let trust = TrustAnchors::from_pem(&[ROOT]).unwrap();
