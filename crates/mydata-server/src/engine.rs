@@ -181,6 +181,14 @@ pub async fn consent(
     tx.state = state::FETCHING.into();
     tx.sp_api_ack = true;
     p.store.update_tx(&tx)?;
+    record_outcome(
+        &p,
+        &tx,
+        "return",
+        ReturnCode::Success,
+        p.subject_hash(&citizen.uid),
+        p.now(),
+    )?;
     flush_off_worker(&p).await?;
     let p2 = p.clone();
     spawn_fetch(p2, tx, citizen, sp);
@@ -389,6 +397,8 @@ pub async fn undeliverable(
     };
     tx.sp_api_ack = post_sp_api(sp, &body).await;
     p.store.update_tx(&tx)?;
+    // The citizen is unknown at step 10 (no identifier is kept): no subject hash.
+    record_outcome(p, &tx, "return", code, String::new(), now)?;
     Ok(())
 }
 
@@ -405,6 +415,12 @@ pub fn forget(p: &Platform, tx: &TxRecord) -> ServerResult<()> {
 
 /// Ends a transaction with `code`; its personal data goes at once (D37).
 pub fn end(p: &Platform, tx: &mut TxRecord, code: ReturnCode, now: UnixTime) -> ServerResult<()> {
+    // The transfer record of the ending (§14), with the citizen's keyed hash taken before the
+    // identifier goes: `return` when this is the code the SP is sent back with, `ended` when
+    // the SP had already been told 200 (a 504 after consent).
+    let kind = if tx.sp_api_ack { "ended" } else { "return" };
+    let subject = subject_of(p, tx);
+    record_outcome(p, tx, kind, code, subject, now)?;
     tx.state = state::ENDED.into();
     tx.code = Some(code.wire() as i32);
     tx.pid_sealed = None;
@@ -413,6 +429,48 @@ pub fn end(p: &Platform, tx: &mut TxRecord, code: ReturnCode, now: UnixTime) -> 
     tx.return_url = None;
     tx.purge_at = tx.purge_at.min(now.0 + RETENTION_SECS);
     p.store.update_tx(tx)
+}
+
+/// The keyed hash of the transaction's citizen (D37), from the sealed identifier or claims; empty
+/// when the transaction holds neither (a redirect refused before the citizen was known).
+fn subject_of(p: &Platform, tx: &TxRecord) -> String {
+    let pid = tx
+        .pid_sealed
+        .as_deref()
+        .and_then(|s| p.key.open(&format!("tx:{}:pid", tx.id), s).ok())
+        .or_else(|| {
+            let text = tx
+                .citizen_sealed
+                .as_deref()
+                .and_then(|s| p.key.open(&format!("tx:{}:citizen", tx.id), s).ok())?;
+            serde_json::from_str::<CitizenClaims>(&text)
+                .ok()
+                .map(|c| c.uid)
+        });
+    pid.map(|pid| p.subject_hash(&pid)).unwrap_or_default()
+}
+
+/// Writes a transaction-level transfer record (§14): `kind` with the return code, every
+/// requested resource_id (comma-separated), `caseNumber` and the identity method.
+fn record_outcome(
+    p: &Platform,
+    tx: &TxRecord,
+    kind: &str,
+    code: ReturnCode,
+    subject_hash: String,
+    now: UnixTime,
+) -> ServerResult<()> {
+    let ids = resources(tx).unwrap_or_default().join(",");
+    p.store.insert_transfer(&TransferRecord {
+        at: now.0,
+        kind: kind.into(),
+        client_id: tx.client_id.clone(),
+        resource_id: (!ids.is_empty()).then_some(ids),
+        subject_hash,
+        code: code.wire() as i32,
+        case_number: tx.case_number.clone(),
+        identity_method: tx.identity_method.clone(),
+    })
 }
 
 fn resources(tx: &TxRecord) -> ServerResult<Vec<String>> {
@@ -917,10 +975,47 @@ impl Delivered {
     }
 }
 
+/// Whether a transaction is before consent and its time has run out (1,200 s idle or 3,600 s
+/// in all, D21).
+pub fn expired_before_consent(tx: &TxRecord, now: UnixTime) -> bool {
+    matches!(tx.state.as_str(), state::REDIRECTED | state::AUTHENTICATED)
+        && flow::pre_consent_expired(
+            UnixTime(tx.created_at),
+            UnixTime(tx.last_activity.max(tx.created_at)),
+            now,
+        )
+}
+
+/// Ends with 408 every transaction whose time before consent ran out, so that its `pid` goes
+/// when it ends (D37) and txid_status says 408 (D21), however the citizen left. Returns how many.
+fn expire_before_consent(p: &Platform) -> ServerResult<usize> {
+    let now = p.now();
+    let mut n = 0;
+    for st in [state::REDIRECTED, state::AUTHENTICATED] {
+        for tx in p.store.txs_in_state(st)? {
+            if !expired_before_consent(&tx, now) {
+                continue;
+            }
+            let _held = p.tx_lock(&tx.id);
+            // Read again under the lock: the citizen may have moved on since the scan.
+            if let Some(mut t) = p.store.get_tx(&tx.id)?
+                && expired_before_consent(&t, now)
+            {
+                end(p, &mut t, ReturnCode::Timeout, now)?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// What a purge did (spec D37): transactions deleted, orphaned package files removed, and what
 /// it could not erase (empty when everything went).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PurgeReport {
+    /// Transactions ended with 408 because their time before consent ran out (D21): their
+    /// personal data goes now (D37); the record stays until its 8 hours (D19).
+    pub expired: usize,
     /// Transactions deleted with their packages and tokens.
     pub purged: usize,
     /// Package files that belonged to no waiting transaction, removed.
@@ -941,6 +1036,7 @@ impl PurgeReport {
 /// from its files (D37, D45). Reports what it could not erase rather than failing half-way.
 pub fn purge(p: &Platform) -> ServerResult<PurgeReport> {
     let mut report = PurgeReport::default();
+    report.expired = expire_before_consent(p)?;
     let due = p.store.txs_due(p.now())?;
     for tx in &due {
         match forget(p, tx) {

@@ -559,3 +559,85 @@ async fn otp_resend_limit_survives_a_new_cookie_and_another_transaction() {
         .await;
     assert_eq!(sent(), 2);
 }
+
+/// §14, D37: every outcome leaves a transfer record with its code: the 200 of an acknowledged
+/// consent, and the endings 205 (refused), 409 (someone else at the keyboard) and 410 (the
+/// SP-API failed), each under the citizen's keyed hash (issue 20 item 11).
+#[actix_web::test]
+async fn every_outcome_leaves_a_transfer_record_with_its_code() {
+    let w = world().await;
+    let ids = pii_datasets(1);
+    let creds = w.register(PackagingMode::B, &ids);
+    let subject = w.p.subject_hash(CITIZEN);
+    let returns = || {
+        w.p.store.flush().unwrap();
+        let mut codes: Vec<(String, i32)> =
+            w.p.store
+                .transfers_of(&subject)
+                .unwrap()
+                .into_iter()
+                .filter(|t| t.kind == "return")
+                .map(|t| (t.resource_id.unwrap_or_default(), t.code))
+                .collect();
+        codes.sort();
+        codes
+    };
+    let to_consent = |tx: &'static str| {
+        let (w, creds, ids) = (&w, &creds, &ids);
+        async move {
+            let mut b = Browser::new(&w.srv.url);
+            let (flow, page) = b.open(&w.redirect(creds, ids, tx, CITIZEN)).await;
+            let p = b.through_basic(&flow, page, CITIZEN, "0770101").await;
+            let p = b.two_documents(&flow, &p.csrf()).await;
+            assert_eq!(p.step(), "consent");
+            (b, flow, p)
+        }
+    };
+    // 200, then 205.
+    let (mut b, flow, p) = to_consent("tx-rec-ok").await;
+    let a = b
+        .submit(&flow, "consent", &p.csrf(), &[("decision", "agree")])
+        .await;
+    assert_eq!(a.returned(&creds).0, 200);
+    let (mut b, flow, p) = to_consent("tx-rec-refused").await;
+    let a = b
+        .submit(&flow, "consent", &p.csrf(), &[("decision", "refuse")])
+        .await;
+    assert_eq!(a.returned(&creds).0, 205);
+    // 409: another person's national ID on the basic page.
+    let mut b = Browser::new(&w.srv.url);
+    let (flow, page) = b
+        .open(&w.redirect(&creds, &ids, "tx-rec-409", CITIZEN))
+        .await;
+    let a = b.through_basic(&flow, page, OTHER, "0770101").await;
+    assert_eq!(a.returned(&creds).0, 409);
+    let ds = ids[0].clone();
+    assert_eq!(
+        returns(),
+        vec![(ds.clone(), 200), (ds.clone(), 205), (ds.clone(), 409)]
+    );
+    // 410: an SP-API that fails.
+    let (url, _, _) = common::start_sp_api_answering(500);
+    let failing =
+        w.p.register_sp(mydata_server::platform::NewSp {
+            name: "failing".into(),
+            return_url: RETURN.into(),
+            sp_api_url: url,
+            allowed_ips: vec!["127.0.0.1".parse().unwrap()],
+            resources: ids.iter().map(|i| i.parse().unwrap()).collect(),
+            jwe_mode: mydata_protocol::jwe::JweMode::Gcm,
+            ..Default::default()
+        })
+        .unwrap()
+        .1;
+    let mut b = Browser::new(&w.srv.url);
+    let url = common::redirect_url(&w.srv.url, &failing, &ids, "tx-rec-410", CITIZEN, RETURN);
+    let (flow, page) = b.open(&url).await;
+    let p = b.through_basic(&flow, page, CITIZEN, "0770101").await;
+    let p = b.two_documents(&flow, &p.csrf()).await;
+    let a = b
+        .submit(&flow, "consent", &p.csrf(), &[("decision", "agree")])
+        .await;
+    assert_eq!(a.returned(&failing).0, 410);
+    assert!(returns().contains(&(ds, 410)), "{:?}", returns());
+}

@@ -326,7 +326,31 @@ pub async fn start(
         now,
     ) {
         Ok(a) => a,
-        Err(r) => return reject(p, &sp, &view.cipher, r, now).await,
+        Err(r) => {
+            // Refused after step 9 (steps 10–12: 403, 409, 501, …): the pair names an ended
+            // transaction from now on, so txid_status tells the code and a reuse gets 400
+            // (D19). Step 10 in mode B records its own (the SP-API is called).
+            let step9 = flow::check_resume(existing_facts.as_ref(), &accepted, now);
+            let recorded_by_step10 = matches!(
+                &r,
+                flow::Rejection::Redirect { unable_to_deliver, .. } if !unable_to_deliver.is_empty()
+            );
+            if let (Ok(slot), Some(code), false) = (step9, r.code(), recorded_by_step10) {
+                let mut tx = match (slot, existing) {
+                    (TxSlot::Resume, Some(tx)) => tx,
+                    (_, old) => {
+                        if let Some(old) = old {
+                            engine::forget(p, &old)?;
+                        }
+                        let tx = new_tx(p, &sp, &accepted, now)?;
+                        p.store.insert_tx(&tx)?;
+                        tx
+                    }
+                };
+                engine::end(p, &mut tx, code, now)?;
+            }
+            return reject(p, &sp, &view.cipher, r, now).await;
+        }
     };
     let tx = match (admission.slot, existing) {
         (TxSlot::Resume, Some(mut tx)) => {
@@ -387,8 +411,10 @@ fn new_tx(
         created_at: now.0,
         consent_at: None,
         taken_at: None,
-        // Before consent the transaction lives at most 3,600 s (D21); consent moves this.
-        purge_at: now.0 + flow::TOTAL_EXPIRY_SECS,
+        // The pair names this transaction for 8 hours, whatever happens (D19); its personal
+        // data goes earlier, when it ends (D37; the purge ends it with 408 once its 1,200 s
+        // idle or 3,600 s in all have passed, D21).
+        purge_at: now.0 + engine::RETENTION_SECS,
         return_url: Some(a.return_url.clone()),
         last_activity: now.0,
     })

@@ -146,11 +146,13 @@ pub struct TxRecord {
 pub struct TransferRecord {
     /// When.
     pub at: i64,
-    /// `dp_call` or `delivery`.
+    /// `dp_call` (one dataset's DP call series and its code), `delivery` (the package taken),
+    /// `return` (the code the SP was sent back with: 200 at consent, or the ending's code) or
+    /// `ended` (a transaction ended after the SP had been told 200) (spec §14, D37).
     pub kind: String,
     /// The receiving SP.
     pub client_id: String,
-    /// The dataset (for `dp_call`).
+    /// The dataset (`dp_call`), or every requested dataset, comma-separated (`return`, `ended`).
     pub resource_id: Option<String>,
     /// Keyed hash of the citizen's identifier (hex).
     pub subject_hash: String,
