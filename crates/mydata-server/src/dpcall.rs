@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web::Bytes;
+use awc::error::PayloadError;
 use awc::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 use awc::http::{Method, Uri};
 use mydata_protocol::codes::DatasetCode;
@@ -325,33 +326,28 @@ pub async fn run_series_limited(
             req = req.insert_header(h.clone());
         }
         req = req.timeout(limits.total);
-        let sent = match &call.body {
-            Some(b) => req.send_body(b.clone()).await,
-            None => req.send().await,
-        };
-        let (answer_status, retry_after, body) = match sent {
-            Err(_) => (None, None, None),
-            Ok(mut resp) => {
-                let status = resp.status().as_u16();
-                let ra = resp
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                let body = if status == 200 {
-                    match resp
-                        .body()
-                        .limit(usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX))
-                        .await
-                    {
-                        Ok(b) => Some(b),
-                        Err(_) => Some(Bytes::new()),
-                    }
-                } else {
-                    None
-                };
-                (Some(status), ra, body)
+        // One deadline for the whole call: connect, headers and every byte of the body (D29).
+        // awc's own timeout stops at the headers.
+        let received = actix_web::rt::time::timeout(
+            limits.total,
+            call_once(req, call.body.clone(), limits.max_body_bytes),
+        )
+        .await
+        .unwrap_or(Received::Transport("the call's total time ran out"));
+        let (answer_status, retry_after, body) = match received {
+            Received::Transport(why) => {
+                log::warn!(
+                    "DP-API call {} of {}: {why}; a transport error",
+                    series.calls(),
+                    dp.resource_id
+                );
+                (None, None, None)
             }
+            Received::Status {
+                status,
+                retry_after,
+                body,
+            } => (Some(status), retry_after, body),
         };
         let mut package_ok = false;
         if let (Some(200), Some(b)) = (answer_status, &body) {
@@ -386,5 +382,62 @@ pub async fn run_series_limited(
                 actix_web::rt::time::sleep(Duration::from_secs(secs.max(0) as u64)).await;
             }
         }
+    }
+}
+
+/// What one call received.
+enum Received {
+    /// No complete answer (the reason, for the log): refused, reset, timed out, or a body that
+    /// broke off. Never an empty body.
+    Transport(&'static str),
+    /// An answer. `body` is read for 200 only, and is `None` when it exceeds the limit.
+    Status {
+        status: u16,
+        retry_after: Option<String>,
+        body: Option<Bytes>,
+    },
+}
+
+/// Sends `req` and, for 200, reads the body up to `max_body` bytes (counted while reading, and
+/// refused at once when `Content-Length` says more). The caller bounds the time.
+async fn call_once(req: awc::ClientRequest, body: Option<Bytes>, max_body: u64) -> Received {
+    let sent = match body {
+        Some(b) => req.send_body(b).await,
+        None => req.send().await,
+    };
+    let mut resp = match sent {
+        Ok(r) => r,
+        Err(awc::error::SendRequestError::Timeout) => return Received::Transport("timed out"),
+        Err(awc::error::SendRequestError::Connect(_)) => {
+            return Received::Transport("could not connect");
+        }
+        Err(_) => return Received::Transport("no answer"),
+    };
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = if status == 200 {
+        match resp
+            .body()
+            .limit(usize::try_from(max_body).unwrap_or(usize::MAX))
+            .await
+        {
+            Ok(b) => Some(b),
+            // Over the limit: a 200 whose package is refused (500, D29).
+            Err(PayloadError::Overflow) => None,
+            // The body broke off (reset, closed early, malformed framing): no answer was
+            // received, and the DP is called again.
+            Err(_) => return Received::Transport("the body broke off"),
+        }
+    } else {
+        None
+    };
+    Received::Status {
+        status,
+        retry_after,
+        body,
     }
 }
