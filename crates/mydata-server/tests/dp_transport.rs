@@ -10,6 +10,7 @@ mod common;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -70,10 +71,12 @@ enum Act {
     Ok,
 }
 
-/// A scripted peer: the request lines it received, in order.
+/// A scripted peer: the request lines it received, in order, and the body bytes of chunked
+/// answers it wrote.
 struct Scripted {
     base: String,
     requests: Arc<Mutex<Vec<String>>>,
+    chunked_sent: Arc<AtomicU64>,
 }
 
 impl Scripted {
@@ -88,9 +91,10 @@ async fn start_peer(script: Vec<Act>, then: Act) -> Scripted {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", l.local_addr().unwrap());
     let requests = Arc::new(Mutex::new(Vec::new()));
+    let chunked_sent = Arc::new(AtomicU64::new(0));
     let script = Arc::new(Mutex::new(VecDeque::from(script)));
     let pkg = Arc::new(package());
-    let (r2, b2) = (requests.clone(), base.clone());
+    let (r2, b2, c2) = (requests.clone(), base.clone(), chunked_sent.clone());
     actix_web::rt::spawn(async move {
         loop {
             let Ok((sock, _)) = l.accept().await else {
@@ -98,12 +102,17 @@ async fn start_peer(script: Vec<Act>, then: Act) -> Scripted {
             };
             let (requests, script, pkg, base) =
                 (r2.clone(), script.clone(), pkg.clone(), b2.clone());
+            let sent = c2.clone();
             actix_web::rt::spawn(async move {
-                serve(sock, requests, script, then, pkg, base).await;
+                serve(sock, requests, script, then, pkg, base, sent).await;
             });
         }
     });
-    Scripted { base, requests }
+    Scripted {
+        base,
+        requests,
+        chunked_sent,
+    }
 }
 
 async fn serve(
@@ -113,6 +122,7 @@ async fn serve(
     then: Act,
     pkg: Arc<Vec<u8>>,
     base: String,
+    chunked_sent: Arc<AtomicU64>,
 ) {
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
@@ -155,7 +165,6 @@ async fn serve(
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 sock.set_zero_linger().unwrap();
                 drop(sock);
-                return;
             }
         }
         Act::Redirect(status) => {
@@ -190,6 +199,7 @@ async fn serve(
                     return;
                 }
                 left -= n as u64;
+                chunked_sent.fetch_add(n as u64, Ordering::SeqCst);
             }
             let _ = sock.write_all(b"0\r\n\r\n").await;
             hold().await;
@@ -523,6 +533,10 @@ async fn dp_body_over_256_mib_is_500() {
     assert_eq!((r.code, r.calls), (DatasetCode::DpError, 1));
     assert!(r.package.is_none());
     assert_eq!(dp.requests().len(), 1);
+    // The platform read (nearly) the whole limit before refusing: the count is made while
+    // reading, not from a header.
+    let sent = dp.chunked_sent.load(Ordering::SeqCst);
+    assert!(sent >= limits.max_body_bytes - (1 << 20), "{sent}");
 }
 
 #[actix_web::test]
