@@ -16,6 +16,29 @@ pub const TRANSPORT_RETRY_SECS: i64 = 30;
 /// Largest DP package body accepted (256 MiB).
 pub const MAX_BODY_BYTES: u64 = 256 * 1024 * 1024;
 
+/// The retry rules of a call series (spec §9.3, D29). [`Limits::default`] holds the
+/// specification's values; a deployment may shorten the wait after a transport error (tests do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// At most this many calls per series, the first included ([`MAX_CALLS`]).
+    pub max_calls: u32,
+    /// No call starts later than this many seconds after the first call started
+    /// ([`BUDGET_SECS`]).
+    pub budget_secs: i64,
+    /// Seconds to wait after a transport error or timeout ([`TRANSPORT_RETRY_SECS`]).
+    pub transport_retry_secs: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_calls: MAX_CALLS,
+            budget_secs: BUDGET_SECS,
+            transport_retry_secs: TRANSPORT_RETRY_SECS,
+        }
+    }
+}
+
 /// What the DP answered to one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer<'a> {
@@ -29,7 +52,9 @@ pub enum Answer<'a> {
         /// For 200: the body verified as a DP package within the size limit.
         package_ok: bool,
     },
-    /// No answer: connection refused, reset or timed out.
+    /// No complete answer: the connection was refused or reset, the call's total deadline
+    /// passed (connect, headers or body), or the body broke off before its end. Never a 200 with
+    /// an empty body.
     Transport,
 }
 
@@ -47,15 +72,27 @@ pub enum Step {
 pub struct Series {
     first_call: UnixTime,
     calls: u32,
+    limits: Limits,
 }
 
 impl Series {
-    /// A series whose first call starts at `now`.
+    /// A series whose first call starts at `now`, under the specification's [`Limits`].
     pub fn start(now: UnixTime) -> Self {
+        Series::start_with(now, Limits::default())
+    }
+
+    /// A series whose first call starts at `now`, under `limits`.
+    pub fn start_with(now: UnixTime, limits: Limits) -> Self {
         Series {
             first_call: now,
             calls: 1,
+            limits,
         }
+    }
+
+    /// The limits of this series.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// Calls made so far.
@@ -72,7 +109,10 @@ impl Series {
     /// call as made.
     pub fn next(&mut self, answer: Answer<'_>, now: UnixTime) -> Step {
         let (wait, code_when_exhausted) = match answer {
-            Answer::Transport => (TRANSPORT_RETRY_SECS, DatasetCode::DpSystemError),
+            Answer::Transport => (
+                self.limits.transport_retry_secs.max(0),
+                DatasetCode::DpSystemError,
+            ),
             Answer::Status {
                 status,
                 retry_after,
@@ -94,7 +134,9 @@ impl Series {
             },
         };
         let next_start = now.0.saturating_add(wait);
-        if self.calls >= MAX_CALLS || next_start > self.first_call.0 + BUDGET_SECS {
+        if self.calls >= self.limits.max_calls
+            || next_start > self.first_call.0.saturating_add(self.limits.budget_secs)
+        {
             return Step::Done(code_when_exhausted);
         }
         self.calls += 1;
@@ -244,5 +286,33 @@ mod tests {
             s.next(Answer::Transport, UnixTime(5380)),
             Step::Done(DatasetCode::DpSystemError)
         );
+    }
+
+    #[test]
+    fn transport_wait_is_a_limit() {
+        let limits = Limits {
+            transport_retry_secs: 2,
+            ..Limits::default()
+        };
+        let mut s = Series::start_with(UnixTime(0), limits);
+        assert_eq!(s.limits(), limits);
+        assert_eq!(s.next(Answer::Transport, UnixTime(1)), Step::RetryAfter(2));
+        assert_eq!(s.next(Answer::Transport, UnixTime(4)), Step::RetryAfter(2));
+        assert_eq!(s.calls(), 3);
+        // The 5,400-s mark still ends the series, with 504.
+        assert_eq!(
+            s.next(Answer::Transport, UnixTime(5399)),
+            Step::Done(DatasetCode::DpSystemError)
+        );
+        // And so do sixteen calls.
+        let mut s = Series::start_with(UnixTime(0), limits);
+        for _ in 1..MAX_CALLS {
+            assert_eq!(s.next(Answer::Transport, UnixTime(0)), Step::RetryAfter(2));
+        }
+        assert_eq!(
+            s.next(Answer::Transport, UnixTime(0)),
+            Step::Done(DatasetCode::DpSystemError)
+        );
+        assert_eq!(Series::start(UnixTime(0)).limits(), Limits::default());
     }
 }

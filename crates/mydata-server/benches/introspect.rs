@@ -250,6 +250,14 @@ fn run_ours(s: &Settings) -> (Figures, bool) {
     let config = Config {
         workers: s.workers,
         data_dir: dir.path().to_path_buf(),
+        // Outside the sandbox the platform needs the CA its DPs chain to (spec D35).
+        dp_trust_anchors: vec![
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../fixtures/pki/sandbox-root-ca.pem"
+            )
+            .into(),
+        ],
         ..Config::default()
     };
     let key = MasterKey::generate().expect("master key");

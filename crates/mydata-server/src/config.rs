@@ -82,7 +82,27 @@ pub struct Config {
     /// check; true = 16 fresh random bytes per JWE (spec D2, §12). GCM-mode JWEs always have a
     /// random IV. `MYDATA_JWE_RANDOM_IV`.
     pub jwe_random_iv: bool,
+    /// Connect timeout of one DP-API call, in seconds (spec §9.3, D29; default 15).
+    /// `MYDATA_DP_CONNECT_TIMEOUT_SECS`.
+    pub dp_connect_timeout_secs: u64,
+    /// Total time of one DP-API call, in seconds: connect, headers and the whole body (spec
+    /// §9.3, D29; default 300). A call that outlasts it, or whose body breaks off, is a transport
+    /// error: the DP is called again after `dp_transport_retry_secs`, within the series' budget.
+    /// `MYDATA_DP_CALL_TIMEOUT_SECS`.
+    pub dp_call_timeout_secs: u64,
+    /// Wait after a DP-API transport error or timeout before the next call, in seconds (spec
+    /// §9.3, D29; default 30). `MYDATA_DP_TRANSPORT_RETRY_SECS`.
+    pub dp_transport_retry_secs: u64,
+    /// Connect timeout of the SP-API call, in seconds (spec §7, D22; default 15).
+    /// `MYDATA_SP_API_CONNECT_TIMEOUT_SECS`.
+    pub sp_api_connect_timeout_secs: u64,
+    /// Total time of the SP-API call, in seconds, from connect to the SP's status (spec §7,
+    /// D22; default 30). `MYDATA_SP_API_TIMEOUT_SECS`.
+    pub sp_api_timeout_secs: u64,
 }
+
+/// The largest value of a `*_secs` timeout setting (one day).
+pub const MAX_TIMEOUT_SECS: u64 = 86_400;
 
 impl Default for Config {
     fn default() -> Self {
@@ -106,6 +126,11 @@ impl Default for Config {
             package_memory_mb: 64,
             dp_trust_anchors: Vec::new(),
             jwe_random_iv: false,
+            dp_connect_timeout_secs: 15,
+            dp_call_timeout_secs: 300,
+            dp_transport_retry_secs: 30,
+            sp_api_connect_timeout_secs: 15,
+            sp_api_timeout_secs: 30,
         }
     }
 }
@@ -163,6 +188,22 @@ impl Config {
                 "MYDATA_WRITE_BEHIND_MS" => {
                     c.write_behind_ms = v.parse().map_err(|_| bad("expected milliseconds"))?
                 }
+                "MYDATA_DP_CONNECT_TIMEOUT_SECS" => {
+                    c.dp_connect_timeout_secs = v.parse().map_err(|_| bad("expected seconds"))?
+                }
+                "MYDATA_DP_CALL_TIMEOUT_SECS" => {
+                    c.dp_call_timeout_secs = v.parse().map_err(|_| bad("expected seconds"))?
+                }
+                "MYDATA_DP_TRANSPORT_RETRY_SECS" => {
+                    c.dp_transport_retry_secs = v.parse().map_err(|_| bad("expected seconds"))?
+                }
+                "MYDATA_SP_API_CONNECT_TIMEOUT_SECS" => {
+                    c.sp_api_connect_timeout_secs =
+                        v.parse().map_err(|_| bad("expected seconds"))?
+                }
+                "MYDATA_SP_API_TIMEOUT_SECS" => {
+                    c.sp_api_timeout_secs = v.parse().map_err(|_| bad("expected seconds"))?
+                }
                 _ => {}
             }
         }
@@ -170,6 +211,19 @@ impl Config {
             return Err(ServerError::Config(format!(
                 "write_behind_ms: at most {MAX_WRITE_BEHIND_MS}"
             )));
+        }
+        for (name, v) in [
+            ("dp_connect_timeout_secs", c.dp_connect_timeout_secs),
+            ("dp_call_timeout_secs", c.dp_call_timeout_secs),
+            ("dp_transport_retry_secs", c.dp_transport_retry_secs),
+            ("sp_api_connect_timeout_secs", c.sp_api_connect_timeout_secs),
+            ("sp_api_timeout_secs", c.sp_api_timeout_secs),
+        ] {
+            if !(1..=MAX_TIMEOUT_SECS).contains(&v) {
+                return Err(ServerError::Config(format!(
+                    "{name}: from 1 to {MAX_TIMEOUT_SECS} seconds"
+                )));
+            }
         }
         c.public_url = c.public_url.trim_end_matches('/').to_string();
         c.sandbox_sp_url = c.sandbox_sp_url.trim_end_matches('/').to_string();
@@ -295,6 +349,67 @@ mod tests {
         }
         std::fs::write(&p, "jwe_random_iv = \"yes\"\n").unwrap();
         assert!(Config::load(Some(&p), []).is_err(), "a TOML boolean");
+    }
+
+    #[test]
+    fn call_timeouts() {
+        let c = Config::default();
+        assert_eq!(
+            (
+                c.dp_connect_timeout_secs,
+                c.dp_call_timeout_secs,
+                c.dp_transport_retry_secs,
+                c.sp_api_connect_timeout_secs,
+                c.sp_api_timeout_secs
+            ),
+            (15, 300, 30, 15, 30)
+        );
+        let c = Config::load(
+            None,
+            [
+                ("MYDATA_DP_CONNECT_TIMEOUT_SECS".into(), "2".into()),
+                ("MYDATA_DP_CALL_TIMEOUT_SECS".into(), "3".into()),
+                ("MYDATA_DP_TRANSPORT_RETRY_SECS".into(), "4".into()),
+                ("MYDATA_SP_API_CONNECT_TIMEOUT_SECS".into(), "5".into()),
+                ("MYDATA_SP_API_TIMEOUT_SECS".into(), "6".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.dp_connect_timeout_secs,
+                c.dp_call_timeout_secs,
+                c.dp_transport_retry_secs,
+                c.sp_api_connect_timeout_secs,
+                c.sp_api_timeout_secs
+            ),
+            (2, 3, 4, 5, 6)
+        );
+        for k in [
+            "MYDATA_DP_CONNECT_TIMEOUT_SECS",
+            "MYDATA_DP_CALL_TIMEOUT_SECS",
+            "MYDATA_DP_TRANSPORT_RETRY_SECS",
+            "MYDATA_SP_API_CONNECT_TIMEOUT_SECS",
+            "MYDATA_SP_API_TIMEOUT_SECS",
+        ] {
+            for bad in ["0", "86401", "x", "-1"] {
+                assert!(
+                    Config::load(None, [(k.into(), bad.into())]).is_err(),
+                    "{k}={bad}"
+                );
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "dp_call_timeout_secs = 1
+sp_api_timeout_secs = 2
+",
+        )
+        .unwrap();
+        let c = Config::load(Some(&p), []).unwrap();
+        assert_eq!((c.dp_call_timeout_secs, c.sp_api_timeout_secs), (1, 2));
     }
 
     #[test]

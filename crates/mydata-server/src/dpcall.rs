@@ -7,22 +7,67 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web::Bytes;
+use awc::error::PayloadError;
 use awc::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 use awc::http::{Method, Uri};
 use mydata_protocol::codes::DatasetCode;
 use mydata_protocol::date::CivilDate;
-use mydata_protocol::dpapi::{Answer, MAX_BODY_BYTES, Series, Step};
+use mydata_protocol::dpapi::{self, Answer, MAX_BODY_BYTES, Series, Step};
 use mydata_protocol::package::dp::{self, TrustAnchors, VerifyOptions};
 use mydata_protocol::template::{self, TemplateError, Values};
 
 use crate::auth::CitizenClaims;
 use crate::clock::SharedClock;
+use crate::config::Config;
 use crate::storage::{DpMethod, DpRecord};
 
-/// Connect timeout of one call.
+/// Connect timeout of one call (spec §9.3, D29).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// Total timeout of one call.
+/// Total time of one call: connect, headers and the whole body (spec §9.3, D29).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The limits of a call series (spec §9.3, D29). [`CallLimits::default`] holds the
+/// specification's values; [`CallLimits::from_config`] the server's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallLimits {
+    /// Connect timeout of one call.
+    pub connect: Duration,
+    /// Total time of one call, from the start of the connect to the last byte of the body. A
+    /// call that outlasts it is a transport error.
+    pub total: Duration,
+    /// The largest body of a 200 answer; a larger one ends the series with 500.
+    pub max_body_bytes: u64,
+    /// The retry budget and the wait after a transport error.
+    pub series: dpapi::Limits,
+}
+
+impl Default for CallLimits {
+    fn default() -> Self {
+        CallLimits {
+            connect: CONNECT_TIMEOUT,
+            total: CALL_TIMEOUT,
+            max_body_bytes: MAX_BODY_BYTES,
+            series: dpapi::Limits::default(),
+        }
+    }
+}
+
+impl CallLimits {
+    /// The limits set by `config` (`dp_connect_timeout_secs`, `dp_call_timeout_secs`,
+    /// `dp_transport_retry_secs`); the rest as specified.
+    pub fn from_config(config: &Config) -> Self {
+        CallLimits {
+            connect: Duration::from_secs(config.dp_connect_timeout_secs),
+            total: Duration::from_secs(config.dp_call_timeout_secs),
+            series: dpapi::Limits {
+                transport_retry_secs: i64::try_from(config.dp_transport_retry_secs)
+                    .unwrap_or(dpapi::TRANSPORT_RETRY_SECS),
+                ..dpapi::Limits::default()
+            },
+            ..CallLimits::default()
+        }
+    }
+}
 
 /// The end of a call series.
 #[derive(Debug, Clone)]
@@ -40,13 +85,21 @@ pub struct SeriesResult {
 /// is not reused.
 pub const IDLE_KEEP: Duration = Duration::from_secs(4);
 
-/// A new HTTP client for DP-API calls, with its own connection pool.
+/// A new HTTP client for DP-API calls, with its own connection pool and the specification's
+/// connect timeout.
 pub fn client() -> awc::Client {
+    client_with(CONNECT_TIMEOUT)
+}
+
+/// A new HTTP client for DP-API calls, with its own connection pool and this connect timeout.
+/// It follows no redirect (D29). The total time of a call is set per call
+/// ([`CallLimits::total`]).
+pub fn client_with(connect: Duration) -> awc::Client {
     awc::Client::builder()
         .timeout(CALL_TIMEOUT)
         .connector(
             awc::Connector::new()
-                .timeout(CONNECT_TIMEOUT)
+                .timeout(connect)
                 .conn_keep_alive(IDLE_KEEP),
         )
         .disable_redirects()
@@ -54,14 +107,31 @@ pub fn client() -> awc::Client {
 }
 
 thread_local! {
-    static SHARED: awc::Client = client();
+    static SHARED: std::cell::RefCell<Option<(Duration, awc::Client)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// This worker thread's DP-API client: calls from the thread share its connection pool, so a
 /// DP's connection is reused from one transaction to the next instead of opened for each call
 /// (awc clients are not `Send`: one per thread).
 pub fn shared_client() -> awc::Client {
-    SHARED.with(|c| c.clone())
+    shared_client_for(CONNECT_TIMEOUT)
+}
+
+/// [`shared_client`] with this connect timeout (a new pool when the thread's client has
+/// another).
+pub fn shared_client_for(connect: Duration) -> awc::Client {
+    SHARED.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        match &*slot {
+            Some((c, client)) if *c == connect => client.clone(),
+            _ => {
+                let client = client_with(connect);
+                *slot = Some((connect, client.clone()));
+                client
+            }
+        }
+    })
 }
 
 /// Why a call could not be built; the series then ends with 500 without calling the DP.
@@ -197,9 +267,7 @@ pub async fn run_series(
 }
 
 /// Runs one call series against `dp` with the request built from its template and `values`,
-/// waiting in real time between calls and reading the budget from `clock`. When the request
-/// cannot be built (a header value with a control character), the DP is not called and the
-/// series ends with 500.
+/// under the specification's limits. See [`run_series_limited`].
 pub async fn run_series_with(
     client: &awc::Client,
     clock: &SharedClock,
@@ -207,6 +275,32 @@ pub async fn run_series_with(
     token: &str,
     values: &Values,
     trust: Option<Arc<TrustAnchors>>,
+) -> SeriesResult {
+    run_series_limited(
+        client,
+        clock,
+        dp,
+        token,
+        values,
+        trust,
+        &CallLimits::default(),
+    )
+    .await
+}
+
+/// Runs one call series against `dp` with the request built from its template and `values`,
+/// waiting in real time between calls and reading the budget from `clock`. When the request
+/// cannot be built (a header value with a control character), the DP is not called and the
+/// series ends with 500. `limits.connect` is the client's (see [`client_with`]); the other
+/// limits apply here.
+pub async fn run_series_limited(
+    client: &awc::Client,
+    clock: &SharedClock,
+    dp: &DpRecord,
+    token: &str,
+    values: &Values,
+    trust: Option<Arc<TrustAnchors>>,
+    limits: &CallLimits,
 ) -> SeriesResult {
     let call = match prepare(dp, token, values) {
         Ok(c) => c,
@@ -219,7 +313,7 @@ pub async fn run_series_with(
             };
         }
     };
-    let mut series = Series::start(clock.now());
+    let mut series = Series::start_with(clock.now(), limits.series);
     loop {
         let mut req = client.request(
             match call.method {
@@ -231,29 +325,29 @@ pub async fn run_series_with(
         for h in &call.headers {
             req = req.insert_header(h.clone());
         }
-        let sent = match &call.body {
-            Some(b) => req.send_body(b.clone()).await,
-            None => req.send().await,
-        };
-        let (answer_status, retry_after, body) = match sent {
-            Err(_) => (None, None, None),
-            Ok(mut resp) => {
-                let status = resp.status().as_u16();
-                let ra = resp
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                let body = if status == 200 {
-                    match resp.body().limit(MAX_BODY_BYTES as usize).await {
-                        Ok(b) => Some(b),
-                        Err(_) => Some(Bytes::new()),
-                    }
-                } else {
-                    None
-                };
-                (Some(status), ra, body)
+        req = req.timeout(limits.total);
+        // One deadline for the whole call: connect, headers and every byte of the body (D29).
+        // awc's own timeout stops at the headers.
+        let received = actix_web::rt::time::timeout(
+            limits.total,
+            call_once(req, call.body.clone(), limits.max_body_bytes),
+        )
+        .await
+        .unwrap_or(Received::Transport("the call's total time ran out"));
+        let (answer_status, retry_after, body) = match received {
+            Received::Transport(why) => {
+                log::warn!(
+                    "DP-API call {} of {}: {why}; a transport error",
+                    series.calls(),
+                    dp.resource_id
+                );
+                (None, None, None)
             }
+            Received::Status {
+                status,
+                retry_after,
+                body,
+            } => (Some(status), retry_after, body),
         };
         let mut package_ok = false;
         if let (Some(200), Some(b)) = (answer_status, &body) {
@@ -288,5 +382,62 @@ pub async fn run_series_with(
                 actix_web::rt::time::sleep(Duration::from_secs(secs.max(0) as u64)).await;
             }
         }
+    }
+}
+
+/// What one call received.
+enum Received {
+    /// No complete answer (the reason, for the log): refused, reset, timed out, or a body that
+    /// broke off. Never an empty body.
+    Transport(&'static str),
+    /// An answer. `body` is read for 200 only, and is `None` when it exceeds the limit.
+    Status {
+        status: u16,
+        retry_after: Option<String>,
+        body: Option<Bytes>,
+    },
+}
+
+/// Sends `req` and, for 200, reads the body up to `max_body` bytes (counted while reading, and
+/// refused at once when `Content-Length` says more). The caller bounds the time.
+async fn call_once(req: awc::ClientRequest, body: Option<Bytes>, max_body: u64) -> Received {
+    let sent = match body {
+        Some(b) => req.send_body(b).await,
+        None => req.send().await,
+    };
+    let mut resp = match sent {
+        Ok(r) => r,
+        Err(awc::error::SendRequestError::Timeout) => return Received::Transport("timed out"),
+        Err(awc::error::SendRequestError::Connect(_)) => {
+            return Received::Transport("could not connect");
+        }
+        Err(_) => return Received::Transport("no answer"),
+    };
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = if status == 200 {
+        match resp
+            .body()
+            .limit(usize::try_from(max_body).unwrap_or(usize::MAX))
+            .await
+        {
+            Ok(b) => Some(b),
+            // Over the limit: a 200 whose package is refused (500, D29).
+            Err(PayloadError::Overflow) => None,
+            // The body broke off (reset, closed early, malformed framing): no answer was
+            // received, and the DP is called again.
+            Err(_) => return Received::Transport("the body broke off"),
+        }
+    } else {
+        None
+    };
+    Received::Status {
+        status,
+        retry_after,
+        body,
     }
 }

@@ -15,6 +15,7 @@ use mydata_protocol::param::{ParamCipher, ParamMode};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::CitizenClaims;
+use crate::config::Config;
 use crate::dpcall;
 use crate::error::{ServerError, ServerResult};
 use crate::packages::Packages;
@@ -24,9 +25,9 @@ use crate::trust::Anchors;
 
 /// Seconds from consent to the purge of everything personal (D37).
 pub const RETENTION_SECS: i64 = 28_800;
-/// SP-API connect timeout.
+/// SP-API connect timeout (spec §7, D22); the default of `sp_api_connect_timeout_secs`.
 pub const SP_API_CONNECT: Duration = Duration::from_secs(15);
-/// SP-API total timeout.
+/// SP-API total timeout (spec §7, D22); the default of `sp_api_timeout_secs`.
 pub const SP_API_TOTAL: Duration = Duration::from_secs(30);
 
 /// One dataset's result in a transaction.
@@ -166,7 +167,7 @@ pub async fn consent(
     // Committed before the SP holds the ticket (D47): a crash after the call must not forget a
     // ticket that is out. The wait is off the HTTP worker.
     flush_off_worker(&p).await?;
-    if !post_sp_api(&sp, &body).await {
+    if !post_sp_api(&p.config, &sp, &body).await {
         // The ticket never works (code 410): unknown to the MyData-API from here on (403).
         // Committed before the citizen is sent back with 410, so that no restart can bring the
         // ticket back (D47).
@@ -209,15 +210,32 @@ async fn flush_off_worker(p: &Arc<Platform>) -> ServerResult<()> {
 pub const SP_API_IDLE_KEEP: Duration = Duration::from_secs(2);
 
 thread_local! {
-    static SP_API_CLIENT: awc::Client = awc::Client::builder()
-        .timeout(SP_API_TOTAL)
-        .connector(
-            awc::Connector::new()
-                .timeout(SP_API_CONNECT)
-                .conn_keep_alive(SP_API_IDLE_KEEP),
-        )
-        .disable_redirects()
-        .finish();
+    static SP_API_CLIENT: std::cell::RefCell<Option<(Duration, awc::Client)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// This worker thread's SP-API client with this connect timeout (a new pool when the thread's
+/// client has another). It follows no redirect (D22).
+fn sp_api_client(connect: Duration) -> awc::Client {
+    SP_API_CLIENT.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        match &*slot {
+            Some((c, client)) if *c == connect => client.clone(),
+            _ => {
+                let client = awc::Client::builder()
+                    .timeout(SP_API_TOTAL)
+                    .connector(
+                        awc::Connector::new()
+                            .timeout(connect)
+                            .conn_keep_alive(SP_API_IDLE_KEEP),
+                    )
+                    .disable_redirects()
+                    .finish();
+                *slot = Some((connect, client.clone()));
+                client
+            }
+        }
+    })
 }
 
 /// After a restart (spec D47): the transactions whose DP calls were running when the process
@@ -280,14 +298,19 @@ pub fn resume(p: &Arc<Platform>) -> ServerResult<usize> {
     Ok(n)
 }
 
-/// Posts an SP-API body (§7); whether the SP answered 200 or 201 (D22). The worker thread's
-/// client keeps an SP's connection for the next transaction ([`SP_API_IDLE_KEEP`]).
-async fn post_sp_api(sp: &SpRecord, body: &SpApiBody) -> bool {
-    let client = SP_API_CLIENT.with(|c| c.clone());
-    let deadline = Instant::now() + SP_API_TOTAL;
+/// Posts an SP-API body (§7); whether the SP answered 200 or 201 (D22), within the
+/// configured connect timeout (`sp_api_connect_timeout_secs`) and total time
+/// (`sp_api_timeout_secs`). The worker thread's client keeps an SP's connection for the next
+/// transaction ([`SP_API_IDLE_KEEP`]).
+async fn post_sp_api(config: &Config, sp: &SpRecord, body: &SpApiBody) -> bool {
+    let client = sp_api_client(Duration::from_secs(config.sp_api_connect_timeout_secs));
+    let total = Duration::from_secs(config.sp_api_timeout_secs);
+    let deadline = Instant::now() + total;
     loop {
+        let left = deadline.saturating_duration_since(Instant::now());
         match client
             .post(&sp.sp_api_url)
+            .timeout(left)
             .insert_header(("Content-Type", "application/json; charset=utf-8"))
             .send_body(body.to_json())
             .await
@@ -395,7 +418,7 @@ pub async fn undeliverable(
         permission_ticket: ticket,
         delivery: SpApiDelivery::UnableToDeliver(unable.to_vec()),
     };
-    tx.sp_api_ack = post_sp_api(sp, &body).await;
+    tx.sp_api_ack = post_sp_api(&p.config, sp, &body).await;
     p.store.update_tx(&tx)?;
     // The citizen is unknown at step 10 (no identifier is kept): no subject hash.
     record_outcome(p, &tx, "return", code, String::new(), now)?;
@@ -584,9 +607,18 @@ async fn call_dataset(
     // Citizen-entered parameters (D28 `{{param:KEY}}`) are not collected yet: they render
     // empty.
     let values = dpcall::values_for(&dp, &transaction_uid, citizen, Default::default());
-    let client = dpcall::shared_client();
-    let r =
-        dpcall::run_series_with(&client, &p.clock, &dp, &token.token, &values, Some(trust)).await;
+    let limits = dpcall::CallLimits::from_config(&p.config);
+    let client = dpcall::shared_client_for(limits.connect);
+    let r = dpcall::run_series_limited(
+        &client,
+        &p.clock,
+        &dp,
+        &token.token,
+        &values,
+        Some(trust),
+        &limits,
+    )
+    .await;
     // The end of the call series ends the token's life (spec §10.1).
     p.auth.revoke_hash(&token.record.token_hash)?;
     p.store.delete_token(&token.record.token_hash)?;

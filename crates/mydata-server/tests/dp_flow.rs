@@ -69,7 +69,17 @@ async fn platform_calls_the_sandbox_dp_which_introspects_at_the_platform() {
             store,
             MasterKey::generate().unwrap(),
             clock.clone(),
-            Config::default(),
+            // Outside the sandbox the platform needs the CA its DPs chain to (spec D35).
+            Config {
+                dp_trust_anchors: vec![
+                    concat!(
+                        env!("CARGO_MANIFEST_DIR"),
+                        "/../../fixtures/pki/sandbox-root-ca.pem"
+                    )
+                    .into(),
+                ],
+                ..Config::default()
+            },
         )
         .unwrap(),
     );

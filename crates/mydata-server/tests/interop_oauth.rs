@@ -43,6 +43,14 @@ async fn authlib_and_requests_against_the_running_server() {
     let store = Arc::new(SqliteStore::in_memory().unwrap());
     let config = Config {
         public_url: "http://platform.invalid".into(),
+        // Outside the sandbox the platform needs the CA its DPs chain to (spec D35).
+        dp_trust_anchors: vec![
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../fixtures/pki/sandbox-root-ca.pem"
+            )
+            .into(),
+        ],
         ..Config::default()
     };
     let p = Platform::new(

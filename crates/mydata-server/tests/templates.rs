@@ -98,6 +98,14 @@ fn start_receiver() -> (String, Log, actix_web::dev::ServerHandle) {
 fn platform(dir: &std::path::Path, clock: SharedClock) -> Arc<Platform> {
     let config = Config {
         data_dir: dir.to_path_buf(),
+        // Outside the sandbox the platform needs the CA its DPs chain to (spec D35).
+        dp_trust_anchors: vec![
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../fixtures/pki/sandbox-root-ca.pem"
+            )
+            .into(),
+        ],
         ..Config::default()
     };
     let store = Arc::new(SqliteStore::open(&dir.join("mydata.sqlite")).unwrap());

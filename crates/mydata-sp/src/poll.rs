@@ -6,16 +6,19 @@
 //! * **200** — the JWE (compact serialization), returned as text.
 //! * **201, 400, 401, 403, 504** — final, as a typed [`PollError`].
 //! * A transport failure, 502 or 503 — transient: waited out like a 429, at most
-//!   [`PollOptions::max_transient_failures`] times in a row.
+//!   [`PollOptions::max_transient_failures`] times in a row. A request with no complete answer
+//!   within [`PollOptions::request_timeout`] (connect, headers and the whole body), and a 200
+//!   body that breaks off, are transport failures.
 //!
 //! Waiting goes through a [`Timer`], so tests can record the waits instead of sleeping; the whole
-//! poll stops at [`PollOptions::deadline`] (8 hours by default) or when its [`CancelToken`] is
-//! cancelled. Dropping the future also stops it.
+//! poll stops at [`PollOptions::deadline`] (8 hours by default), also in the middle of a request,
+//! or when its [`CancelToken`] is cancelled. Dropping the future also stops it.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use awc::error::PayloadError;
 use awc::http::StatusCode;
 use awc::http::header::HttpDate;
 use mydata_protocol::codes::{DEFAULT_RETRY_AFTER_SECS, MyDataApiStatus};
@@ -81,7 +84,8 @@ impl CancelToken {
 /// Options of a poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PollOptions {
-    /// Give up after this long in all (the platform keeps the package 8 hours at most).
+    /// Give up after this long in all (the platform keeps the package 8 hours at most), by the
+    /// [`Timer`]'s clock. A request still running when the deadline comes is cut then.
     pub deadline: Duration,
     /// The wait when a 429 carries no usable `Retry-After` (60 s, brief §9.5).
     pub default_retry_after: Duration,
@@ -91,7 +95,8 @@ pub struct PollOptions {
     pub max_wait: Duration,
     /// Transport failures, 502 and 503 in a row before giving up.
     pub max_transient_failures: u32,
-    /// Timeout of one request (including reading the body).
+    /// Timeout of one request, in real time: from the connect to the last byte of the body. A
+    /// request that outlasts it is a transport failure (transient).
     pub request_timeout: Duration,
     /// The largest JWE accepted.
     pub max_body_bytes: usize,
@@ -136,7 +141,8 @@ pub enum PollError {
     /// The platform could not be reached (after the allowed transient failures).
     #[error("transport: {0}")]
     Transport(String),
-    /// A 200 body that is empty, too large, not UTF-8, or could not be read.
+    /// A 200 body that is empty, too large or not UTF-8. (A body that breaks off is a transport
+    /// failure, polled again.)
     #[error("200 body: {0}")]
     Body(String),
     /// The deadline passed before the package was ready.
@@ -190,7 +196,8 @@ pub enum Answer {
         /// The wait before the next poll.
         wait: Duration,
     },
-    /// A transport failure, 502 or 503: wait this long, then try again.
+    /// A transport failure (no complete answer within the request timeout, a body that broke
+    /// off), 502 or 503: wait this long, then try again.
     Transient {
         /// What happened.
         reason: String,
@@ -261,16 +268,34 @@ impl MyDataApi {
         self.bounded(d)
     }
 
-    /// One request; `now` is used to read an HTTP-date `Retry-After`.
+    /// One request, within [`PollOptions::request_timeout`]; `now` is used to read an HTTP-date
+    /// `Retry-After`.
     pub async fn fetch_once(
         &self,
         ticket: &PermissionTicket,
         tx_id: Option<&TxId>,
         now: SystemTime,
     ) -> Answer {
-        self.fetch_with(&self.client(), ticket, tx_id, now).await
+        tokio::time::timeout(
+            self.opts.request_timeout,
+            self.fetch_with(&self.client(), ticket, tx_id, now),
+        )
+        .await
+        .unwrap_or_else(|_| self.timed_out())
     }
 
+    /// The answer to a request that outlasted [`PollOptions::request_timeout`].
+    fn timed_out(&self) -> Answer {
+        Answer::Transient {
+            reason: format!(
+                "no complete answer within {} s",
+                self.opts.request_timeout.as_secs_f64()
+            ),
+            wait: self.bounded(self.opts.default_retry_after),
+        }
+    }
+
+    /// One request, with no time limit of its own (the callers set it).
     async fn fetch_with(
         &self,
         client: &awc::Client,
@@ -306,7 +331,16 @@ impl MyDataApi {
                     Ok(_) => Answer::Final(PollError::Body("empty".into())),
                     Err(_) => Answer::Final(PollError::Body("not UTF-8".into())),
                 },
-                Err(e) => Answer::Final(PollError::Body(e.to_string())),
+                Err(PayloadError::Overflow) => Answer::Final(PollError::Body(format!(
+                    "larger than {} bytes",
+                    self.opts.max_body_bytes
+                ))),
+                // A body that broke off: the package is still there (it counts as taken only
+                // once written in full, D25), so it is polled again.
+                Err(e) => Answer::Transient {
+                    reason: format!("the body broke off: {e}"),
+                    wait: self.bounded(self.opts.default_retry_after),
+                },
             },
             StatusCode::TOO_MANY_REQUESTS => Answer::NotReady {
                 wait: self.wait_from(retry_after.as_deref(), now),
@@ -356,9 +390,26 @@ impl MyDataApi {
             if cancel.is_cancelled() {
                 return Err(PollError::Cancelled);
             }
+            // The time left before the deadline bounds the request as well.
+            let left = deadline.map(|d| d.duration_since(timer.now()).unwrap_or(Duration::ZERO));
+            if left == Some(Duration::ZERO) {
+                return Err(PollError::DeadlineExceeded { polls });
+            }
+            let cut_by_deadline = left.is_some_and(|l| l < self.opts.request_timeout);
+            let limit = left.map_or(self.opts.request_timeout, |l| {
+                l.min(self.opts.request_timeout)
+            });
             polls = polls.saturating_add(1);
+            let request =
+                tokio::time::timeout(limit, self.fetch_with(&client, ticket, tx_id, timer.now()));
             let answer = tokio::select! {
-                a = self.fetch_with(&client, ticket, tx_id, timer.now()) => a,
+                a = request => match a {
+                    Ok(a) => a,
+                    Err(_) if cut_by_deadline => {
+                        Answer::Final(PollError::DeadlineExceeded { polls })
+                    }
+                    Err(_) => self.timed_out(),
+                },
                 () = cancel.cancelled() => return Err(PollError::Cancelled),
             };
             observe(polls, &answer);

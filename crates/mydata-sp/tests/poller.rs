@@ -305,3 +305,158 @@ async fn unreachable_platform_is_transient_then_transport_error() {
     assert!(matches!(got, Err(PollError::Transport(_))), "{got:?}");
     assert_eq!(timer.waits(), vec![60]);
 }
+
+/// What a raw platform stub does with one connection, after reading the request head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Raw {
+    /// 200 with `Content-Length: 100` and 7 bytes of it, then nothing (the connection stays
+    /// open).
+    StallMidBody,
+    /// 200 with `Content-Length: 100` and 7 bytes of it, then a reset.
+    ResetMidBody,
+    /// Reads the request, never answers.
+    Silent,
+    /// 200 with a whole JWE.
+    Jwe,
+}
+
+/// A platform stub on a raw TCP listener: each connection gets the next act of `script`, then
+/// `then`. Returns its URL and the count of requests.
+async fn start_raw(script: Vec<Raw>, then: Raw) -> (String, Arc<Mutex<u32>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let count = Arc::new(Mutex::new(0u32));
+    let script = Arc::new(Mutex::new(VecDeque::from(script)));
+    let c2 = count.clone();
+    actix_web::rt::spawn(async move {
+        while let Ok((mut sock, _)) = l.accept().await {
+            let (count, script) = (c2.clone(), script.clone());
+            actix_web::rt::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                *count.lock().unwrap() += 1;
+                let act = script.lock().unwrap().pop_front().unwrap_or(then);
+                let partial = b"HTTP/1.1 200 OK\r\nContent-Type: application/jwe\r\n\
+                                Content-Length: 100\r\n\r\naaa.bbb";
+                match act {
+                    Raw::StallMidBody | Raw::Silent => {
+                        if act == Raw::StallMidBody {
+                            let _ = sock.write_all(partial).await;
+                        }
+                        tokio::time::sleep(Duration::from_secs(3_600)).await;
+                    }
+                    Raw::ResetMidBody => {
+                        let _ = sock.write_all(partial).await;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        sock.set_zero_linger().unwrap();
+                    }
+                    Raw::Jwe => {
+                        let _ = sock
+                            .write_all(
+                                b"HTTP/1.1 200 OK\r\nContent-Type: application/jwe\r\n\
+                                  Content-Length: 19\r\nConnection: close\r\n\r\n\
+                                  aaa.bbb.ccc.ddd.eee",
+                            )
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    (url, count)
+}
+
+#[actix_web::test]
+async fn request_timeout_covers_the_body() {
+    let (url, count) = start_raw(Vec::new(), Raw::StallMidBody).await;
+    let opts = PollOptions {
+        request_timeout: Duration::from_secs(1),
+        max_transient_failures: 0,
+        ..PollOptions::default()
+    };
+    let api = MyDataApi::new(&url, opts);
+    let started = std::time::Instant::now();
+    let got = tokio::time::timeout(
+        Duration::from_secs(20),
+        api.poll(&ticket(), None, &ManualTimer::new(), &CancelToken::new()),
+    )
+    .await
+    .expect("the poll hung on a stalled body");
+    assert!(matches!(&got, Err(PollError::Transport(_))), "{got:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert_eq!(*count.lock().unwrap(), 1);
+    // One request alone: a transient answer, to be waited out like a transport failure.
+    let got = tokio::time::timeout(
+        Duration::from_secs(20),
+        api.fetch_once(&ticket(), None, SystemTime::now()),
+    )
+    .await
+    .expect("the request hung on a stalled body");
+    assert!(matches!(got, Answer::Transient { .. }), "{got:?}");
+}
+
+#[actix_web::test]
+async fn deadline_is_honoured_during_a_request() {
+    for act in [Raw::Silent, Raw::StallMidBody] {
+        let (url, count) = start_raw(Vec::new(), act).await;
+        // The request alone could take 300 s; the poll's deadline is 1 s away.
+        let opts = PollOptions {
+            deadline: Duration::from_secs(1),
+            ..PollOptions::default()
+        };
+        let started = std::time::Instant::now();
+        let got = tokio::time::timeout(
+            Duration::from_secs(20),
+            MyDataApi::new(&url, opts).poll(
+                &ticket(),
+                None,
+                &mydata_sp::poll::SystemTimer,
+                &CancelToken::new(),
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{act:?}: the poll outlasted its deadline"));
+        assert_eq!(
+            got,
+            Err(PollError::DeadlineExceeded { polls: 1 }),
+            "{act:?}"
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+            "{act:?}: {took:?}"
+        );
+        assert_eq!(*count.lock().unwrap(), 1);
+    }
+}
+
+#[actix_web::test]
+async fn broken_body_is_transient_and_polled_again() {
+    let (url, count) = start_raw(vec![Raw::ResetMidBody], Raw::Jwe).await;
+    let timer = ManualTimer::new();
+    let got = tokio::time::timeout(
+        Duration::from_secs(20),
+        MyDataApi::new(&url, PollOptions::default()).poll(
+            &ticket(),
+            None,
+            &timer,
+            &CancelToken::new(),
+        ),
+    )
+    .await
+    .expect("the poll hung");
+    assert_eq!(got.as_deref(), Ok("aaa.bbb.ccc.ddd.eee"));
+    assert_eq!(*count.lock().unwrap(), 2);
+    assert_eq!(timer.waits(), vec![60]);
+}
