@@ -365,6 +365,12 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
                 let p = sweeper.clone();
                 match actix_web::web::block(move || mydata_server::engine::purge(&p)).await {
                     Ok(Ok(r)) => {
+                        if r.expired > 0 {
+                            eprintln!(
+                                "mydata: {} transactions ended with 408 (time before consent ran out)",
+                                r.expired
+                            );
+                        }
                         if r.purged + r.orphans > 0 {
                             eprintln!(
                                 "mydata: purged {} transactions, {} orphaned package files",

@@ -1067,8 +1067,10 @@ impl PurgeReport {
 /// package files no waiting transaction owns, then has the database erase the deleted rows
 /// from its files (D37, D45). Reports what it could not erase rather than failing half-way.
 pub fn purge(p: &Platform) -> ServerResult<PurgeReport> {
-    let mut report = PurgeReport::default();
-    report.expired = expire_before_consent(p)?;
+    let mut report = PurgeReport {
+        expired: expire_before_consent(p)?,
+        ..PurgeReport::default()
+    };
     let due = p.store.txs_due(p.now())?;
     for tx in &due {
         match forget(p, tx) {

@@ -280,7 +280,7 @@ async fn lookup(state: State, req: HttpRequest, kind: Body) -> HttpResponse {
             }
             let st = match (tx.state.as_str(), tx.code) {
                 // Abandoned: 408 from the moment its time ran out, before the purge ends it.
-                _ if engine::expired_before_consent(&tx, p.now()) => {
+                _ if engine::expired_before_consent(tx, p.now()) => {
                     flow::TxState::Ended(ReturnCode::Timeout)
                 }
                 (state::REDIRECTED, _) => flow::TxState::Redirected,
