@@ -59,3 +59,9 @@ pub use error::SpError;
 
 /// The protocol core this SDK is built on, re-exported for convenience.
 pub use mydata_protocol as protocol;
+
+/// The SP integration guide, `spec/sp-developers.md`, read as documentation so that its Rust
+/// example is compiled as a doctest and cannot drift from the SDK (issue 20 item 12).
+#[cfg(doctest)]
+#[doc = include_str!("../../../spec/sp-developers.md")]
+pub struct SpDevelopersGuide;
