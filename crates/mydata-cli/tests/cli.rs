@@ -132,3 +132,37 @@ fn usage_errors_exit_2_and_leave_nothing_behind() {
     ]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// packages.md §6: the `--json` shape of a failed DP package, key for key (issue 20 item 12).
+#[test]
+fn failed_dp_package_json_has_the_documented_shape() {
+    let o = mydata(&[
+        "package",
+        "verify",
+        "--json",
+        "--at",
+        "2027-01-01",
+        &fixture("packages/sample-dp-tampered.zip"),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&v), ["error", "kind", "ok"]);
+    assert_eq!(
+        (&v["ok"], &v["kind"]),
+        (&serde_json::json!(false), &serde_json::json!("dp"))
+    );
+    assert_eq!(keys(&v["error"]), ["file", "kind", "message"]);
+    assert_eq!(v["error"]["kind"], "digest_mismatch");
+    assert_eq!(v["error"]["file"], "household.json");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("household.json")
+    );
+}

@@ -641,3 +641,42 @@ async fn every_outcome_leaves_a_transfer_record_with_its_code() {
     assert_eq!(a.returned(&failing).0, 410);
     assert!(returns().contains(&(ds, 410)), "{:?}", returns());
 }
+
+/// D1: a `pid` that is not Base64, one that does not decrypt (a failed GCM tag), and one that
+/// decrypts to something that is not an identifier get one and the same answer: 302 back to the
+/// SP with code 400 and nothing else that differs, so the platform is no decryption oracle. (The
+/// error value keeps its cause for local tools such as `mydata param decrypt`, D1.)
+#[actix_web::test]
+async fn pid_decryption_failures_get_one_answer() {
+    let w = world().await;
+    let ids = pii_datasets(1);
+    let creds = w.register(PackagingMode::B, &ids);
+    let not_an_id = cipher(&creds).encrypt("HELLO-WORLD").unwrap();
+    let wrong_key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 40]);
+    let mut seen = Vec::new();
+    for (n, pid) in ["!!not base64!!", wrong_key.as_str(), not_an_id.as_str()]
+        .iter()
+        .enumerate()
+    {
+        let tx = format!("tx-d1-{n}");
+        let url = format!(
+            "{}/service/{}/{}/{tx}?returnUrl={}&pid={}",
+            w.srv.url,
+            creds.client_id,
+            percent_encode(&segment(&ids)),
+            percent_encode(RETURN),
+            percent_encode(pid)
+        );
+        let a = Browser::new(&w.srv.url).get(&url).await;
+        assert_eq!(a.returned(&creds), (400, Some(tx)), "{a:?}");
+        // The same shape: status, body, and the Location without its (randomly encrypted) tx_id.
+        let loc = a.location.clone().unwrap();
+        let shape: Vec<String> =
+            url::form_urlencoded::parse(loc.split_once('?').unwrap().1.as_bytes())
+                .filter(|(k, _)| k != "tx_id")
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+        seen.push((a.status, a.body.clone(), shape));
+    }
+    assert!(seen.windows(2).all(|p| p[0] == p[1]), "{seen:?}");
+}
