@@ -25,6 +25,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     // pages of a flow are most of the requests.
     cfg.route("/flow/{id}/{action}", web::post().to(post))
         .route("/flow/{id}", web::get().to(page))
+        // Reserved for SP-verified identity (identity modes 2 and 3, not specified yet): a
+        // plain 404 for every method and depth (D38).
+        .route("/service/spsignature{tail:.*}", web::route().to(reserved))
         .route(
             "/service/{client_id}/{resources}/{tx_id}",
             web::get().to(redirect),
@@ -33,6 +36,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 const CSS: &str = include_str!("../../static/mydata.css");
+
+async fn reserved() -> HttpResponse {
+    secure(&mut HttpResponse::NotFound())
+        .content_type("text/plain; charset=utf-8")
+        .body("Not Found")
+}
 
 /// Security headers of every page: no caching, no framing, no referrer, nothing but our CSS.
 fn secure(b: &mut actix_web::HttpResponseBuilder) -> &mut actix_web::HttpResponseBuilder {
