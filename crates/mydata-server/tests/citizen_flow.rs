@@ -680,3 +680,60 @@ async fn pid_decryption_failures_get_one_answer() {
     }
     assert!(seen.windows(2).all(|p| p[0] == p[1]), "{seen:?}");
 }
+
+/// D46 session reuse: a browser whose platform session already verified this person skips the
+/// identity page in the next transaction (terms, basic information and consent are asked again).
+#[actix_web::test]
+async fn an_authenticated_session_skips_identity_for_the_same_person() {
+    let w = world().await;
+    let ids = pii_datasets(1);
+    let creds = w.register(PackagingMode::B, &ids);
+    let mut b = Browser::new(&w.srv.url);
+    let (flow, page) = b.open(&w.redirect(&creds, &ids, "tx-first", CITIZEN)).await;
+    let p = b.through_basic(&flow, page, CITIZEN, "0770101").await;
+    assert_eq!(p.step(), "identity");
+    let p = b.two_documents(&flow, &p.csrf()).await;
+    let a = b
+        .submit(&flow, "consent", &p.csrf(), &[("decision", "agree")])
+        .await;
+    assert_eq!(a.returned(&creds).0, 200);
+    // The next transaction in the same browser: terms, basic information, then consent.
+    let (flow, page) = b
+        .open(&w.redirect(&creds, &ids, "tx-second", CITIZEN))
+        .await;
+    let p = b.through_basic(&flow, page, CITIZEN, "0770101").await;
+    assert_eq!(p.step(), "consent", "{}", p.body);
+    // A new browser is asked to verify again.
+    let mut fresh = Browser::new(&w.srv.url);
+    let (flow, page) = fresh
+        .open(&w.redirect(&creds, &ids, "tx-third", CITIZEN))
+        .await;
+    let p = fresh.through_basic(&flow, page, CITIZEN, "0770101").await;
+    assert_eq!(p.step(), "identity");
+}
+
+/// D21 mode B: a dataset that is stopped does not end the transaction; the consent page lists it
+/// as unavailable next to the others.
+#[actix_web::test]
+async fn mode_b_consent_page_lists_unavailable_datasets() {
+    let w = world().await;
+    let ids = pii_datasets(2);
+    let creds = w.register(PackagingMode::B, &ids);
+    let mut stopped = w.p.store.get_dp(&ids[1]).unwrap().unwrap();
+    stopped.status = "stopped".into();
+    w.p.store.update_dp(&stopped).unwrap();
+    let mut b = Browser::new(&w.srv.url);
+    let (flow, page) = b
+        .open(&w.redirect(&creds, &ids, "tx-mode-b", CITIZEN))
+        .await;
+    let p = b.through_basic(&flow, page, CITIZEN, "0770101").await;
+    let p = b.two_documents(&flow, &p.csrf()).await;
+    assert_eq!(p.step(), "consent");
+    let row = |id: &str| -> String {
+        let end = p.body.find(&format!("<code>{id}</code>")).expect("listed");
+        let start = p.body[..end].rfind("<tr").unwrap();
+        p.body[start..end].to_string()
+    };
+    assert!(row(&ids[1]).contains("unavailable now"), "{}", row(&ids[1]));
+    assert!(!row(&ids[0]).contains("unavailable"), "{}", row(&ids[0]));
+}
