@@ -31,8 +31,7 @@ use crate::trust::DpTrust;
 /// The sandbox catalogue, compiled in so that `mydata serve --sandbox` works from any directory.
 pub const SANDBOX_CATALOGUE: &str = include_str!("../../../fixtures/catalogue.json");
 
-/// The sandbox CA that signs the sandbox DPs' certificates (fixtures/pki/sandbox-root-ca.pem).
-pub const SANDBOX_ROOT_CA: &[u8] = include_bytes!("../../../fixtures/pki/sandbox-root-ca.pem");
+pub use crate::trust::SANDBOX_ROOT_CA;
 
 /// The sandbox SP registrations, compiled in (fixtures/sandbox.json).
 pub const SANDBOX_SPS: &str = include_str!("../../../fixtures/sandbox.json");

@@ -22,6 +22,9 @@ use mydata_protocol::package::dp::TrustAnchors;
 
 use crate::error::{ServerError, ServerResult};
 
+/// The sandbox CA that signs the sandbox DPs' certificates (fixtures/pki/sandbox-root-ca.pem).
+pub const SANDBOX_ROOT_CA: &[u8] = include_bytes!("../../../fixtures/pki/sandbox-root-ca.pem");
+
 /// How often the anchor files are looked at for changes.
 pub const RELOAD_CHECK: Duration = Duration::from_secs(2);
 
@@ -172,7 +175,7 @@ fn read_set(
 ) -> ServerResult<(Vec<Stamp>, Option<Arc<TrustAnchors>>)> {
     let mut pems: Vec<Vec<u8>> = Vec::new();
     if sandbox {
-        pems.push(crate::platform::SANDBOX_ROOT_CA.to_vec());
+        pems.push(SANDBOX_ROOT_CA.to_vec());
     }
     // Stamped before reading: a file changed while being read is read again at the next check.
     let st = stamps(paths)?;
@@ -208,7 +211,7 @@ fn read_set(
 mod tests {
     use super::*;
 
-    const CA: &[u8] = crate::platform::SANDBOX_ROOT_CA;
+    const CA: &[u8] = SANDBOX_ROOT_CA;
 
     fn count(t: &DpTrust) -> String {
         match t.anchors() {
