@@ -93,6 +93,12 @@ say "python3 tests/spec_trace.py"
 python3 "${script_dir}/spec_trace.py" \
     || die "spec/traceability.md is out of date (above); see the top of that file"
 
+# (0c) no crate's modules import each other in a cycle (issue 13): `crate::` paths between the
+# files of each crate's src/. Standard library only, no build.
+say "python3 tests/import_cycles.py"
+python3 "${script_dir}/import_cycles.py" "${script_dir}"/../crates/*/src \
+    || die "an import cycle among a crate's modules (above)"
+
 # (1) the venv; a venv without a working pip (e.g. half-created earlier) is rebuilt.
 if ! venv_ok; then
     say "creating Python venv at target/interop-venv"
