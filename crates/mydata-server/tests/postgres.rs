@@ -342,6 +342,8 @@ async fn server_flow(db: &ScratchDb) {
     let mine = p.store.transfers_of(&p.subject_hash("A120345672")).unwrap();
     assert_eq!(mine.iter().filter(|t| t.kind == "dp_call").count(), 3);
     assert_eq!(mine.iter().filter(|t| t.kind == "delivery").count(), 1);
+    // The code the SP was sent back with (§14, D37).
+    assert_eq!(mine.iter().filter(|t| t.kind == "return").count(), 1);
     let taken = p.store.get_tx("t-1").unwrap().unwrap();
     assert_eq!(taken.state, state::TAKEN);
     assert!(taken.pid_sealed.is_none() && taken.secret_key_sealed.is_none());
@@ -352,7 +354,11 @@ async fn server_flow(db: &ScratchDb) {
     assert_eq!((r.purged, r.complete()), (1, true), "{r:?}");
     assert!(p.store.get_tx("t-1").unwrap().is_none());
     assert_eq!(count(&db.url, "transactions"), 0);
-    assert_eq!(count(&db.url, "transfers"), 4);
+    assert_eq!(
+        count(&db.url, "transfers"),
+        5,
+        "kept: 3 dp_call, 1 return, 1 delivery"
+    );
 
     sp_h.stop(true).await;
     dp.stop().await;
