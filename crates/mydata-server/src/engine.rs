@@ -1007,10 +1007,40 @@ impl Delivered {
     }
 }
 
+/// The core's view of a stored transaction (the one conversion from stored states): `ready`
+/// with code 504 is a package found lost (ended 504), an ended or undeliverable transaction is
+/// `Ended` with its code.
+pub fn tx_state(tx: &TxRecord) -> flow::TxState {
+    use flow::TxState;
+    match (tx.state.as_str(), tx.code) {
+        (state::REDIRECTED, _) => TxState::Redirected,
+        (state::AUTHENTICATED, _) => TxState::Authenticated,
+        (state::CALLING_SP | state::FETCHING, _) => TxState::Consented,
+        (state::READY, Some(504)) => TxState::Ended(ReturnCode::DpSystemError),
+        (state::READY, _) => TxState::Ready,
+        (state::TAKEN, _) => TxState::Taken,
+        (_, c) => TxState::Ended(
+            c.and_then(|c| u16::try_from(c).ok())
+                .and_then(ReturnCode::from_wire)
+                .unwrap_or(ReturnCode::BadRequest),
+        ),
+    }
+}
+
+/// What `txid_status` reports for a stored transaction at `now` (§8.3): [`tx_state`], except
+/// that a transaction whose time before consent has run out is 408 at once, before the purge
+/// ends it (D21).
+pub fn reported_state(tx: &TxRecord, now: UnixTime) -> flow::TxState {
+    if expired_before_consent(tx, now) {
+        return flow::TxState::Ended(ReturnCode::Timeout);
+    }
+    tx_state(tx)
+}
+
 /// Whether a transaction is before consent and its time has run out (1,200 s idle or 3,600 s
 /// in all, D21).
 pub fn expired_before_consent(tx: &TxRecord, now: UnixTime) -> bool {
-    matches!(tx.state.as_str(), state::REDIRECTED | state::AUTHENTICATED)
+    tx_state(tx).is_before_consent()
         && flow::pre_consent_expired(
             UnixTime(tx.created_at),
             UnixTime(tx.last_activity.max(tx.created_at)),

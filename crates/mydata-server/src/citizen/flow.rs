@@ -13,7 +13,7 @@ use mydata_protocol::codes::{IdentityMethod, ReturnCode};
 use mydata_protocol::date::{CivilDate, UnixTime};
 use mydata_protocol::flow::{
     self, AcceptedRedirect, Availability, Lifecycle, Pid, RedirectRequest, Rejection,
-    ServiceStatus, ServiceView, TxFacts, TxSlot, TxState,
+    ServiceStatus, ServiceView, TxFacts, TxSlot,
 };
 use mydata_protocol::ids::{PermissionTicket, ResourceId};
 use mydata_protocol::param::ParamCipher;
@@ -253,17 +253,6 @@ fn service_view(
     })
 }
 
-fn tx_state(s: &str) -> TxState {
-    match s {
-        state::REDIRECTED => TxState::Redirected,
-        state::AUTHENTICATED => TxState::Authenticated,
-        state::CALLING_SP | state::FETCHING => TxState::Consented,
-        state::READY => TxState::Ready,
-        state::TAKEN => TxState::Taken,
-        _ => TxState::Ended(ReturnCode::BadRequest),
-    }
-}
-
 fn open_pid(p: &Platform, tx: &TxRecord) -> Option<String> {
     tx.pid_sealed
         .as_deref()
@@ -272,7 +261,7 @@ fn open_pid(p: &Platform, tx: &TxRecord) -> Option<String> {
 
 fn facts(p: &Platform, tx: &TxRecord) -> TxFacts {
     TxFacts {
-        state: tx_state(&tx.state),
+        state: engine::tx_state(tx),
         created_at: UnixTime(tx.created_at),
         last_activity: UnixTime(tx.last_activity.max(tx.created_at)),
         resources: serde_json::from_str::<Vec<String>>(&tx.resources)
@@ -497,7 +486,7 @@ fn expired_without_session(p: &Platform, id: &str, now: UnixTime) -> ServerResul
     let Some(mut tx) = p.store.get_tx(id)? else {
         return Ok(Next::NoSession);
     };
-    let before_consent = matches!(tx.state.as_str(), state::REDIRECTED | state::AUTHENTICATED);
+    let before_consent = engine::tx_state(&tx).is_before_consent();
     let expired = flow::pre_consent_expired(
         UnixTime(tx.created_at),
         UnixTime(tx.last_activity.max(tx.created_at)),
@@ -565,10 +554,7 @@ fn live(
             id: ctx.tx.id.clone(),
         }));
     }
-    if !matches!(
-        ctx.tx.state.as_str(),
-        state::REDIRECTED | state::AUTHENTICATED
-    ) {
+    if !engine::tx_state(&ctx.tx).is_before_consent() {
         // Consent already happened (a reload, another tab), or the transaction ended: back to
         // the SP with the code it was sent back with, which for an acknowledged consent stays
         // 200 whatever happened to the DP calls since (they are told by txid_status).

@@ -11,11 +11,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
 use super::State;
-use mydata_protocol::codes::{IdentityMethod, ReturnCode};
+use mydata_protocol::codes::IdentityMethod;
 use mydata_protocol::flow;
 use mydata_protocol::ids::{ClientId, TxId};
 
-use crate::engine::{self, DataAnswer, state};
+use crate::engine::{self, DataAnswer};
 use crate::platform::Platform;
 
 /// Mounts the MyData-API routes.
@@ -278,23 +278,7 @@ async fn lookup(state: State, req: HttpRequest, kind: Body) -> HttpResponse {
                     }),
                 ));
             }
-            let st = match (tx.state.as_str(), tx.code) {
-                // Abandoned: 408 from the moment its time ran out, before the purge ends it.
-                _ if engine::expired_before_consent(tx, p.now()) => {
-                    flow::TxState::Ended(ReturnCode::Timeout)
-                }
-                (state::REDIRECTED, _) => flow::TxState::Redirected,
-                (state::AUTHENTICATED, _) => flow::TxState::Authenticated,
-                (state::CALLING_SP | state::FETCHING, _) => flow::TxState::Consented,
-                (state::READY, Some(504)) => flow::TxState::Ended(ReturnCode::DpSystemError),
-                (state::READY, _) => flow::TxState::Ready,
-                (state::TAKEN, _) => flow::TxState::Taken,
-                (_, c) => flow::TxState::Ended(
-                    c.and_then(|c| u16::try_from(c).ok())
-                        .and_then(ReturnCode::from_wire)
-                        .unwrap_or(ReturnCode::BadRequest),
-                ),
-            };
+            let st = engine::reported_state(tx, p.now());
             let body = st.status_body();
             Ok((200, Some(json!({"code": body.code, "text": body.text}))))
         },
