@@ -57,6 +57,20 @@ fn elapsed_more_than(start: UnixTime, now: UnixTime, secs: i64) -> bool {
     now.0.saturating_sub(start.0) > secs
 }
 
+/// When the personal data of a transaction consented at `consent_at` must be gone (§14, D37): the
+/// first second at which more than [`RETENTION_SECS`] have passed, `consent_at + 28,801`
+/// (saturating). From then on [`purge_due`] holds and the ticket answers 403 (§8.1 step 3); at
+/// `consent_at + 28,800` neither yet. A store that deletes a row once `deadline <= now` agrees
+/// with both to the second.
+pub fn retention_deadline(consent_at: UnixTime) -> UnixTime {
+    UnixTime(
+        consent_at
+            .0
+            .saturating_add(RETENTION_SECS)
+            .saturating_add(1),
+    )
+}
+
 // --- the citizen named by `pid` -------------------------------------------------------------------
 
 /// The application mode of a service (D39): which kinds of `pid` it admits.
