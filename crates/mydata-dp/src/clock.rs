@@ -3,65 +3,11 @@
 //! Every component that needs the time (the job store, the introspection cache,
 //! the sandbox's slow datasets) takes an [`Arc<dyn Clock>`](Clock). Production
 //! code uses [`SystemClock`]; tests use [`ManualClock`] and move time by hand.
+//! The three are the protocol core's ([`mydata_protocol::clock`]), re-exported here.
 
-use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
-use mydata_protocol::date::UnixTime;
-
-/// A source of the current time, in whole seconds since the Unix epoch.
-pub trait Clock: Send + Sync {
-    /// The current time.
-    fn now(&self) -> UnixTime;
-}
-
-/// The system clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> UnixTime {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        UnixTime(secs)
-    }
-}
-
-/// A clock that only moves when told to (for tests). Clones share the same time.
-#[derive(Clone, Default)]
-pub struct ManualClock(Arc<AtomicI64>);
-
-impl ManualClock {
-    /// A clock set to `at`.
-    pub fn new(at: UnixTime) -> Self {
-        ManualClock(Arc::new(AtomicI64::new(at.0)))
-    }
-
-    /// Sets the time.
-    pub fn set(&self, at: UnixTime) {
-        self.0.store(at.0, Ordering::SeqCst);
-    }
-
-    /// Moves the time forward by `secs` seconds (backward if negative).
-    pub fn advance(&self, secs: i64) {
-        self.0.fetch_add(secs, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> UnixTime {
-        UnixTime(self.0.load(Ordering::SeqCst))
-    }
-}
-
-impl fmt::Debug for ManualClock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ManualClock({})", self.0.load(Ordering::SeqCst))
-    }
-}
+pub use mydata_protocol::clock::{Clock, ManualClock, SystemClock};
 
 /// The system clock as an `Arc<dyn Clock>`.
 pub fn system() -> Arc<dyn Clock> {
@@ -71,6 +17,7 @@ pub fn system() -> Arc<dyn Clock> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mydata_protocol::date::UnixTime;
 
     #[test]
     fn manual_clock_moves_only_when_told() {

@@ -5,7 +5,8 @@
 //! codes and identity levels. It performs no network or file I/O of its own —
 //! package functions read from and write to caller-supplied `Read`/`Write`
 //! values — and it never reads the clock: every time-dependent check takes a
-//! [`date::UnixTime`].
+//! [`date::UnixTime`]. It defines the [`clock::Clock`] that the layers above inject, but none of
+//! its functions calls one.
 //!
 //! The wire formats follow the platform in service; `spec/` in the repository
 //! documents them and every decision this crate makes where the platform's
@@ -16,6 +17,7 @@
 
 pub mod attempts;
 pub mod catalogue;
+pub mod clock;
 pub mod codes;
 pub mod date;
 pub mod dpapi;

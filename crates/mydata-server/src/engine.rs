@@ -23,8 +23,8 @@ use crate::platform::{DeliveryLease, Platform};
 use crate::storage::{SpRecord, TransferRecord, TxRecord};
 use crate::trust::Anchors;
 
-/// Seconds from consent to the purge of everything personal (D37).
-pub const RETENTION_SECS: i64 = 28_800;
+/// Seconds from consent to the purge of everything personal (D37): the core's constant.
+pub use mydata_protocol::flow::RETENTION_SECS;
 /// SP-API connect timeout (spec §7, D22); the default of `sp_api_connect_timeout_secs`.
 pub const SP_API_CONNECT: Duration = Duration::from_secs(15);
 /// SP-API total timeout (spec §7, D22); the default of `sp_api_timeout_secs`.
@@ -146,7 +146,7 @@ pub async fn consent(
     )?);
     tx.sp_api_ack = false;
     tx.consent_at = Some(now.0);
-    tx.purge_at = now.0 + RETENTION_SECS;
+    tx.purge_at = flow::retention_deadline(now).0;
     {
         // Consent is taken once: of two consent posts racing on two workers (a double click,
         // two tabs), one moves the transaction on and calls the SP-API; the other finds it
@@ -405,7 +405,7 @@ pub async fn undeliverable(
         created_at: now.0,
         consent_at: None,
         taken_at: None,
-        purge_at: now.0 + RETENTION_SECS,
+        purge_at: now.0 + flow::RECORD_LIFETIME_SECS,
         return_url: None,
         last_activity: now.0,
     };
@@ -450,7 +450,7 @@ pub fn end(p: &Platform, tx: &mut TxRecord, code: ReturnCode, now: UnixTime) -> 
     tx.citizen_sealed = None;
     tx.secret_key_sealed = None;
     tx.return_url = None;
-    tx.purge_at = tx.purge_at.min(now.0 + RETENTION_SECS);
+    tx.purge_at = tx.purge_at.min(flow::retention_deadline(now).0);
     p.store.update_tx(tx)
 }
 

@@ -48,7 +48,9 @@ pub use mydata_api::{DataAnswer, TicketFacts, clamp_retry_after, data_answer, da
 pub use percent::percent_encode;
 pub use pid::{ApplicationMode, Pid};
 pub use redirect::{AcceptedRedirect, RedirectRequest, Rejection, validate_redirect};
-pub use retention::{RetentionFacts, pre_consent_expired, purge_due, record_expired};
+pub use retention::{
+    RetentionFacts, pre_consent_expired, purge_due, record_expired, retention_deadline,
+};
 pub use return_to_sp::return_url;
 pub use service::{Lifecycle, MaintenanceWindow, ServiceStatus, ServiceView};
 pub use sp_api::{SpApiBody, SpApiDelivery};

@@ -8,6 +8,20 @@ use super::limits::{
     IDLE_EXPIRY_SECS, RECORD_LIFETIME_SECS, RETENTION_SECS, TOTAL_EXPIRY_SECS, elapsed_more_than,
 };
 
+/// When the personal data of a transaction consented at `consent_at` must be gone (§14, D37): the
+/// first second at which more than [`RETENTION_SECS`] have passed, `consent_at + 28,801`
+/// (saturating). From then on [`purge_due`] holds and the ticket answers 403 (§8.1 step 3); at
+/// `consent_at + 28,800` neither yet. A store that deletes a row once `deadline <= now` agrees
+/// with both to the second.
+pub fn retention_deadline(consent_at: UnixTime) -> UnixTime {
+    UnixTime(
+        consent_at
+            .0
+            .saturating_add(RETENTION_SECS)
+            .saturating_add(1),
+    )
+}
+
 /// The times that decide when a transaction's personal data must go (§14, D37).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RetentionFacts {

@@ -403,7 +403,7 @@ fn new_tx(
         // The pair names this transaction for 8 hours, whatever happens (D19); its personal
         // data goes earlier, when it ends (D37; the purge ends it with 408 once its 1,200 s
         // idle or 3,600 s in all have passed, D21).
-        purge_at: now.0 + engine::RETENTION_SECS,
+        purge_at: now.0 + flow::RECORD_LIFETIME_SECS,
         return_url: Some(a.return_url.clone()),
         last_activity: now.0,
     })

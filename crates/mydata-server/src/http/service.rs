@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::State;
 use mydata_protocol::codes::IdentityMethod;
+use mydata_protocol::date::UnixTime;
 use mydata_protocol::flow;
 use mydata_protocol::ids::{ClientId, TxId};
 
@@ -243,7 +244,7 @@ async fn lookup(state: State, req: HttpRequest, kind: Body) -> HttpResponse {
             let mut found = Vec::new();
             for t in p.store.find_tx_any(&tx_id)? {
                 if client_id.as_deref().is_some_and(|c| c != t.client_id)
-                    || now.0 > t.created_at + engine::RETENTION_SECS
+                    || flow::record_expired(UnixTime(t.created_at), now)
                 {
                     continue;
                 }

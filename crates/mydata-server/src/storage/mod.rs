@@ -133,7 +133,9 @@ pub struct TxRecord {
     pub consent_at: Option<i64>,
     /// Taken at.
     pub taken_at: Option<i64>,
-    /// When everything personal must be gone.
+    /// The first second at which the row is due for the purge (`purge_at <= now`): after consent
+    /// [`mydata_protocol::flow::retention_deadline`], so that the purge agrees with the core's
+    /// `purge_due` to the second (D37); before consent, the record's 8 hours from creation (D19).
     pub purge_at: i64,
     /// The supplied `returnUrl`, as given (personal: cleared when the transaction ends).
     pub return_url: Option<String>,
@@ -227,7 +229,7 @@ pub trait Store: Send + Sync + 'static {
     fn find_tx_any(&self, tx_id: &str) -> ServerResult<Vec<TxRecord>>;
     /// A transaction by the keyed hash of its ticket.
     fn find_tx_by_ticket(&self, ticket_hash: &str) -> ServerResult<Option<TxRecord>>;
-    /// Transactions with `purge_at <= now`.
+    /// Transactions with `purge_at <= now` (their deadline has come; see [`TxRecord::purge_at`]).
     fn txs_due(&self, now: UnixTime) -> ServerResult<Vec<TxRecord>>;
     /// Transactions in flow state `state` (a scan; for start-up, [`crate::engine::resume`]).
     fn txs_in_state(&self, state: &str) -> ServerResult<Vec<TxRecord>>;

@@ -1,6 +1,7 @@
 //! The test suite every storage backend must pass (call [`run_all`] on a fresh store).
 
 use mydata_protocol::date::UnixTime;
+use mydata_protocol::flow::{self, RETENTION_SECS, RetentionFacts};
 
 use super::{DpMethod, DpRecord, SpRecord, Store, TransferRecord, TxRecord};
 use crate::auth::TokenRecord;
@@ -64,6 +65,7 @@ pub fn run_all(s: &dyn Store) {
     registrations(s);
     tokens(s);
     transactions(s);
+    retention_boundary(s);
     transfers(s);
 }
 
@@ -177,6 +179,47 @@ fn transactions(s: &dyn Store) {
     s.delete_tx("t-a").unwrap();
     assert!(s.get_tx("t-a").unwrap().is_none());
     s.delete_tx("t-c").unwrap();
+}
+
+/// `txs_due` and the core's `purge_due` agree to the second on a consented transaction (§14,
+/// D37): still kept 28,800 s after consent, due from the next second on.
+fn retention_boundary(s: &dyn Store) {
+    let consent = UnixTime(10_000);
+    let mut tx = sample_tx(
+        "t-r",
+        "CLI.AAAAAAAAAA",
+        "tx-r",
+        flow::retention_deadline(consent).0,
+    );
+    tx.state = "consented".into();
+    tx.created_at = consent.0 - 60;
+    tx.last_activity = consent.0;
+    tx.consent_at = Some(consent.0);
+    s.insert_tx(&tx).unwrap();
+    let facts = RetentionFacts {
+        created_at: UnixTime(tx.created_at),
+        consent_at: Some(consent),
+        ended_at: None,
+        taken_at: None,
+    };
+    let listed = |now: i64| {
+        s.txs_due(UnixTime(now))
+            .unwrap()
+            .iter()
+            .any(|t| t.id == "t-r")
+    };
+    let boundary = consent.0 + RETENTION_SECS;
+    assert!(!listed(boundary), "not due 28,800 s after consent");
+    assert!(listed(boundary + 1), "due 28,801 s after consent");
+    for now in boundary - 2..=boundary + 2 {
+        assert_eq!(
+            listed(now),
+            flow::purge_due(&facts, UnixTime(now)),
+            "txs_due and purge_due at consent + {} s",
+            now - consent.0
+        );
+    }
+    s.delete_tx("t-r").unwrap();
 }
 
 fn transfers(s: &dyn Store) {
