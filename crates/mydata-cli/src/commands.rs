@@ -276,7 +276,8 @@ fn package_build(a: BuildArgs) -> CliResult<i32> {
     let tmp = a.out.with_extension("zip.partial");
     let out = BufWriter::with_capacity(
         1 << 20,
-        File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?,
+        // A DP package holds a citizen's data: 0600 (D48).
+        mydata_server::datadir::create_file(&tmp)?,
     );
     let result = (|| -> CliResult<()> {
         let mut b = DpPackageBuilder::new(out, &signer, opts);
@@ -361,7 +362,7 @@ fn package_build_sp(a: BuildSpArgs) -> CliResult<i32> {
         Mode::A => PackagingMode::A,
         Mode::B => PackagingMode::B,
     };
-    let out = File::create(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    let out = mydata_server::datadir::create_file(&a.out)?;
     let (_, summary) = sp::build(out, mode, datasets)?;
     if a.json {
         println!(
@@ -611,7 +612,8 @@ fn jwe_decrypt(a: JweDecryptArgs) -> CliResult<i32> {
         }
     };
     match a.out {
-        Some(p) => std::fs::write(&p, bytes).map_err(|e| format!("{}: {e}", p.display()))?,
+        // The decrypted package is personal data: 0600 (D48).
+        Some(p) => mydata_server::datadir::create_file(&p)?.write_all(&bytes)?,
         None => std::io::stdout().write_all(&bytes)?,
     }
     Ok(0)

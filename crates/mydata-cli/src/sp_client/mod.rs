@@ -516,4 +516,20 @@ mod tests {
         write_file(&sub.join("x"), b"2", true).unwrap();
         assert_eq!(std::fs::read(sub.join("x")).unwrap(), b"2");
     }
+
+    /// `--out` holds personal data: directories 0700 and files 0600 whatever the umask
+    /// (the test runs under the usual 022, which would leave 0755 and 0644).
+    #[cfg(unix)]
+    #[test]
+    fn unpacked_files_are_owner_only() {
+        let mode = |p: &Path| mydata_server::datadir::mode_of(p).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        prepare_out(&out, false).unwrap();
+        let file = out.join("API.X/household.json");
+        write_file(&file, b"{}", false).unwrap();
+        assert_eq!(mode(&out), 0o700);
+        assert_eq!(mode(file.parent().unwrap()), 0o700);
+        assert_eq!(mode(&file), 0o600);
+    }
 }

@@ -141,17 +141,25 @@ pub(super) fn prepare_out(dir: &Path, force: bool) -> CliResult<()> {
             .into());
         }
     } else {
-        std::fs::create_dir_all(dir).map_err(|e| format!("--out {}: {e}", dir.display()))?;
+        // Personal data goes in it: owner-only, whatever the umask (D48).
+        mydata_server::datadir::create_dir(dir).map_err(|e| format!("--out {e}"))?;
     }
     Ok(())
 }
 
 pub(super) fn write_file(path: &Path, bytes: &[u8], force: bool) -> CliResult<()> {
+    // A dataset's files are personal data: directories 0700 and files 0600, whatever the umask
+    // (as the platform's data directory, D48).
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        mydata_server::datadir::create_dir(parent)?;
     }
     let mut o = std::fs::OpenOptions::new();
     o.write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(mydata_server::datadir::FILE_MODE);
+    }
     if force {
         o.create(true).truncate(true);
     } else {
