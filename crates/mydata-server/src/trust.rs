@@ -177,8 +177,7 @@ fn read_set(
     if sandbox {
         pems.push(SANDBOX_ROOT_CA.to_vec());
     }
-    // Stamped before reading: a file changed while being read is read again at the next check.
-    let st = stamps(paths)?;
+    let mut st = Vec::new();
     for p in paths {
         let files = files_of(p)?;
         if files.is_empty() {
@@ -188,13 +187,16 @@ fn read_set(
             )));
         }
         for f in files {
-            let bytes = std::fs::read(&f).map_err(|e| {
+            let named = |e: &dyn std::fmt::Display| {
                 ServerError::Config(format!("dp_trust_anchors: {}: {e}", f.display()))
-            })?;
+            };
+            // Stamped before reading: a file changed while being read is read again at the
+            // next check.
+            let m = std::fs::metadata(&f).map_err(|e| named(&e))?;
+            let bytes = std::fs::read(&f).map_err(|e| named(&e))?;
             // Each file on its own, so that the error names it.
-            TrustAnchors::from_pem(&[&bytes]).map_err(|e| {
-                ServerError::Config(format!("dp_trust_anchors: {}: {e}", f.display()))
-            })?;
+            TrustAnchors::from_pem(&[&bytes]).map_err(|e| named(&e))?;
+            st.push((f, m.modified().ok(), m.len()));
             pems.push(bytes);
         }
     }

@@ -325,38 +325,13 @@ pub async fn start(
                 flow::Rejection::Redirect { unable_to_deliver, .. } if !unable_to_deliver.is_empty()
             );
             if let (Ok(slot), Some(code), false) = (step9, r.code(), recorded_by_step10) {
-                let mut tx = match (slot, existing) {
-                    (TxSlot::Resume, Some(tx)) => tx,
-                    (_, old) => {
-                        if let Some(old) = old {
-                            engine::forget(p, &old)?;
-                        }
-                        let tx = new_tx(p, &sp, &accepted, now)?;
-                        p.store.insert_tx(&tx)?;
-                        tx
-                    }
-                };
+                let mut tx = occupy(p, &sp, &accepted, slot, existing, now)?;
                 engine::end(p, &mut tx, code, now)?;
             }
             return reject(p, &sp, &view.cipher, r, now).await;
         }
     };
-    let tx = match (admission.slot, existing) {
-        (TxSlot::Resume, Some(mut tx)) => {
-            tx.last_activity = now.0;
-            p.store.update_tx(&tx)?;
-            tx
-        }
-        (_, old) => {
-            if let Some(old) = old {
-                // A record more than 8 hours old frees its pair (D19).
-                engine::forget(p, &old)?;
-            }
-            let tx = new_tx(p, &sp, &accepted, now)?;
-            p.store.insert_tx(&tx)?;
-            tx
-        }
-    };
+    let tx = occupy(p, &sp, &accepted, admission.slot, existing, now)?;
     let unavailable: Vec<ResourceId> = admission
         .unavailable
         .into_iter()
@@ -369,6 +344,33 @@ pub async fn start(
             .or_insert_with(|| Flow::new(accepted, unavailable));
     })?;
     Ok(Next::Flow { id, cookie })
+}
+
+/// The transaction a redirect that passed step 9 names: the existing one resumed (its activity
+/// recorded), or a new one, replacing a record more than 8 hours old that freed its pair (D19).
+fn occupy(
+    p: &Platform,
+    sp: &SpRecord,
+    accepted: &AcceptedRedirect,
+    slot: TxSlot,
+    existing: Option<TxRecord>,
+    now: UnixTime,
+) -> ServerResult<TxRecord> {
+    match (slot, existing) {
+        (TxSlot::Resume, Some(mut tx)) => {
+            tx.last_activity = now.0;
+            p.store.update_tx(&tx)?;
+            Ok(tx)
+        }
+        (_, old) => {
+            if let Some(old) = old {
+                engine::forget(p, &old)?;
+            }
+            let tx = new_tx(p, sp, accepted, now)?;
+            p.store.insert_tx(&tx)?;
+            Ok(tx)
+        }
+    }
 }
 
 fn new_tx(
