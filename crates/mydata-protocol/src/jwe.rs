@@ -33,6 +33,16 @@ pub enum JweMode {
     Gcm,
 }
 
+impl std::fmt::Display for JweMode {
+    /// As registered and stored: `cbc` or `gcm`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            JweMode::Cbc => "cbc",
+            JweMode::Gcm => "gcm",
+        })
+    }
+}
+
 impl JweMode {
     /// The `alg` header value.
     pub const fn alg(self) -> &'static str {

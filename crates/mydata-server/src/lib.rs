@@ -11,7 +11,7 @@ pub mod citizen;
 pub mod clock;
 pub mod config;
 pub mod datadir;
-pub mod dpcall;
+
 pub mod engine;
 pub mod error;
 pub mod http;
@@ -23,4 +23,5 @@ pub mod sources;
 pub mod storage;
 pub mod trust;
 
+pub use engine::dpcall;
 pub use error::{ServerError, ServerResult};

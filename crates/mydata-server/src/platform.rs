@@ -9,7 +9,7 @@ use mydata_protocol::catalogue::{Catalogue, sandbox_resource_secret};
 use mydata_protocol::date::UnixTime;
 use std::net::IpAddr;
 
-use mydata_protocol::ids::{CbcIv, ClientId, ClientSecret, ResourceId};
+use mydata_protocol::ids::{CbcIv, ClientId, ClientSecret, PermissionTicket, ResourceId};
 use mydata_protocol::jwe::JweMode;
 use mydata_protocol::package::sp::PackagingMode;
 use mydata_protocol::template::{self, Template};
@@ -26,7 +26,7 @@ use crate::packages::Packages;
 use crate::secrets::MasterKey;
 use crate::sources::SourceIndex;
 use crate::storage::{DpMethod, DpRecord, SpRecord, Store};
-use crate::trust::DpTrust;
+use crate::trust::{Anchors, DpTrust};
 
 /// The sandbox catalogue, compiled in so that `mydata serve --sandbox` works from any directory.
 pub const SANDBOX_CATALOGUE: &str = include_str!("../../../fixtures/catalogue.json");
@@ -116,8 +116,8 @@ struct SandboxSp {
     sp_api_url: String,
     allowed_ips: Vec<IpAddr>,
     resources: String,
-    jwe_mode: String,
-    packaging_mode: String,
+    jwe_mode: JweMode,
+    packaging_mode: PackagingMode,
 }
 
 /// The platform.
@@ -621,16 +621,8 @@ impl Platform {
                 .iter()
                 .map(|r| r.as_str().to_string())
                 .collect(),
-            jwe_mode: match new.jwe_mode {
-                JweMode::Cbc => "cbc",
-                JweMode::Gcm => "gcm",
-            }
-            .into(),
-            packaging_mode: match new.packaging_mode {
-                PackagingMode::A => "A",
-                PackagingMode::B => "B",
-            }
-            .into(),
+            jwe_mode: new.jwe_mode,
+            packaging_mode: new.packaging_mode,
             status: "active".into(),
         };
         self.store.insert_sp(&record, self.now())?;
@@ -722,16 +714,8 @@ impl Platform {
                 api_key: Some(sp.api_key),
                 allowed_ips: sp.allowed_ips,
                 resources,
-                jwe_mode: if sp.jwe_mode == "gcm" {
-                    JweMode::Gcm
-                } else {
-                    JweMode::Cbc
-                },
-                packaging_mode: if sp.packaging_mode == "B" {
-                    PackagingMode::B
-                } else {
-                    PackagingMode::A
-                },
+                jwe_mode: sp.jwe_mode,
+                packaging_mode: sp.packaging_mode,
                 justification: None,
             })?;
             added += 1;
@@ -780,5 +764,34 @@ fn grant_info(dp: &DpRecord) -> ResourceGrantInfo {
         secret_hash: dp.secret_hash.clone(),
         scopes: dp.scopes.clone(),
         claims: dp.claims.clone(),
+    }
+}
+
+impl Platform {
+    /// Keyed hash of a citizen identifier, for transfer records (D37).
+    pub fn subject_hash(&self, pid: &str) -> String {
+        hex::encode(self.key.keyed_hash(&[b"subject", pid.as_bytes()]))
+    }
+
+    /// The citizen's stable opaque `sub` (a UUID derived from a keyed hash of the identifier).
+    pub fn citizen_sub(&self, pid: &str) -> String {
+        let h = self.key.keyed_hash(&[b"sub", pid.as_bytes()]);
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&h[..16]);
+        PermissionTicket::from_random(b).as_str().to_string()
+    }
+
+    /// Keyed hash of a permission ticket (tickets are stored only this way).
+    pub fn ticket_hash(&self, ticket: &str) -> String {
+        hex::encode(
+            self.key
+                .keyed_hash(&[b"permission_ticket", ticket.as_bytes()]),
+        )
+    }
+
+    /// Trust anchors for DP packages: the configured ones, plus the sandbox CA in sandbox
+    /// mode; [`Anchors::Missing`] outside the sandbox without any (spec D35).
+    pub fn dp_trust(&self) -> Anchors {
+        self.dp_trust.anchors()
     }
 }

@@ -86,14 +86,19 @@ fn second_tab(b: &Browser) -> Browser {
 }
 
 /// Waits until the transaction `tx_id` of `client_id` is in state `want`.
-async fn wait_state(w: &World, client_id: &str, tx_id: &str, want: &str) {
+async fn wait_state(
+    w: &World,
+    client_id: &str,
+    tx_id: &str,
+    want: mydata_server::storage::TxPhase,
+) {
     for _ in 0..400 {
         let st =
             w.p.store
                 .find_tx(client_id, tx_id)
                 .unwrap()
                 .map(|t| t.state);
-        if st.as_deref() == Some(want) {
+        if st == Some(want) {
             return;
         }
         actix_web::rt::time::sleep(Duration::from_millis(25)).await;

@@ -17,6 +17,7 @@ use mydata_protocol::package::sp::{self, PackagingMode};
 use mydata_server::clock::Clock;
 use mydata_server::engine::{self, state};
 use mydata_server::platform::{NewSp, SANDBOX_ROOT_CA};
+use mydata_server::storage::TxPhase;
 use serde_json::Value;
 
 use common::{CITIZEN, World};
@@ -59,16 +60,16 @@ async fn consent(w: &World, id: &str, client_id: &str, tx_id: &str, ids: &[Strin
 }
 
 /// Waits until transaction `id` is in state `want`.
-async fn wait_state(w: &World, id: &str, want: &str) {
+async fn wait_state(w: &World, id: &str, want: TxPhase) {
     wait_states(w, id, &[want]).await
 }
 
 /// Waits until transaction `id` is in one of the states `want`.
-async fn wait_states(w: &World, id: &str, want: &[&str]) {
+async fn wait_states(w: &World, id: &str, want: &[TxPhase]) {
     let start = Instant::now();
     loop {
         let st = w.p.store.get_tx(id).unwrap().map(|t| t.state);
-        if st.as_deref().is_some_and(|s| want.contains(&s)) {
+        if st.is_some_and(|s| want.contains(&s)) {
             return;
         }
         assert!(

@@ -556,7 +556,7 @@ async fn sp_api_total_timeout_ends_with_410() {
     );
     assert_eq!(sp.requests().len(), 1, "no retry");
     let t = w.p.store.get_tx("t-1").unwrap().unwrap();
-    assert_eq!((t.state.as_str(), t.code), (state::ENDED, Some(410)));
+    assert_eq!((t.state, t.code), (state::ENDED, Some(410)));
 }
 
 #[actix_web::test]

@@ -251,7 +251,7 @@ async fn consent_fetch_package_take_and_purge() {
         ReturnCode::SpApiFailed
     );
     let t = p.store.get_tx("t-3").unwrap().unwrap();
-    assert_eq!((t.state.as_str(), t.code), (state::ENDED, Some(410)));
+    assert_eq!((t.state, t.code), (state::ENDED, Some(410)));
     assert!(t.pid_sealed.is_none() && t.ticket_hash.is_none());
 
     // A consented transaction left untaken is purged 8 hours after consent: 403, nothing left.

@@ -151,6 +151,6 @@ async fn interrupted_dp_calls_and_a_lost_package_are_fetched_again_after_a_resta
     p2.store.update_tx(&c).unwrap();
     assert_eq!(engine::resume(&p2).unwrap(), 0);
     let c = p2.store.get_tx("t-c").unwrap().unwrap();
-    assert_eq!((c.state.as_str(), c.code), (state::ENDED, Some(504)));
+    assert_eq!((c.state, c.code), (state::ENDED, Some(504)));
     srv2.handle.stop(true).await;
 }

@@ -59,8 +59,11 @@ async fn an_abandoned_transaction_says_408_loses_its_pid_and_keeps_its_pair_for_
     assert_eq!(a.returned(&creds).0, 400);
     assert_eq!(txid_status(&w, "tx-left").await, (200, Some("408".into())));
 
-    // 8 hours after it began: gone, 404.
+    // At 8 hours it is still there; more than 8 hours after it began: gone, 404 (D19).
     w.clock.advance(28_800 - 1_201 - 5_000);
+    assert_eq!(engine::purge(&w.p).unwrap().purged, 0);
+    assert_eq!(txid_status(&w, "tx-left").await, (200, Some("408".into())));
+    w.clock.advance(1);
     let r = engine::purge(&w.p).unwrap();
     assert_eq!(r.purged, 1, "{r:?}");
     assert_eq!(txid_status(&w, "tx-left").await.0, 404);

@@ -49,7 +49,8 @@ pub use percent::percent_encode;
 pub use pid::{ApplicationMode, Pid};
 pub use redirect::{AcceptedRedirect, RedirectRequest, Rejection, validate_redirect};
 pub use retention::{
-    RetentionFacts, pre_consent_expired, purge_due, record_expired, retention_deadline,
+    RetentionFacts, pre_consent_expired, purge_due, record_deadline, record_expired,
+    retention_deadline,
 };
 pub use return_to_sp::return_url;
 pub use service::{Lifecycle, MaintenanceWindow, ServiceStatus, ServiceView};

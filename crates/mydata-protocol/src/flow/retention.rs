@@ -60,6 +60,19 @@ pub fn pre_consent_expired(created_at: UnixTime, last_activity: UnixTime, now: U
         || elapsed_more_than(created_at, now, TOTAL_EXPIRY_SECS)
 }
 
+/// When the record of a transaction created at `created_at` goes (D19): the first second at
+/// which it is more than [`RECORD_LIFETIME_SECS`] old, `created_at + 28,801` (saturating), the
+/// second from which [`record_expired`] holds. A store that deletes a row once
+/// `deadline <= now` agrees with it to the second.
+pub fn record_deadline(created_at: UnixTime) -> UnixTime {
+    UnixTime(
+        created_at
+            .0
+            .saturating_add(RECORD_LIFETIME_SECS)
+            .saturating_add(1),
+    )
+}
+
 /// Whether a transaction is more than 8 hours old (D19, §8.3): its (`client_id`, `tx_id`) pair is
 /// free again, and the status helpers answer 404 for it.
 pub fn record_expired(created_at: UnixTime, now: UnixTime) -> bool {
@@ -69,6 +82,16 @@ pub fn record_expired(created_at: UnixTime, now: UnixTime) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_deadline_is_the_first_second_record_expired_holds() {
+        let created = UnixTime(1_000_000);
+        let d = record_deadline(created);
+        assert!(!record_expired(created, UnixTime(d.0 - 1)));
+        assert!(record_expired(created, d));
+        assert_eq!(d.0 - created.0, 28_801);
+        assert_eq!(record_deadline(UnixTime(i64::MAX)), UnixTime(i64::MAX));
+    }
 
     #[test]
     fn retention() {

@@ -28,6 +28,16 @@ pub enum PackagingMode {
     B,
 }
 
+impl std::fmt::Display for PackagingMode {
+    /// As registered and stored: `A` or `B`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PackagingMode::A => "A",
+            PackagingMode::B => "B",
+        })
+    }
+}
+
 /// What happened to one dataset, as input to [`build`].
 pub enum Outcome<'a> {
     /// The DP answered with a package (not yet copied).

@@ -261,7 +261,7 @@ fn open_pid(p: &Platform, tx: &TxRecord) -> Option<String> {
 
 fn facts(p: &Platform, tx: &TxRecord) -> TxFacts {
     TxFacts {
-        state: engine::tx_state(tx),
+        state: tx.flow_state(),
         created_at: UnixTime(tx.created_at),
         last_activity: UnixTime(tx.last_activity.max(tx.created_at)),
         resources: serde_json::from_str::<Vec<String>>(&tx.resources)
@@ -302,7 +302,7 @@ pub async fn start(
         .sessions
         .with(cookie, now, |s| s.citizen.clone())
         .flatten();
-    let mode = engine::packaging(&sp);
+    let mode = sp.packaging_mode;
     let admission = match flow::admit(
         &accepted,
         existing_facts.as_ref(),
@@ -405,7 +405,7 @@ fn new_tx(
         // The pair names this transaction for 8 hours, whatever happens (D19); its personal
         // data goes earlier, when it ends (D37; the purge ends it with 408 once its 1,200 s
         // idle or 3,600 s in all have passed, D21).
-        purge_at: now.0 + flow::RECORD_LIFETIME_SECS,
+        purge_at: flow::record_deadline(now).0,
         return_url: Some(a.return_url.clone()),
         last_activity: now.0,
     })
@@ -488,7 +488,7 @@ fn expired_without_session(p: &Platform, id: &str, now: UnixTime) -> ServerResul
     let Some(mut tx) = p.store.get_tx(id)? else {
         return Ok(Next::NoSession);
     };
-    let before_consent = engine::tx_state(&tx).is_before_consent();
+    let before_consent = tx.flow_state().is_before_consent();
     let expired = flow::pre_consent_expired(
         UnixTime(tx.created_at),
         UnixTime(tx.last_activity.max(tx.created_at)),
@@ -556,7 +556,7 @@ fn live(
             id: ctx.tx.id.clone(),
         }));
     }
-    if !engine::tx_state(&ctx.tx).is_before_consent() {
+    if !ctx.tx.flow_state().is_before_consent() {
         // Consent already happened (a reload, another tab), or the transaction ended: back to
         // the SP with the code it was sent back with, which for an acknowledged consent stays
         // 200 whatever happened to the DP calls since (they are told by txid_status).

@@ -18,6 +18,7 @@ use super::State;
 use crate::citizen::flow::{self as cflow, Action, Next, Step, View};
 use crate::citizen::session::COOKIE;
 use crate::citizen::{Channel, Citizen};
+use crate::http::errors::{self, Surface};
 
 /// Mounts the citizen pages.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -88,10 +89,10 @@ fn html(status: StatusCode, body: Result<String, askama::Error>) -> HttpResponse
         Ok(b) => secure(&mut HttpResponse::build(status))
             .content_type("text/html; charset=utf-8")
             .body(b),
-        Err(e) => {
-            log::error!("template: {e}");
-            HttpResponse::InternalServerError().finish()
-        }
+        Err(e) => errors::empty(
+            Surface::Template,
+            &crate::ServerError::Internal(e.to_string()),
+        ),
     }
 }
 
@@ -116,9 +117,12 @@ fn no_session() -> HttpResponse {
     )
 }
 
-fn internal() -> HttpResponse {
+/// The citizen's error page for an error that reached a handler (logged once, in
+/// [`errors`]).
+fn internal(surface: Surface, e: &crate::ServerError) -> HttpResponse {
+    errors::log(surface, e);
     message(
-        StatusCode::INTERNAL_SERVER_ERROR,
+        errors::status_of(e),
         "系統錯誤 / System error",
         "系統暫時無法處理您的要求，請稍後再試。",
         "The platform cannot handle your request right now. Please try again later.",
@@ -206,10 +210,7 @@ async fn redirect(state: State, citizen: web::Data<Citizen>, req: HttpRequest) -
     let cookie = cookie_of(&req);
     match cflow::start(&platform, &citizen, &rr, cookie.as_deref()).await {
         Ok(next) => respond(&state, next),
-        Err(e) => {
-            log::error!("redirect: {e}");
-            internal()
-        }
+        Err(e) => internal(Surface::Redirect, &e),
     }
 }
 
@@ -252,19 +253,13 @@ async fn page(
     } else {
         match web::block(move || cflow::view(&platform, &c, &id, cookie.as_deref())).await {
             Ok(r) => r,
-            Err(e) => {
-                log::error!("flow page: {e}");
-                return internal();
-            }
+            Err(e) => return internal(Surface::FlowPage, &e.into()),
         }
     };
     let v = match r {
         Ok(Ok(v)) => v,
         Ok(Err(next)) => return respond(&state, next),
-        Err(e) => {
-            log::error!("flow page: {e}");
-            return internal();
-        }
+        Err(e) => return internal(Surface::FlowPage, &e),
     };
     let (step, title) = match v.step {
         Step::Terms => ("terms", "服務條款 / Terms of use"),
@@ -347,10 +342,7 @@ async fn post(
     let platform = state.clone().into_inner();
     match cflow::act(&platform, &citizen, &id, cookie.as_deref(), &f.csrf, action).await {
         Ok(next) => respond(&state, next),
-        Err(e) => {
-            log::error!("flow action: {e}");
-            internal()
-        }
+        Err(e) => internal(Surface::FlowAction, &e),
     }
 }
 

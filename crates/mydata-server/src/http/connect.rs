@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::State;
 use crate::auth::Introspection;
+use crate::http::errors::{self, Surface};
 
 /// Mounts the authorization-server routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -55,10 +56,6 @@ fn unauthorized_basic() -> HttpResponse {
         .json(json!({"error": "invalid_client"}))
 }
 
-fn server_error() -> HttpResponse {
-    no_store(HttpResponse::InternalServerError()).json(json!({"error": "server_error"}))
-}
-
 async fn introspect(state: State, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     let creds = basic(req.headers());
     let Some((id, secret)) = creds.as_ref() else {
@@ -76,7 +73,7 @@ async fn introspect(state: State, req: HttpRequest, body: web::Bytes) -> HttpRes
                 "error": "invalid_request",
                 "error_description": "form parameter token is required"
             })),
-            Err(_) => server_error(),
+            Err(e) => errors::oauth(Surface::Introspection, &e),
         };
     };
     match state.auth.introspect(Some((id, secret)), &token, now) {
@@ -85,10 +82,7 @@ async fn introspect(state: State, req: HttpRequest, body: web::Bytes) -> HttpRes
             .content_type("application/json")
             .body(r#"{"active":false}"#),
         Ok(Introspection::Active(m)) => no_store(HttpResponse::Ok()).json(m),
-        Err(e) => {
-            log::error!("introspection failed: {e}");
-            server_error()
-        }
+        Err(e) => errors::oauth(Surface::Introspection, &e),
     }
 }
 
@@ -106,10 +100,7 @@ async fn userinfo(state: State, req: HttpRequest) -> HttpResponse {
     match state.auth.userinfo(token, state.now()) {
         Ok(Some(claims)) => no_store(HttpResponse::Ok()).json(claims),
         Ok(None) => invalid(),
-        Err(e) => {
-            log::error!("userinfo failed: {e}");
-            server_error()
-        }
+        Err(e) => errors::oauth(Surface::Userinfo, &e),
     }
 }
 

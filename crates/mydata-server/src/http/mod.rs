@@ -11,8 +11,9 @@ use crate::platform::Platform;
 
 pub mod citizen;
 pub mod connect;
+pub mod errors;
+pub mod mydata_api;
 pub mod sandbox;
-pub mod service;
 
 /// Shared state handed to handlers.
 pub type State = web::Data<Platform>;
@@ -20,7 +21,7 @@ pub type State = web::Data<Platform>;
 /// Mounts every route of the platform.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     connect::configure(cfg);
-    service::configure(cfg);
+    mydata_api::configure(cfg);
     citizen::configure(cfg);
 }
 

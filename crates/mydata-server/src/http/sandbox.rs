@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::clock::{Clock, OffsetClock};
 use crate::http::State;
+use crate::http::errors::{self, Surface};
 
 /// The largest single advance accepted: one year.
 pub const MAX_ADVANCE_SECS: i64 = 365 * 24 * 3600;
@@ -47,14 +48,8 @@ async fn advance(p: State, clock: web::Data<OffsetClock>, body: web::Bytes) -> H
             return HttpResponse::InternalServerError()
                 .json(json!({ "error": "purge_incomplete" }));
         }
-        Ok(Err(e)) => {
-            log::error!("sandbox clock: purge failed: {e}");
-            return HttpResponse::InternalServerError().json(json!({ "error": "purge_failed" }));
-        }
-        Err(e) => {
-            log::error!("sandbox clock: purge failed: {e}");
-            return HttpResponse::InternalServerError().json(json!({ "error": "purge_failed" }));
-        }
+        Ok(Err(e)) => return errors::json_error(Surface::SandboxClock, &e, "purge_failed"),
+        Err(e) => return errors::json_error(Surface::SandboxClock, &e.into(), "purge_failed"),
     };
     HttpResponse::Ok().json(json!({
         "now": clock.now().0,

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use mydata_protocol::date::UnixTime;
 
-use super::{DpRecord, SpRecord, Store, TransferRecord, TxRecord, Write, state};
+use super::{DpRecord, SpRecord, Store, TransferRecord, TxPhase, TxRecord, Write, state};
 use crate::auth::TokenRecord;
 use crate::error::{ServerError, ServerResult};
 
@@ -143,10 +143,7 @@ fn pair(tx: &TxRecord) -> (String, String) {
 }
 
 fn terminal(tx: &TxRecord) -> bool {
-    matches!(
-        tx.state.as_str(),
-        state::TAKEN | state::ENDED | state::UNDELIVERABLE
-    )
+    matches!(tx.state, state::TAKEN | state::ENDED | state::UNDELIVERABLE)
 }
 
 impl State {
@@ -804,7 +801,7 @@ impl Store for HotStore {
         Ok(self.state().overlay(db, |r| r.purge_at <= now.0))
     }
 
-    fn txs_in_state(&self, state: &str) -> ServerResult<Vec<TxRecord>> {
+    fn txs_in_state(&self, state: TxPhase) -> ServerResult<Vec<TxRecord>> {
         self.flush()?;
         let db = self.inner().txs_in_state(state)?;
         Ok(self.state().overlay(db, |r| r.state == state))
@@ -927,9 +924,9 @@ mod tests {
         let t = |h: &str, tx: &str| suite::token(h, tx, 2);
         let a = suite::sample_tx("a", "CLI.AAAAAAAAAA", "tx-a", 1000);
         let mut a2 = a.clone();
-        a2.state = "authenticated".into();
+        a2.state = TxPhase::Authenticated;
         let mut a3 = a.clone();
-        a3.state = "fetching".into();
+        a3.state = TxPhase::Fetching;
         let b = suite::sample_tx("b", "CLI.AAAAAAAAAA", "tx-b", 1000);
         let ops = vec![
             Write::InsertTx(a.clone()),
@@ -1159,7 +1156,7 @@ mod tests {
         fn txs_due(&self, now: UnixTime) -> ServerResult<Vec<TxRecord>> {
             self.0.txs_due(now)
         }
-        fn txs_in_state(&self, s: &str) -> ServerResult<Vec<TxRecord>> {
+        fn txs_in_state(&self, s: TxPhase) -> ServerResult<Vec<TxRecord>> {
             self.0.txs_in_state(s)
         }
         fn delete_tx(&self, id: &str) -> ServerResult<()> {

@@ -6,7 +6,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use mydata_protocol::codes::ReturnCode;
 use mydata_protocol::date::UnixTime;
+use mydata_protocol::flow;
+use mydata_protocol::jwe::JweMode;
+use mydata_protocol::package::sp::PackagingMode;
 use mydata_protocol::template::Template;
 use serde::{Deserialize, Serialize};
 
@@ -84,10 +88,10 @@ pub struct SpRecord {
     pub allowed_ips: Vec<String>,
     /// Datasets the service may request.
     pub resources: Vec<String>,
-    /// `cbc` or `gcm`.
-    pub jwe_mode: String,
-    /// `A` or `B`.
-    pub packaging_mode: String,
+    /// The JWE algorithms, and the parameter cipher (stored `cbc` or `gcm`).
+    pub jwe_mode: JweMode,
+    /// Packaging mode (stored `A` or `B`).
+    pub packaging_mode: PackagingMode,
     /// `active` or `suspended`.
     pub status: String,
 }
@@ -101,8 +105,8 @@ pub struct TxRecord {
     pub client_id: String,
     /// The SP's `tx_id`.
     pub tx_id: String,
-    /// Flow state (`redirected`, `authenticated`, `consented`, `ready`, `taken`, `ended`).
-    pub state: String,
+    /// Flow state as stored.
+    pub state: TxPhase,
     /// The return code once ended (or 200 once consented).
     pub code: Option<i32>,
     /// Requested resource_ids in request order, JSON array.
@@ -135,7 +139,8 @@ pub struct TxRecord {
     pub taken_at: Option<i64>,
     /// The first second at which the row is due for the purge (`purge_at <= now`): after consent
     /// [`mydata_protocol::flow::retention_deadline`], so that the purge agrees with the core's
-    /// `purge_due` to the second (D37); before consent, the record's 8 hours from creation (D19).
+    /// `purge_due` to the second (D37); before consent, [`mydata_protocol::flow::record_deadline`]
+    /// (more than 8 hours from creation, D19).
     pub purge_at: i64,
     /// The supplied `returnUrl`, as given (personal: cleared when the transaction ends).
     pub return_url: Option<String>,
@@ -232,7 +237,7 @@ pub trait Store: Send + Sync + 'static {
     /// Transactions with `purge_at <= now` (their deadline has come; see [`TxRecord::purge_at`]).
     fn txs_due(&self, now: UnixTime) -> ServerResult<Vec<TxRecord>>;
     /// Transactions in flow state `state` (a scan; for start-up, [`crate::engine::resume`]).
-    fn txs_in_state(&self, state: &str) -> ServerResult<Vec<TxRecord>>;
+    fn txs_in_state(&self, state: TxPhase) -> ServerResult<Vec<TxRecord>>;
     /// Deletes a transaction row.
     fn delete_tx(&self, id: &str) -> ServerResult<()>;
     /// Appends a transfer record.
@@ -349,24 +354,148 @@ mod tests {
     }
 }
 
-/// Transaction states as stored.
-pub mod state {
+/// A transaction's state as stored (column `transactions.state`, its text [`TxPhase::as_str`]).
+/// [`TxRecord::flow_state`] is the one conversion to the core's [`flow::TxState`].
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
+#[serde(rename_all = "snake_case")]
+pub enum TxPhase {
     /// Redirect accepted; not yet consented.
-    pub const REDIRECTED: &str = "redirected";
+    Redirected,
     /// Identity verified.
-    pub const AUTHENTICATED: &str = "authenticated";
+    Authenticated,
     /// Consented; the permission ticket is recorded and the SP-API call is being made. A
     /// transaction found in this state after a restart never had its acknowledgement
     /// recorded: it ends with 410 and its ticket stays withdrawn (spec D47).
-    pub const CALLING_SP: &str = "calling_sp";
+    CallingSp,
     /// Consented, SP-API acknowledged, DPs being called.
-    pub const FETCHING: &str = "fetching";
-    /// The package is ready.
-    pub const READY: &str = "ready";
+    Fetching,
+    /// The package is ready (or, with code 504, found lost: ended).
+    Ready,
     /// The package was taken.
-    pub const TAKEN: &str = "taken";
+    Taken,
     /// Ended with `code`.
-    pub const ENDED: &str = "ended";
+    Ended,
     /// Ended at §5.3 step 10; the SP-API was called with `unable_to_deliver`.
-    pub const UNDELIVERABLE: &str = "undeliverable";
+    Undeliverable,
+}
+
+impl TxPhase {
+    /// Every state, in flow order.
+    pub const ALL: [TxPhase; 8] = [
+        TxPhase::Redirected,
+        TxPhase::Authenticated,
+        TxPhase::CallingSp,
+        TxPhase::Fetching,
+        TxPhase::Ready,
+        TxPhase::Taken,
+        TxPhase::Ended,
+        TxPhase::Undeliverable,
+    ];
+
+    /// The stored text.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TxPhase::Redirected => "redirected",
+            TxPhase::Authenticated => "authenticated",
+            TxPhase::CallingSp => "calling_sp",
+            TxPhase::Fetching => "fetching",
+            TxPhase::Ready => "ready",
+            TxPhase::Taken => "taken",
+            TxPhase::Ended => "ended",
+            TxPhase::Undeliverable => "undeliverable",
+        }
+    }
+
+    /// The state stored as `text`; `None` for a text no version of the platform writes.
+    pub fn from_stored(text: &str) -> Option<TxPhase> {
+        TxPhase::ALL.into_iter().find(|p| p.as_str() == text)
+    }
+
+    /// Whether nothing more happens to the transaction but the purge (taken or ended): its
+    /// personal data is gone.
+    pub const fn is_final(self) -> bool {
+        matches!(
+            self,
+            TxPhase::Taken | TxPhase::Ended | TxPhase::Undeliverable
+        )
+    }
+}
+
+impl std::fmt::Display for TxPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TxRecord {
+    /// The core's view of the stored transaction (the one conversion from stored states):
+    /// `ready` with code 504 is a package found lost (ended 504), an ended or undeliverable
+    /// transaction is `Ended` with its code.
+    pub fn flow_state(&self) -> flow::TxState {
+        use flow::TxState;
+        match (self.state, self.code) {
+            (TxPhase::Redirected, _) => TxState::Redirected,
+            (TxPhase::Authenticated, _) => TxState::Authenticated,
+            (TxPhase::CallingSp | TxPhase::Fetching, _) => TxState::Consented,
+            (TxPhase::Ready, Some(504)) => TxState::Ended(ReturnCode::DpSystemError),
+            (TxPhase::Ready, _) => TxState::Ready,
+            (TxPhase::Taken, _) => TxState::Taken,
+            (TxPhase::Ended | TxPhase::Undeliverable, c) => TxState::Ended(
+                c.and_then(|c| u16::try_from(c).ok())
+                    .and_then(ReturnCode::from_wire)
+                    .unwrap_or(ReturnCode::BadRequest),
+            ),
+        }
+    }
+}
+
+/// The stored states by their old names, for code written against the text constants.
+pub mod state {
+    use super::TxPhase;
+    /// [`TxPhase::Redirected`].
+    pub const REDIRECTED: TxPhase = TxPhase::Redirected;
+    /// [`TxPhase::Authenticated`].
+    pub const AUTHENTICATED: TxPhase = TxPhase::Authenticated;
+    /// [`TxPhase::CallingSp`].
+    pub const CALLING_SP: TxPhase = TxPhase::CallingSp;
+    /// [`TxPhase::Fetching`].
+    pub const FETCHING: TxPhase = TxPhase::Fetching;
+    /// [`TxPhase::Ready`].
+    pub const READY: TxPhase = TxPhase::Ready;
+    /// [`TxPhase::Taken`].
+    pub const TAKEN: TxPhase = TxPhase::Taken;
+    /// [`TxPhase::Ended`].
+    pub const ENDED: TxPhase = TxPhase::Ended;
+    /// [`TxPhase::Undeliverable`].
+    pub const UNDELIVERABLE: TxPhase = TxPhase::Undeliverable;
+}
+
+#[cfg(test)]
+mod phase_tests {
+    use super::TxPhase;
+
+    #[test]
+    fn stored_text_round_trips_and_unknown_text_is_refused() {
+        for p in TxPhase::ALL {
+            assert_eq!(TxPhase::from_stored(p.as_str()), Some(p));
+            assert_eq!(
+                serde_json::to_string(&p).unwrap(),
+                format!("\"{}\"", p.as_str())
+            );
+        }
+        assert_eq!(TxPhase::from_stored("consented"), None);
+        assert_eq!(TxPhase::from_stored("READY"), None);
+    }
 }

@@ -33,7 +33,9 @@ macro_rules! store_impl {
             use $crate::storage::rows::{
                 TokenRow, TransferRow, TxChange, TxRow, db, is_unique, json_err,
             };
-            use $crate::storage::{DpRecord, SpRecord, Store, TransferRecord, TxRecord, Write};
+            use $crate::storage::{
+                DpRecord, SpRecord, Store, TransferRecord, TxPhase, TxRecord, Write,
+            };
 
             impl Store for super::$store {
                 fn insert_dp(&self, dp: &DpRecord, now: UnixTime) -> ServerResult<()> {
@@ -258,7 +260,7 @@ macro_rules! store_impl {
                         .map_err(db)
                 }
 
-                fn txs_in_state(&self, state: &str) -> ServerResult<Vec<TxRecord>> {
+                fn txs_in_state(&self, state: TxPhase) -> ServerResult<Vec<TxRecord>> {
                     transactions::table
                         .filter(transactions::state.eq(state))
                         .select(TxRow::as_select())

@@ -5,7 +5,7 @@
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
-use super::TxRecord;
+use super::{TxPhase, TxRecord};
 use crate::auth::TokenRecord;
 use crate::error::ServerError;
 
@@ -95,7 +95,7 @@ pub(super) struct TxRow {
     pub(super) id: String,
     pub(super) client_id: String,
     pub(super) tx_id: String,
-    pub(super) state: String,
+    pub(super) state: TxPhase,
     pub(super) code: Option<i32>,
     pub(super) resources: String,
     pub(super) return_query: Option<String>,
@@ -159,7 +159,7 @@ tx_convert!(TxRow, TxRecord);
 #[derive(AsChangeset)]
 #[diesel(table_name = transactions, treat_none_as_null = true)]
 pub(super) struct TxChange<'a> {
-    pub(super) state: &'a str,
+    pub(super) state: TxPhase,
     pub(super) code: Option<i32>,
     pub(super) return_query: Option<&'a str>,
     pub(super) case_number: Option<&'a str>,
@@ -181,7 +181,7 @@ pub(super) struct TxChange<'a> {
 impl<'a> From<&'a TxRecord> for TxChange<'a> {
     fn from(t: &'a TxRecord) -> Self {
         TxChange {
-            state: &t.state,
+            state: t.state,
             code: t.code,
             return_query: t.return_query.as_deref(),
             case_number: t.case_number.as_deref(),
@@ -279,6 +279,33 @@ impl From<TokenRow> for TokenRecord {
             iat: t.iat,
             exp: t.exp,
         }
+    }
+}
+
+// The stored state is its text ([`TxPhase::as_str`]) in both databases; a text no version of
+// the platform writes is a storage error when read, not a state.
+impl<DB> diesel::serialize::ToSql<diesel::sql_types::Text, DB> for TxPhase
+where
+    DB: diesel::backend::Backend,
+    str: diesel::serialize::ToSql<diesel::sql_types::Text, DB>,
+{
+    fn to_sql<'b>(
+        &'b self,
+        out: &mut diesel::serialize::Output<'b, '_, DB>,
+    ) -> diesel::serialize::Result {
+        self.as_str().to_sql(out)
+    }
+}
+
+impl<DB> diesel::deserialize::FromSql<diesel::sql_types::Text, DB> for TxPhase
+where
+    DB: diesel::backend::Backend,
+    String: diesel::deserialize::FromSql<diesel::sql_types::Text, DB>,
+{
+    fn from_sql(bytes: DB::RawValue<'_>) -> diesel::deserialize::Result<Self> {
+        let text = String::from_sql(bytes)?;
+        TxPhase::from_stored(&text)
+            .ok_or_else(|| format!("unknown transaction state {text:?}").into())
     }
 }
 

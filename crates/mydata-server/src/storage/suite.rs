@@ -3,7 +3,7 @@
 use mydata_protocol::date::UnixTime;
 use mydata_protocol::flow::{self, RETENTION_SECS, RetentionFacts};
 
-use super::{DpMethod, DpRecord, SpRecord, Store, TransferRecord, TxRecord};
+use super::{DpMethod, DpRecord, SpRecord, Store, TransferRecord, TxPhase, TxRecord};
 use crate::auth::TokenRecord;
 use crate::error::ServerError;
 
@@ -37,8 +37,8 @@ pub fn sample_sp(id: &str) -> SpRecord {
         cbc_iv_sealed: "bb".into(),
         allowed_ips: vec!["127.0.0.1".into()],
         resources: vec!["API.AAAAAAAAAA".into()],
-        jwe_mode: "cbc".into(),
-        packaging_mode: "A".into(),
+        jwe_mode: mydata_protocol::jwe::JweMode::Cbc,
+        packaging_mode: mydata_protocol::package::sp::PackagingMode::A,
         status: "active".into(),
     }
 }
@@ -75,7 +75,7 @@ pub fn sample_tx(id: &str, client_id: &str, tx_id: &str, purge_at: i64) -> TxRec
         id: id.into(),
         client_id: client_id.into(),
         tx_id: tx_id.into(),
-        state: "redirected".into(),
+        state: TxPhase::Redirected,
         code: None,
         resources: "[\"API.AAAAAAAAAA\"]".into(),
         return_query: Some("a=1".into()),
@@ -107,7 +107,7 @@ fn transactions(s: &dyn Store) {
     s.insert_tx(&sample_tx("t-c", "CLI.BBBBBBBBBB", "tx-1", 2000))
         .unwrap();
     assert_eq!(s.find_tx_any("tx-1").unwrap().len(), 2);
-    a.state = "consented".into();
+    a.state = TxPhase::Fetching;
     a.ticket_hash = Some("th".into());
     a.sp_api_ack = true;
     a.consent_at = Some(900);
@@ -123,7 +123,7 @@ fn transactions(s: &dyn Store) {
     ));
     // Every other column is replaced, to a value or to null; the identity stays as inserted.
     let mut b = a.clone();
-    b.state = "ended".into();
+    b.state = TxPhase::Ended;
     b.code = Some(410);
     b.case_number = Some("case-1".into());
     b.pid_sealed = None;
@@ -147,10 +147,10 @@ fn transactions(s: &dyn Store) {
     renamed.tx_id = "tx-2".into();
     renamed.resources = "[]".into();
     renamed.created_at = 1;
-    renamed.state = "taken".into();
+    renamed.state = TxPhase::Taken;
     s.update_tx(&renamed).unwrap();
     let stored = s.get_tx("t-a").unwrap().unwrap();
-    assert_eq!(stored.state, "taken");
+    assert_eq!(stored.state, TxPhase::Taken);
     assert_eq!(
         (stored.client_id.as_str(), stored.tx_id.as_str()),
         ("CLI.AAAAAAAAAA", "tx-1")
@@ -168,14 +168,14 @@ fn transactions(s: &dyn Store) {
         .collect();
     assert_eq!(due, vec!["t-a"]);
     let taken: Vec<_> = s
-        .txs_in_state("taken")
+        .txs_in_state(TxPhase::Taken)
         .unwrap()
         .into_iter()
         .map(|t| t.id)
         .collect();
     assert_eq!(taken, vec!["t-a"]);
-    assert_eq!(s.txs_in_state("redirected").unwrap().len(), 1);
-    assert!(s.txs_in_state("fetching").unwrap().is_empty());
+    assert_eq!(s.txs_in_state(TxPhase::Redirected).unwrap().len(), 1);
+    assert!(s.txs_in_state(TxPhase::Fetching).unwrap().is_empty());
     s.delete_tx("t-a").unwrap();
     assert!(s.get_tx("t-a").unwrap().is_none());
     s.delete_tx("t-c").unwrap();
@@ -191,7 +191,7 @@ fn retention_boundary(s: &dyn Store) {
         "tx-r",
         flow::retention_deadline(consent).0,
     );
-    tx.state = "consented".into();
+    tx.state = TxPhase::Fetching;
     tx.created_at = consent.0 - 60;
     tx.last_activity = consent.0;
     tx.consent_at = Some(consent.0);

@@ -1,4 +1,5 @@
-//! The MyData-API (spec §8): `GET /service/data`, `GET /service/txid_status`.
+//! The MyData-API (spec §8): `GET /service/data`, `GET /service/txid_status`,
+//! `GET /service/type_valid`. The decisions are in [`crate::engine::mydata_api`].
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,15 +9,13 @@ use actix_web::body::{BodySize, MessageBody};
 use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde_json::json;
 
 use super::State;
-use mydata_protocol::codes::IdentityMethod;
-use mydata_protocol::date::UnixTime;
+use crate::http::errors::{self, Surface};
 use mydata_protocol::flow;
 use mydata_protocol::ids::{ClientId, TxId};
 
-use crate::engine::{self, DataAnswer};
+use crate::engine::{self, DataAnswer, StatusAnswer, StatusQuery};
 use crate::platform::Platform;
 
 /// Mounts the MyData-API routes.
@@ -75,14 +74,8 @@ async fn data(state: State, req: HttpRequest) -> HttpResponse {
         Ok(Ok(DataAnswer::Ready(delivery))) => status(200)
             .content_type("application/jwe")
             .body(DeliveryBody::new(platform, delivery)),
-        Ok(Err(e)) => {
-            log::error!("MyData-API: {e}");
-            status(500).finish()
-        }
-        Err(e) => {
-            log::error!("MyData-API: {e}");
-            status(500).finish()
-        }
+        Ok(Err(e)) => errors::empty(Surface::MyDataApi, &e),
+        Err(e) => errors::empty(Surface::MyDataApi, &e.into()),
     }
 }
 
@@ -183,8 +176,8 @@ impl MessageBody for DeliveryBody {
             actix_web::rt::spawn(async move {
                 match web::block(job).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => log::error!("MyData-API: recording a delivery: {e}"),
-                    Err(e) => log::error!("MyData-API: recording a delivery: {e}"),
+                    Ok(Err(e)) => errors::log(Surface::Delivery, &e),
+                    Err(e) => errors::log(Surface::Delivery, &e.into()),
                 }
             });
         }
@@ -205,89 +198,35 @@ impl Drop for DeliveryBody {
 }
 
 async fn txid_status(state: State, req: HttpRequest) -> HttpResponse {
-    lookup(state, req, Body::Status).await
+    lookup(state, req, StatusQuery::TxidStatus).await
 }
 
 async fn type_valid(state: State, req: HttpRequest) -> HttpResponse {
-    lookup(state, req, Body::TypeValid).await
+    lookup(state, req, StatusQuery::TypeValid).await
 }
 
-#[derive(Clone, Copy)]
-enum Body {
-    Status,
-    TypeValid,
-}
-
-/// `txid_status` and `type_valid` (spec §8.3, §8.4): the same lookup, two bodies.
-async fn lookup(state: State, req: HttpRequest, kind: Body) -> HttpResponse {
+/// `txid_status` and `type_valid` (spec §8.3, §8.4): headers checked here, the lookup in
+/// [`engine::status`].
+async fn lookup(state: State, req: HttpRequest, query: StatusQuery) -> HttpResponse {
     let Some(source) = source(&req) else {
         return status(401).finish();
     };
     // A missing or malformed header is 400 (D27), before anything is looked up.
-    let Some(tx_id) = header_str(&req, "tx_id").filter(|t| t.parse::<TxId>().is_ok()) else {
+    let Some(tx_id) = header_str(&req, "tx_id").and_then(|t| t.parse::<TxId>().ok()) else {
         return status(400).finish();
     };
-    let tx_id = tx_id.to_string();
     let client_id = match req.headers().get("client_id") {
         None => None,
-        Some(v) => match v.to_str().ok().filter(|c| c.parse::<ClientId>().is_ok()) {
-            Some(c) => Some(c.to_string()),
+        Some(v) => match v.to_str().ok().and_then(|c| c.parse::<ClientId>().ok()) {
+            Some(c) => Some(c),
             None => return status(400).finish(),
         },
     };
     let p = state.into_inner();
-    let r = web::block(
-        move || -> crate::ServerResult<(u16, Option<serde_json::Value>)> {
-            // Each transaction is visible to the SPs that registered this source IP, read from
-            // its SP's record (D26, D27): an SP registered by another process is known at once.
-            let now = p.now();
-            let mut found = Vec::new();
-            for t in p.store.find_tx_any(&tx_id)? {
-                if client_id.as_deref().is_some_and(|c| c != t.client_id)
-                    || flow::record_expired(UnixTime(t.created_at), now)
-                {
-                    continue;
-                }
-                if let Some(sp) = p.store.get_sp(&t.client_id)?
-                    && engine::allows(&sp, source)
-                {
-                    p.sp_sources.insert(&sp);
-                    found.push(t);
-                }
-            }
-            if found.is_empty() && !p.source_registered(source)? {
-                return Ok((401, None));
-            }
-            let tx = match found.as_slice() {
-                [] => return Ok((404, None)),
-                [t] => t,
-                _ => return Ok((400, None)),
-            };
-            if let Body::TypeValid = kind {
-                let method = tx
-                    .identity_method
-                    .as_deref()
-                    .and_then(|m| m.parse::<IdentityMethod>().ok());
-                return Ok((
-                    200,
-                    Some(match method {
-                        Some(m) => json!({
-                            "code": "200", "text": "authenticated",
-                            "type": m.to_string(), "level": m.level().wire(),
-                        }),
-                        None => json!({"code": "100", "text": "not yet authenticated"}),
-                    }),
-                ));
-            }
-            let st = engine::reported_state(tx, p.now());
-            let body = st.status_body();
-            Ok((200, Some(json!({"code": body.code, "text": body.text}))))
-        },
-    )
-    .await;
-    match r {
-        Ok(Ok((200, Some(body)))) => status(200).json(body),
-        Ok(Ok((code, _))) => status(code).finish(),
-        _ => status(500).finish(),
+    match web::block(move || engine::status(&p, source, &tx_id, client_id.as_ref(), query)).await {
+        Ok(Ok(StatusAnswer::Found(body))) => status(200).json(body),
+        Ok(Ok(answer)) => status(answer.status()).finish(),
+        Ok(Err(e)) => errors::empty(Surface::MyDataApi, &e),
+        Err(e) => errors::empty(Surface::MyDataApi, &e.into()),
     }
 }
