@@ -103,7 +103,7 @@ fn stored(f: &Fixture, sp: &SpRecord, id: &str, tx_id: &str, state: TxPhase) -> 
         datasets: "[]".into(),
         package_path: None,
         created_at: now,
-        consent_at: None,
+        consent_at: (!matches!(state, TxPhase::Redirected | TxPhase::Authenticated)).then_some(now),
         taken_at: None,
         purge_at: flow::record_deadline(UnixTime(now)).0,
         return_url: None,
