@@ -93,7 +93,8 @@ pub struct FieldError {
 }
 
 /// Values typed into a form that was answered with an error. One-time passwords are never kept.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Personal data: its `Debug` shows none of it.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Typed {
     /// National ID number.
     pub national_id: String,
@@ -103,6 +104,12 @@ pub struct Typed {
     pub nhi_card_number: String,
     /// Household registration number.
     pub household_number: String,
+}
+
+impl std::fmt::Debug for Typed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Typed(<redacted>)")
+    }
 }
 
 impl Flow {
@@ -368,6 +375,20 @@ mod tests {
             s.claim_otp_send("tx1", "a@example.test", UnixTime(221)),
             Ok(())
         );
+    }
+
+    #[test]
+    fn typed_values_are_not_in_debug_output() {
+        let t = Typed {
+            national_id: "A120345672".into(),
+            birth_date: "0770101".into(),
+            nhi_card_number: "000018342761".into(),
+            household_number: "A2034517".into(),
+        };
+        let shown = format!("{t:?}");
+        for v in ["A120345672", "0770101", "000018342761", "A2034517"] {
+            assert!(!shown.contains(v), "{shown}");
+        }
     }
 
     #[test]
