@@ -357,7 +357,9 @@ async fn headless_chromium_without_javascript() {
     );
     let rows = r["consent_rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
-    assert!(rows[0].as_str().unwrap().contains(ids[0].as_str()));
+    // Rows name their datasets (the internal code is not shown, issue 14).
+    let name = w.p.store.get_dp(&ids[0]).unwrap().unwrap().name;
+    assert!(rows[0].as_str().unwrap().contains(&name), "{rows:?}");
     let final_url = r["final_url"].as_str().unwrap();
     assert!(final_url.starts_with(&ret), "{final_url}");
     assert!(
@@ -730,8 +732,12 @@ async fn mode_b_consent_page_lists_unavailable_datasets() {
     let p = b.two_documents(&flow, &p.csrf()).await;
     assert_eq!(p.step(), "consent");
     let row = |id: &str| -> String {
-        let end = p.body.find(&format!("<code>{id}</code>")).expect("listed");
-        let start = p.body[..end].rfind("<tr").unwrap();
+        let at = p
+            .body
+            .find(&format!("data-resource=\"{id}\""))
+            .expect("listed");
+        let start = p.body[..at].rfind("<tr").unwrap();
+        let end = at + p.body[at..].find("</tr>").unwrap();
         p.body[start..end].to_string()
     };
     assert!(row(&ids[1]).contains("unavailable now"), "{}", row(&ids[1]));

@@ -12,14 +12,14 @@ use mydata_protocol::attempts::{self, OtpChallenge, OtpCheck};
 use mydata_protocol::codes::{IdentityMethod, ReturnCode};
 use mydata_protocol::date::{CivilDate, UnixTime};
 use mydata_protocol::flow::{
-    self, AcceptedRedirect, Availability, Lifecycle, Pid, RedirectRequest, Rejection,
-    ServiceStatus, ServiceView, TxFacts, TxSlot,
+    self, AcceptedRedirect, ApplicationMode, Availability, Lifecycle, Pid, RedirectRequest,
+    Rejection, ServiceStatus, ServiceView, TxFacts, TxSlot,
 };
 use mydata_protocol::ids::{PermissionTicket, ResourceId};
 use mydata_protocol::param::ParamCipher;
 
 use super::notify::mask;
-use super::{Channel, Flow, Notifier, Registry, RegistryEntry, Sessions};
+use super::{Channel, Field, FieldError, Flow, Notifier, Registry, RegistryEntry, Sessions, Typed};
 use crate::auth::CitizenClaims;
 use crate::config::Config;
 use crate::engine::{self, state};
@@ -143,6 +143,10 @@ pub struct View {
     pub otp_sent: bool,
     /// A message about the last action.
     pub notice: Option<String>,
+    /// The errors of the last post, each tied to its inputs.
+    pub errors: Vec<FieldError>,
+    /// What was typed into the form that got those errors (never a one-time password).
+    pub typed: Typed,
     /// Locked until (Unix seconds), with the seconds left.
     pub locked: Option<(i64, i64)>,
 }
@@ -651,6 +655,9 @@ pub fn view(
         .err()
         .map(|until| (until.0, until.0 - now.0));
     let notice = ctx.flow.notice.take();
+    // Shown once: a reload shows the form empty, and the values leave the session.
+    let errors = std::mem::take(&mut ctx.flow.errors);
+    let typed = std::mem::take(&mut ctx.flow.typed);
     let otp_sent = ctx.flow.otp.is_some();
     save_flow(c, cookie, id, ctx.flow.clone(), now);
     Ok(Ok(View {
@@ -665,6 +672,8 @@ pub fn view(
         channels,
         otp_sent,
         notice,
+        errors,
+        typed,
         locked,
     }))
 }
@@ -724,8 +733,42 @@ pub async fn act(
             birth_date,
         } if ctx.flow.terms && locked.is_none() => {
             let typed = national_id.trim().to_ascii_uppercase();
-            if !typed.is_empty()
-                && Pid::parse_for(Default::default(), &typed).is_ok()
+            let birth_text = birth_date.trim();
+            let birth = CivilDate::parse_roc(birth_text).ok();
+            // Format first: a malformed value is answered on its input and never counts as a
+            // failed attempt; only a well-formed wrong answer does (D46).
+            let mut errors = Vec::new();
+            // Well-formed: a personal ID with its check digit, or, when the SP named a legal
+            // person, its business number.
+            let kind = match ctx.flow.accepted.pid {
+                Pid::Person(_) => ApplicationMode::Person,
+                Pid::LegalPerson(_) => ApplicationMode::PersonOrLegalPerson,
+            };
+            if Pid::parse_for(kind, &typed).is_err() {
+                errors.push(field_error(
+                    &[Field::NationalId],
+                    "身分證統一編號格式不正確，請檢查英文字母與數字",
+                    "This is not a valid national ID number: check its letter and digits.",
+                ));
+            }
+            if birth.is_none() {
+                errors.push(field_error(
+                    &[Field::BirthDate],
+                    "出生日期須為民國年月日 7 碼，例如 0770101",
+                    "The birth date must be 7 digits: ROC year, month and day, e.g. 0770101.",
+                ));
+            }
+            ctx.flow.typed = Typed {
+                national_id: kept(&national_id),
+                birth_date: kept(&birth_date),
+                ..Typed::default()
+            };
+            if !errors.is_empty() {
+                ctx.flow.errors = errors;
+                save_flow(c, cookie, id, ctx.flow, now);
+                return Ok(stay);
+            }
+            if Pid::parse_for(Default::default(), &typed).is_ok()
                 && typed != ctx.flow.accepted.pid.as_str()
             {
                 // Someone other than the person the SP named (§5.3, code 409).
@@ -735,13 +778,12 @@ pub async fn act(
                 .registry
                 .as_ref()
                 .and_then(|r| r.get(ctx.flow.accepted.pid.as_str()));
-            let birth = CivilDate::parse_roc(birth_date.trim()).ok();
+            let same_id = typed == ctx.flow.accepted.pid.as_str();
             match (entry, birth) {
-                (Some(e), Some(b))
-                    if typed == ctx.flow.accepted.pid.as_str() && e.birth_date == b =>
-                {
+                (Some(e), Some(b)) if same_id && e.birth_date == b => {
                     ctx.flow.basic = true;
                     ctx.flow.notice = None;
+                    ctx.flow.typed = Typed::default();
                     // A session already authenticated as this citizen, with a method this request
                     // accepts, needs no second verification (D46).
                     if let (Some(who), Some(m)) = (&ctx.citizen, ctx.method)
@@ -753,17 +795,32 @@ pub async fn act(
                 }
                 // Without a registry the birth date cannot be checked here; the identity
                 // verification that follows decides.
-                (None, Some(_))
-                    if typed == ctx.flow.accepted.pid.as_str() && c.registry.is_none() =>
-                {
+                (None, Some(_)) if same_id && c.registry.is_none() => {
                     ctx.flow.basic = true;
+                    ctx.flow.typed = Typed::default();
                 }
+                // A business number other than the one the SP named.
+                _ if !same_id => fail(
+                    c,
+                    id,
+                    &mut ctx.flow,
+                    now,
+                    field_error(
+                        &[Field::NationalId],
+                        "身分證統一編號不符",
+                        "The national ID number does not match.",
+                    ),
+                ),
                 _ => fail(
                     c,
                     id,
                     &mut ctx.flow,
                     now,
-                    "身分證字號或出生日期不符 / ID or birth date does not match",
+                    field_error(
+                        &[Field::BirthDate],
+                        "出生日期與身分證統一編號不符",
+                        "The birth date does not match the national ID number.",
+                    ),
                 ),
             }
         }
@@ -771,18 +828,44 @@ pub async fn act(
             nhi_card_number,
             household_number,
         } if ctx.flow.basic && locked.is_none() => {
+            let nhi = nhi_card_number.trim();
+            let household = household_number.trim().to_ascii_uppercase();
+            // Format first: a malformed value is not counted (D46).
+            let mut errors = Vec::new();
+            if nhi.len() != 12 || !nhi.bytes().all(|b| b.is_ascii_digit()) {
+                errors.push(field_error(
+                    &[Field::NhiCardNumber],
+                    "健保卡卡號須為 12 位數字",
+                    "The NHI card number must be 12 digits.",
+                ));
+            }
+            if household.len() != 8 || !household.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                errors.push(field_error(
+                    &[Field::HouseholdNumber],
+                    "戶號須為 8 碼英文字母或數字",
+                    "The household registration number must be 8 letters or digits.",
+                ));
+            }
+            ctx.flow.typed = Typed {
+                nhi_card_number: kept(&nhi_card_number),
+                household_number: kept(&household_number),
+                ..Typed::default()
+            };
+            if !errors.is_empty() {
+                ctx.flow.errors = errors;
+                save_flow(c, cookie, id, ctx.flow, now);
+                return Ok(stay);
+            }
             let entry = c
                 .registry
                 .as_ref()
                 .and_then(|r| r.get(ctx.flow.accepted.pid.as_str()));
             let ok = entry.is_some_and(|e| {
-                same(&e.nhi_card_number, nhi_card_number.trim())
-                    && same(
-                        &e.household_number.to_ascii_uppercase(),
-                        &household_number.trim().to_ascii_uppercase(),
-                    )
+                same(&e.nhi_card_number, nhi)
+                    && same(&e.household_number.to_ascii_uppercase(), &household)
             });
             if ok {
+                ctx.flow.typed = Typed::default();
                 return authenticated(p, c, cookie, ctx, IdentityMethod::TwoDocuments, now);
             }
             fail(
@@ -790,7 +873,11 @@ pub async fn act(
                 id,
                 &mut ctx.flow,
                 now,
-                "健保卡號或戶號不符 / NHI card number or household number does not match",
+                field_error(
+                    &[Field::NhiCardNumber, Field::HouseholdNumber],
+                    "健保卡卡號或戶號不符",
+                    "The NHI card number or the household registration number does not match.",
+                ),
             );
         }
         Action::SendOtp(channel) if ctx.flow.basic && locked.is_none() => {
@@ -866,7 +953,13 @@ pub async fn act(
                     ctx.flow.otp = None;
                     return authenticated(p, c, cookie, ctx, IdentityMethod::Otp, now);
                 }
-                OtpCheck::Wrong => fail(c, id, &mut ctx.flow, now, "驗證碼錯誤 / wrong code"),
+                OtpCheck::Wrong => fail(
+                    c,
+                    id,
+                    &mut ctx.flow,
+                    now,
+                    field_error(&[Field::Code], "驗證碼錯誤", "Wrong code."),
+                ),
                 OtpCheck::Expired => {
                     ctx.flow.otp = None;
                     ctx.flow.notice = Some(
@@ -874,7 +967,11 @@ pub async fn act(
                     );
                 }
                 OtpCheck::Malformed => {
-                    ctx.flow.notice = Some("驗證碼為 6 位數字 / the code has 6 digits".into());
+                    ctx.flow.errors = vec![field_error(
+                        &[Field::Code],
+                        "驗證碼須為 6 位數字",
+                        "The code must be 6 digits.",
+                    )];
                 }
             }
         }
@@ -911,15 +1008,34 @@ fn otp_digest(p: &Platform, id: &str, code: &str) -> Vec<u8> {
         .to_vec()
 }
 
-fn fail(c: &Citizen, id: &str, flow: &mut Flow, now: UnixTime, msg: &str) {
+/// At most this many characters of a typed value are kept to be shown again.
+const KEPT_CHARS: usize = 32;
+
+fn kept(typed: &str) -> String {
+    typed.trim().chars().take(KEPT_CHARS).collect()
+}
+
+fn field_error(fields: &[Field], zh: &str, en: &str) -> FieldError {
+    FieldError {
+        fields: fields.to_vec(),
+        zh: zh.to_string(),
+        en: en.to_string(),
+    }
+}
+
+/// A well-formed wrong answer: it counts toward the lock (D46). The page then says how many tries
+/// are left, on the inputs concerned; once locked, the lock is the page's one message.
+fn fail(c: &Citizen, id: &str, flow: &mut Flow, now: UnixTime, mut error: FieldError) {
     let locked = c.sessions.lockout(id, now, |l| l.fail(now));
+    flow.notice = None;
+    if locked.is_some() {
+        flow.errors.clear();
+        return;
+    }
     let left = c.sessions.lockout(id, now, |l| l.remaining(now));
-    flow.notice = Some(match locked {
-        Some(_) => {
-            format!("{msg}。錯誤次數過多，已暫時鎖定 / too many failures: locked for 15 minutes")
-        }
-        None => format!("{msg}（尚可嘗試 {left} 次 / {left} attempts left）"),
-    });
+    error.zh.push_str(&format!("（尚可嘗試 {left} 次）"));
+    error.en.push_str(&format!(" {left} attempts left."));
+    flow.errors = vec![error];
 }
 
 /// The citizen proved who they are with `method` (§5.3 "Authentication").

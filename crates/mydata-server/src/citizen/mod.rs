@@ -10,4 +10,4 @@ pub mod session;
 pub use flow::Citizen;
 pub use notify::{Channel, Notifier};
 pub use registry::{Registry, RegistryEntry};
-pub use session::{Flow, Session, Sessions};
+pub use session::{Field, FieldError, Flow, Session, Sessions, Typed};

@@ -44,8 +44,72 @@ pub struct Flow {
     pub basic: bool,
     /// The one-time password last sent, and where.
     pub otp: Option<(OtpChallenge, Channel)>,
-    /// A message for the next page (wrong input, code sent, …).
+    /// A message for the next page (code sent, wait before a new code, …).
     pub notice: Option<String>,
+    /// What the citizen typed into the form that was answered with an error, shown again once
+    /// on the next page (never a one-time password).
+    pub typed: Typed,
+    /// The errors of the last post, each tied to its inputs; shown once on the next page.
+    pub errors: Vec<FieldError>,
+}
+
+/// The inputs of the flow's forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    /// National ID number (basic information).
+    NationalId,
+    /// ROC birth date (basic information).
+    BirthDate,
+    /// NHI card number (two documents).
+    NhiCardNumber,
+    /// Household registration number (two documents).
+    HouseholdNumber,
+    /// One-time password.
+    Code,
+}
+
+impl Field {
+    /// The input's `id` and `name` on the page.
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::NationalId => "national_id",
+            Field::BirthDate => "birth_date",
+            Field::NhiCardNumber => "nhi_card_number",
+            Field::HouseholdNumber => "household_number",
+            Field::Code => "code",
+        }
+    }
+}
+
+/// An error message and the inputs it is about (the first one is focused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The inputs, in page order.
+    pub fields: Vec<Field>,
+    /// The message in Traditional Chinese.
+    pub zh: String,
+    /// The message in English.
+    pub en: String,
+}
+
+/// Values typed into a form that was answered with an error. One-time passwords are never kept.
+/// Personal data: its `Debug` shows none of it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Typed {
+    /// National ID number.
+    pub national_id: String,
+    /// ROC birth date.
+    pub birth_date: String,
+    /// NHI card number.
+    pub nhi_card_number: String,
+    /// Household registration number.
+    pub household_number: String,
+}
+
+impl std::fmt::Debug for Typed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Typed(<redacted>)")
+    }
 }
 
 impl Flow {
@@ -58,6 +122,8 @@ impl Flow {
             basic: false,
             otp: None,
             notice: None,
+            typed: Typed::default(),
+            errors: Vec::new(),
         }
     }
 }
@@ -309,6 +375,20 @@ mod tests {
             s.claim_otp_send("tx1", "a@example.test", UnixTime(221)),
             Ok(())
         );
+    }
+
+    #[test]
+    fn typed_values_are_not_in_debug_output() {
+        let t = Typed {
+            national_id: "A120345672".into(),
+            birth_date: "0770101".into(),
+            nhi_card_number: "000018342761".into(),
+            household_number: "A2034517".into(),
+        };
+        let shown = format!("{t:?}");
+        for v in ["A120345672", "0770101", "000018342761", "A2034517"] {
+            assert!(!shown.contains(v), "{shown}");
+        }
     }
 
     #[test]

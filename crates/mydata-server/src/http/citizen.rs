@@ -17,7 +17,7 @@ use mydata_protocol::flow::RedirectRequest;
 use super::State;
 use crate::citizen::flow::{self as cflow, Action, Next, Step, View};
 use crate::citizen::session::COOKIE;
-use crate::citizen::{Channel, Citizen};
+use crate::citizen::{Channel, Citizen, Field};
 use crate::http::errors::{self, Surface};
 
 /// Mounts the citizen pages.
@@ -82,6 +82,70 @@ struct FlowPage<'a> {
     channels: Vec<(&'static str, String)>,
     unusable: String,
     lock_until: String,
+    national_id: Input,
+    birth_date: Input,
+    nhi_card_number: Input,
+    household_number: Input,
+    code: Input,
+}
+
+/// An error message as the page shows it, before the first input it is about.
+struct ErrorView {
+    id: String,
+    zh: String,
+    en: String,
+}
+
+/// One input of a form: the value typed before an error, the error shown before it, the ids
+/// of the errors that describe it (`aria-describedby`), and whether it takes the focus.
+#[derive(Default)]
+struct Input {
+    value: String,
+    error: Option<ErrorView>,
+    described_by: String,
+    autofocus: bool,
+}
+
+fn input(v: &View, field: Field) -> Input {
+    let value = match field {
+        Field::NationalId => v.typed.national_id.clone(),
+        Field::BirthDate => v.typed.birth_date.clone(),
+        Field::NhiCardNumber => v.typed.nhi_card_number.clone(),
+        Field::HouseholdNumber => v.typed.household_number.clone(),
+        // A one-time password is never shown again.
+        Field::Code => String::new(),
+    };
+    let error_id = |e: &crate::citizen::FieldError| {
+        e.fields
+            .first()
+            .map(|f| format!("{}-error", f.name()))
+            .unwrap_or_default()
+    };
+    let error = v
+        .errors
+        .iter()
+        .find(|e| e.fields.first() == Some(&field))
+        .map(|e| ErrorView {
+            id: error_id(e),
+            zh: e.zh.clone(),
+            en: e.en.clone(),
+        });
+    let described_by = v
+        .errors
+        .iter()
+        .filter(|e| e.fields.contains(&field))
+        .map(error_id)
+        .collect::<Vec<_>>()
+        .join(" ");
+    // The first input of the first error takes the focus (`autofocus`: no script needed).
+    let autofocus =
+        v.locked.is_none() && v.errors.first().and_then(|e| e.fields.first()) == Some(&field);
+    Input {
+        value,
+        error,
+        described_by,
+        autofocus,
+    }
 }
 
 fn html(status: StatusCode, body: Result<String, askama::Error>) -> HttpResponse {
@@ -231,10 +295,11 @@ fn method_names(ms: &[IdentityMethod]) -> String {
         .join("、")
 }
 
-/// `HH:MM:SS` in Taiwan time (UTC+8, no daylight saving).
+/// `HH:MM (UTC+8)` in Taiwan time (no daylight saving), rounded up to the minute: the lock is
+/// over by the time shown.
 fn taipei_clock(unix: i64) -> String {
-    let s = (unix + 8 * 3600).rem_euclid(86_400);
-    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    let s = (unix.saturating_add(8 * 3600 + 59)).rem_euclid(86_400);
+    format!("{:02}:{:02} (UTC+8)", s / 3600, s / 60 % 60)
 }
 
 async fn page(
@@ -280,6 +345,11 @@ async fn page(
         channels,
         unusable: method_names(&v.unusable),
         lock_until: v.locked.map(|(u, _)| taipei_clock(u)).unwrap_or_default(),
+        national_id: input(&v, Field::NationalId),
+        birth_date: input(&v, Field::BirthDate),
+        nhi_card_number: input(&v, Field::NhiCardNumber),
+        household_number: input(&v, Field::HouseholdNumber),
+        code: input(&v, Field::Code),
         v: &v,
     };
     html(StatusCode::OK, page.render())
@@ -352,8 +422,11 @@ mod tests {
 
     #[test]
     fn taiwan_time() {
-        assert_eq!(taipei_clock(0), "08:00:00");
-        assert_eq!(taipei_clock(16 * 3600 + 61), "00:01:01");
+        assert_eq!(taipei_clock(0), "08:00 (UTC+8)");
+        assert_eq!(taipei_clock(16 * 3600 + 60), "00:01 (UTC+8)");
+        // Rounded up: the lock is over at the minute shown.
+        assert_eq!(taipei_clock(16 * 3600 + 61), "00:02 (UTC+8)");
+        assert_eq!(taipei_clock(6 * 3600 + 5 * 60), "14:05 (UTC+8)");
     }
 
     #[test]
