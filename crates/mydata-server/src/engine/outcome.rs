@@ -30,7 +30,7 @@ pub fn end(p: &Platform, tx: &mut TxRecord, code: ReturnCode, now: UnixTime) -> 
     let kind = if tx.sp_api_ack { "ended" } else { "return" };
     let subject = subject_of(p, tx);
     record_outcome(p, tx, kind, code, subject, now)?;
-    tx.state = state::ENDED.into();
+    tx.state = state::ENDED;
     tx.code = Some(code.wire() as i32);
     tx.pid_sealed = None;
     tx.citizen_sealed = None;
