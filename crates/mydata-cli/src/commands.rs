@@ -47,10 +47,11 @@ enum Cmd {
     Serve(crate::server_cmds::ServeArgs),
     /// Run the sandbox DP (every catalogue dataset, for the fixture citizens).
     SandboxDp(crate::server_cmds::SandboxDpArgs),
-    /// Register and list SP services (operator).
+    /// Register, list, suspend, delete and rotate SP services (operator); collect and verify
+    /// packages as an SP.
     #[command(subcommand)]
     Sp(crate::server_cmds::SpCmd),
-    /// Register and list DP datasets (operator).
+    /// Register, list, suspend, delete and rotate DP datasets (operator).
     #[command(subcommand)]
     Dp(crate::server_cmds::DpCmd),
     /// Check the configuration of `mydata serve` (operator).

@@ -114,7 +114,8 @@ pub fn sandbox_dp(a: SandboxDpArgs) -> CliResult<i32> {
         "mydata: sandbox DP on http://{} (platform {})",
         a.listen, a.platform
     );
-    mydata_dp::sandbox::run(cfg)?;
+    mydata_dp::sandbox::run(cfg)
+        .map_err(|e| runtime(format!("sandbox DP on {} (--listen): {e}", a.listen)))?;
     Ok(0)
 }
 
