@@ -417,10 +417,8 @@ pub fn check(c: &Config) -> Vec<Problem> {
             );
         }
     }
-    if !c.database_url.is_empty()
-        && !(c.database_url.starts_with("postgres://")
-            || c.database_url.starts_with("postgresql://"))
-    {
+    let postgres = ["postgres://", "postgresql://"];
+    if !c.database_url.is_empty() && !postgres.iter().any(|p| c.database_url.starts_with(p)) {
         err(
             "database_url",
             format!(
