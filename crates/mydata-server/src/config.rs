@@ -1,14 +1,14 @@
 //! Server configuration: a TOML file, then `MYDATA_*` environment variables, then flags.
 //!
 //! Every key has one name in the three layers: `key` in the file, `MYDATA_KEY` in the
-//! environment, `--key` on `mydata serve` (see [`crate::config_layers`]).
+//! environment, `--key` on `mydata serve`. The loading (`Config::load`, `Config::load_layers`)
+//! and the checks are in `config_layers`, which depends on this module and not the reverse.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::config_layers::{Loaded, Problem, Severity, Source, redact_url};
 use crate::error::{ServerError, ServerResult};
 
 /// The largest `write_behind_ms`: a longer window would only widen what a crash can lose.
@@ -140,26 +140,6 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Reads a TOML file (if given), then applies `MYDATA_*` variables from `env`.
-    pub fn load(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> ServerResult<Self> {
-        Ok(Self::load_layers(file, env, [])?.config)
-    }
-
-    /// Reads a TOML file (if given), then `MYDATA_*` variables from `env`, then `flags` (pairs
-    /// of a key name and its value, as `mydata serve --KEY VALUE` gives them): each key means
-    /// the same in the three layers, the later layer wins (`MYDATA_LISTEN` ≡ `listen` ≡
-    /// `--listen`). `public_url`, when no layer sets it, is derived from `listen`.
-    pub fn load_layers(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-        flags: impl IntoIterator<Item = (String, String)>,
-    ) -> ServerResult<Loaded> {
-        crate::config_layers::load(file, env, flags)
-    }
-
     /// Checks the post-conditions of every layer: bounds of numbers, trailing slashes.
     pub(crate) fn validated(mut self) -> ServerResult<Self> {
         if self.write_behind_ms > MAX_WRITE_BEHIND_MS {
@@ -189,13 +169,6 @@ impl Config {
         Ok(self)
     }
 
-    /// The listener's address as this machine calls it (`http://{listen}`, a wildcard address
-    /// read as loopback): where an in-process component (the sandbox DP) reaches the platform,
-    /// whatever `public_url` says.
-    pub fn local_url(&self) -> String {
-        format!("http://{}", crate::config_layers::local_addr(self.listen))
-    }
-
     /// The HTTP worker threads: `workers`, or one per core when 0.
     pub fn worker_count(&self) -> usize {
         match self.workers {
@@ -219,7 +192,6 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config_layers::{KEYS, env_name};
 
     #[test]
     fn file_then_env() {
@@ -377,196 +349,6 @@ sp_api_timeout_secs = 2
         .unwrap();
         let c = Config::load(Some(&p), []).unwrap();
         assert_eq!((c.dp_call_timeout_secs, c.sp_api_timeout_secs), (1, 2));
-    }
-
-    /// One key, one meaning: the file, `MYDATA_KEY` and `--key` set the same thing, the later
-    /// layer wins, and `public_url` follows `listen` whichever layer moved it (issue 14 item 3).
-    #[test]
-    fn layers_mean_the_same_and_public_url_follows_listen() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("c.toml");
-        let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
-        let flag = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
-        // listen by each layer: public_url derived from it.
-        std::fs::write(&p, "listen = \"127.0.0.1:9001\"\n").unwrap();
-        let by_file = Config::load_layers(Some(&p), [], []).unwrap();
-        let by_env = Config::load_layers(None, env("MYDATA_LISTEN", "127.0.0.1:9001"), []).unwrap();
-        let by_flag = Config::load_layers(None, [], flag("listen", "127.0.0.1:9001")).unwrap();
-        for (l, src) in [
-            (&by_file, Source::File),
-            (&by_env, Source::Env),
-            (&by_flag, Source::Flag),
-        ] {
-            assert_eq!(l.config.listen.port(), 9001);
-            assert_eq!(l.config.public_url, "http://127.0.0.1:9001");
-            assert_eq!(l.sources["listen"], src);
-            assert_eq!(l.sources["public_url"], Source::Derived);
-            assert!(l.errors().next().is_none() || !l.config.sandbox);
-        }
-        // The flag beats the environment, which beats the file.
-        let l = Config::load_layers(
-            Some(&p),
-            env("MYDATA_LISTEN", "127.0.0.1:9002"),
-            flag("listen", "127.0.0.1:9003"),
-        )
-        .unwrap();
-        assert_eq!(l.config.listen.port(), 9003);
-        assert_eq!(l.config.public_url, "http://127.0.0.1:9003");
-        // Every key has its variable and its flag, typed alike.
-        for key in KEYS {
-            let d = serde_json::to_value(Config::default()).unwrap()[key].clone();
-            let text = match d {
-                serde_json::Value::Bool(_) => "yes".to_string(),
-                serde_json::Value::Number(_) => "7".to_string(),
-                serde_json::Value::Array(_) => "/a:/b".to_string(),
-                _ if *key == "listen" => "127.0.0.1:9".to_string(),
-                _ if key.ends_with("_url") || *key == "sms_webhook" => {
-                    if *key == "database_url" {
-                        "postgres://h/d".to_string()
-                    } else {
-                        "http://127.0.0.1:7".to_string()
-                    }
-                }
-                _ => "x".to_string(),
-            };
-            let a = Config::load_layers(None, env(&env_name(key), &text), []).unwrap();
-            let b = Config::load_layers(None, [], flag(key, &text)).unwrap();
-            let va = serde_json::to_value(&a.config).unwrap();
-            let vb = serde_json::to_value(&b.config).unwrap();
-            assert_eq!(va, vb, "{key}");
-            assert_ne!(
-                va[key],
-                serde_json::to_value(Config::default()).unwrap()[key],
-                "{key}"
-            );
-        }
-        // Errors name the layer and the key.
-        let e = Config::load_layers(None, [], flag("listen", "x")).unwrap_err();
-        assert!(e.to_string().contains("--listen"), "{e}");
-        let e = Config::load_layers(None, env("MYDATA_SANDBOX", "maybe"), []).unwrap_err();
-        assert!(e.to_string().contains("MYDATA_SANDBOX"), "{e}");
-        assert!(Config::load_layers(None, [], flag("nope", "1")).is_err());
-        std::fs::write(&p, "workers = \"many\"\n").unwrap();
-        let e = Config::load_layers(Some(&p), [], []).unwrap_err();
-        assert!(e.to_string().contains("workers"), "{e}");
-    }
-
-    /// `KEYS` lists exactly the fields of `Config`, so that every field has its variable and
-    /// its flag, and the sample file can be checked against it.
-    #[test]
-    fn keys_are_the_fields() {
-        let v = serde_json::to_value(Config::default()).unwrap();
-        let mut fields: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        let mut keys = KEYS.to_vec();
-        fields.sort_unstable();
-        keys.sort_unstable();
-        assert_eq!(fields, keys);
-    }
-
-    /// Settings that disagree are named: errors refuse, warnings inform.
-    #[test]
-    fn disagreeing_addresses_are_problems() {
-        let flags = |pairs: &[(&str, &str)]| {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<Vec<_>>()
-        };
-        let errors = |pairs: &[(&str, &str)]| -> Vec<String> {
-            Config::load_layers(None, [], flags(pairs))
-                .unwrap()
-                .errors()
-                .map(|p| p.key.clone())
-                .collect()
-        };
-        assert!(errors(&[("sandbox", "1")]).is_empty());
-        assert_eq!(
-            errors(&[
-                ("sandbox", "1"),
-                ("listen", "127.0.0.1:9100"),
-                ("public_url", "http://127.0.0.1:9200")
-            ]),
-            ["public_url"]
-        );
-        assert_eq!(
-            errors(&[
-                ("sandbox", "1"),
-                ("listen", "0.0.0.0:9100"),
-                ("public_url", "http://localhost:9100/")
-            ]),
-            Vec::<String>::new()
-        );
-        assert_eq!(
-            errors(&[
-                ("sandbox", "1"),
-                ("sandbox_dp_url", "http://127.0.0.1:8080")
-            ]),
-            ["sandbox_dp_url"]
-        );
-        assert_eq!(
-            errors(&[
-                ("sandbox", "1"),
-                ("sandbox_sp_url", "http://127.0.0.1:8081")
-            ]),
-            ["sandbox_sp_url"]
-        );
-        assert_eq!(
-            errors(&[("sandbox_clock", "1")]),
-            ["sandbox_clock", "dp_trust_anchors"]
-        );
-        assert_eq!(
-            errors(&[("sandbox", "1"), ("database_url", "mysql://u:pw@h/d")]),
-            ["database_url"]
-        );
-        assert_eq!(
-            errors(&[("sandbox", "1"), ("public_url", "ftp://x")]),
-            ["public_url"]
-        );
-        // A wildcard listener: derived public_url, with a warning.
-        let l = Config::load_layers(
-            None,
-            [],
-            flags(&[("sandbox", "1"), ("listen", "0.0.0.0:9300")]),
-        )
-        .unwrap();
-        assert_eq!(l.config.public_url, "http://127.0.0.1:9300");
-        assert!(l.problems.iter().any(|p| p.severity == Severity::Warning));
-        assert_eq!(l.config.local_url(), "http://127.0.0.1:9300");
-        // Secrets are redacted in the effective view.
-        let l = Config::load_layers(
-            None,
-            [],
-            flags(&[
-                ("sandbox", "1"),
-                ("database_url", "postgres://u:hunter2@h/d"),
-                ("sms_webhook", "https://sms.test/send?token=abc"),
-            ]),
-        )
-        .unwrap();
-        let shown = format!("{:?}", l.effective());
-        assert!(
-            !shown.contains("hunter2") && !shown.contains("abc"),
-            "{shown}"
-        );
-        assert!(shown.contains("postgres://u:***@h/d"), "{shown}");
-    }
-
-    /// `examples/mydata.toml` loads with this loader, has no problem, and names every key.
-    #[test]
-    fn the_sample_file_is_valid_and_complete() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mydata.toml");
-        let l = Config::load_layers(Some(&path), [], []).unwrap();
-        assert!(l.problems.is_empty(), "{:?}", l.problems);
-        assert_eq!(l.config.public_url, "https://mydata.example.gov.tw");
-        let text = std::fs::read_to_string(&path).unwrap();
-        for key in KEYS {
-            assert!(
-                text.lines()
-                    .any(|line| line.starts_with(&format!("{key} = "))),
-                "{key} missing from the sample"
-            );
-            assert_eq!(l.sources[*key], Source::File, "{key}");
-        }
     }
 
     #[test]
