@@ -25,7 +25,8 @@ type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
 /// Where the server's data lives; shared by `serve` and the operator commands.
 #[derive(Args, Debug, Clone)]
 pub struct Where {
-    /// Configuration file (TOML); `MYDATA_*` environment variables override it.
+    /// Configuration file (TOML, see examples/mydata.toml); `MYDATA_*` environment variables
+    /// override it, and flags override both.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// Data directory (database, master key, packages).
