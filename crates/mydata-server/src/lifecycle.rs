@@ -6,7 +6,9 @@
 //! the same database follows it within
 //! [`REGISTRATION_TTL`](crate::storage::hot::REGISTRATION_TTL): a suspended SP's redirects end
 //! with 423, a stopped dataset's calls with 501 (protocol.md §6), a deleted one is unknown, and
-//! rotated credentials replace the old ones (the old ones stop working).
+//! rotated credentials replace the old ones: an SP's at once, a dataset's `resource_secret` in
+//! a running server before the dataset's next access token is issued
+//! ([`Platform::sync_dataset`]).
 
 use mydata_protocol::catalogue::{Catalogue, sandbox_resource_secret};
 use mydata_protocol::ids::{CbcIv, ClientSecret, SecretKey};
