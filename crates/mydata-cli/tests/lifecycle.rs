@@ -282,3 +282,35 @@ fn sandbox_registrations_are_not_served_without_the_sandbox() {
     );
     drop(s);
 }
+
+/// `mydata sp rotate` while the server runs: the new credentials work, the old ones no longer
+/// do (their encrypted `pid` cannot be read, so the flow does not reach consent).
+#[test]
+fn a_running_server_takes_rotated_sp_credentials() {
+    let ids = pii_instant_datasets();
+    let p = start_platform();
+    let (sp_port, _seen) = sp_stub();
+    let creds = register(&p, sp_port, &ids[0], "a", "cbc");
+    let cid = creds["client_id"].as_str().unwrap();
+    let list = ResourceList::new(vec![ids[0].parse().unwrap()]).unwrap();
+    let pid = Pid::parse_for(ApplicationMode::Person, CITIZEN).unwrap();
+    let old = sp_config(&p, &creds, sp_port, JweMode::Cbc);
+    let rotated = op_json(&p.data_dir, &["sp", "rotate", cid, "--json"]);
+    let mut new_creds = creds.clone();
+    for k in ["client_secret", "cbc_iv", "api_key"] {
+        new_creds[k] = rotated[k].clone();
+    }
+    let new = sp_config(&p, &new_creds, sp_port, JweMode::Cbc);
+    std::thread::sleep(Duration::from_millis(2500));
+    let redirect = new.redirect(&RedirectRequest::new(&list, &pid)).unwrap();
+    let back = Browser::new(&p.url).consent(&redirect.url);
+    assert!(back.contains("code=200"), "{back}");
+    let redirect = old.redirect(&RedirectRequest::new(&list, &pid)).unwrap();
+    let r = http("GET", &redirect.url, None, None);
+    let location = r.header("location").unwrap_or_default().to_string();
+    assert!(
+        !location.contains("code=200") && (r.status >= 400 || location.contains("code=")),
+        "the old credentials still work: {} {location}",
+        r.status
+    );
+}
