@@ -66,9 +66,9 @@ pids+=($!)
 wait_http "http://127.0.0.1:${platform_port}/.well-known/oauth-authorization-server" "${work}/serve.log"
 status=0
 "${bin}/mydata" conformance platform --sandbox \
-    --url "http://127.0.0.1:${platform_port}" \
-    --dp-url "http://127.0.0.1:${dp_port}" \
-    --sp-url "http://127.0.0.1:${sp_port}" \
+    --platform "http://127.0.0.1:${platform_port}" \
+    --sandbox-dp-url "http://127.0.0.1:${dp_port}" \
+    --sandbox-sp-url "http://127.0.0.1:${sp_port}" \
     --junit "${out}/platform.xml" || status=1
 
 # (2) The example SP passes `conformance sp`.

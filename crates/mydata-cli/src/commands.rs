@@ -19,6 +19,8 @@ use mydata_protocol::package::sp::{self, Dataset, Outcome, PackagingMode};
 use mydata_protocol::param::{ParamCipher, ParamMode};
 use serde_json::json;
 
+use crate::exit::runtime;
+
 /// Errors of the command layer: usage problems and I/O around the core.
 type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -45,32 +47,58 @@ enum Cmd {
     Serve(crate::server_cmds::ServeArgs),
     /// Run the sandbox DP (every catalogue dataset, for the fixture citizens).
     SandboxDp(crate::server_cmds::SandboxDpArgs),
-    /// Register and list SP services (operator).
+    /// Register, list, suspend, delete and rotate SP services (operator); collect and verify
+    /// packages as an SP.
     #[command(subcommand)]
     Sp(crate::server_cmds::SpCmd),
-    /// Register and list DP datasets (operator).
+    /// Register, list, suspend, delete and rotate DP datasets (operator).
     #[command(subcommand)]
     Dp(crate::server_cmds::DpCmd),
+    /// Check the configuration of `mydata serve` (operator).
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Run a conformance suite against a platform or an SP implementation.
     #[command(subcommand)]
     Conformance(ConformanceCmd),
 }
 
 #[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Print the effective configuration (file, environment, flags; secrets redacted) and its
+    /// problems; exit 1 when `mydata serve` would refuse it.
+    Check(crate::server_cmds::ConfigCheckArgs),
+}
+
+#[derive(Subcommand, Debug)]
 enum ConformanceCmd {
     /// Play SP and DP toward a platform and check the rules of protocol.md observable from outside.
+    #[command(
+        after_help = "Example:\n  mydata conformance platform --sandbox --platform http://127.0.0.1:8080 --junit platform.xml"
+    )]
     Platform(crate::conformance_platform::Args),
     /// Play the platform toward an SP and check its reactions through the conformance hook.
+    #[command(
+        after_help = "Example:\n  mydata conformance sp --sp http://127.0.0.1:8090 --listen 127.0.0.1:8099 --junit sp.xml"
+    )]
     Sp(crate::conformance_sp::Args),
 }
 
 #[derive(Subcommand, Debug)]
 enum PackageCmd {
     /// Build a signed DP package from data files.
+    #[command(
+        after_help = "Example:\n  mydata package build --key dp.key --cert dp.pem -o pkg.zip household.json"
+    )]
     Build(BuildArgs),
     /// Build the package an SP receives from DP packages and outcomes.
+    #[command(
+        after_help = "Example:\n  mydata package build-sp --mode B -o sp.zip --dataset API.AAAAAAAAAA=pkg.zip --dataset API.BBBBBBBBBB=504"
+    )]
     BuildSp(BuildSpArgs),
     /// Verify a DP package, or an SP package and every DP package in it.
+    #[command(
+        after_help = "Example:\n  mydata package verify --trust fixtures/pki/root-ca.pem sp.zip"
+    )]
     Verify(VerifyArgs),
 }
 
@@ -136,8 +164,14 @@ struct VerifyArgs {
     /// Verification time: unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (default: now).
     #[arg(long)]
     at: Option<String>,
-    /// Trust anchors (PEM); when given, the signing certificate must chain to one.
-    #[arg(long = "trust")]
+    /// Trust anchor (PEM; repeat): the signing certificate must chain to one. Without it the
+    /// chain is NOT checked, and the output says so.
+    #[arg(
+        long = "trust",
+        alias = "trust-anchors",
+        alias = "trust-anchor",
+        value_name = "PEM"
+    )]
     trust: Vec<PathBuf>,
     /// Machine-readable output.
     #[arg(long)]
@@ -153,8 +187,14 @@ struct VerifyArgs {
 #[derive(Subcommand, Debug)]
 enum ParamCmd {
     /// Encrypt a value.
+    #[command(
+        after_help = "Example:\n  mydata param encrypt --secret 0123456789abcdef --iv fedcba9876543210 A120345672"
+    )]
     Encrypt(ParamArgs),
     /// Decrypt a value.
+    #[command(
+        after_help = "Example:\n  mydata param decrypt --secret 0123456789abcdef --iv fedcba9876543210 BASE64VALUE"
+    )]
     Decrypt(ParamArgs),
 }
 
@@ -176,8 +216,14 @@ struct ParamArgs {
 #[derive(Subcommand, Debug)]
 enum JweCmd {
     /// Encrypt a zip (as the MyData-API payload) or, with --raw, any file.
+    #[command(
+        after_help = "Example:\n  mydata jwe encrypt --key SECRET_KEY_OF_32_CHARACTERS____ --client-id CLI.SANDBOX001 sp.zip > body.jwe"
+    )]
     Encrypt(JweEncryptArgs),
     /// Decrypt a MyData-API body.
+    #[command(
+        after_help = "Example:\n  mydata jwe decrypt --key SECRET_KEY_OF_32_CHARACTERS____ -o sp.zip body.jwe"
+    )]
     Decrypt(JweDecryptArgs),
 }
 
@@ -230,6 +276,7 @@ pub fn run(cli: Cli) -> CliResult<i32> {
         Cmd::SandboxDp(a) => crate::server_cmds::sandbox_dp(a),
         Cmd::Sp(c) => crate::server_cmds::sp(c),
         Cmd::Dp(c) => crate::server_cmds::dp(c),
+        Cmd::Config(ConfigCmd::Check(a)) => crate::server_cmds::config_check(a),
         Cmd::Conformance(ConformanceCmd::Platform(a)) => crate::conformance_platform::run(a),
         Cmd::Conformance(ConformanceCmd::Sp(a)) => crate::conformance_sp::run(a),
         Cmd::Package(PackageCmd::Build(a)) => package_build(a),
@@ -248,14 +295,14 @@ fn read_input(p: &Path) -> CliResult<Vec<u8>> {
         std::io::stdin().read_to_end(&mut v)?;
     } else {
         File::open(p)
-            .map_err(|e| format!("{}: {e}", p.display()))?
+            .map_err(|e| runtime(format!("{}: {e}", p.display())))?
             .read_to_end(&mut v)?;
     }
     Ok(v)
 }
 
 fn read_path(p: &Path) -> CliResult<Vec<u8>> {
-    std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()).into())
+    std::fs::read(p).map_err(|e| runtime(format!("{}: {e}", p.display())))
 }
 
 fn package_build(a: BuildArgs) -> CliResult<i32> {
@@ -294,7 +341,8 @@ fn package_build(a: BuildArgs) -> CliResult<i32> {
                     (n, p)
                 }
             };
-            let mut f = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let mut f =
+                File::open(&path).map_err(|e| runtime(format!("{}: {e}", path.display())))?;
             b.add_file(&name, &mut f)?;
         }
         b.finish()?.flush()?;
@@ -303,7 +351,7 @@ fn package_build(a: BuildArgs) -> CliResult<i32> {
     match result {
         Ok(()) => {
             std::fs::rename(&tmp, &a.out)?;
-            println!("{}", a.out.display());
+            outln!("{}", a.out.display())?;
             Ok(0)
         }
         Err(e) => {
@@ -365,12 +413,12 @@ fn package_build_sp(a: BuildSpArgs) -> CliResult<i32> {
     let out = mydata_server::datadir::create_file(&a.out)?;
     let (_, summary) = sp::build(out, mode, datasets)?;
     if a.json {
-        println!(
+        outln!(
             "{}",
             json!({"manifest": summary.manifest, "withheld": summary.withheld, "unable_to_deliver": summary.unable_to_deliver()})
-        );
+        )?;
     } else {
-        println!("{}", a.out.display());
+        outln!("{}", a.out.display())?;
     }
     Ok(0)
 }
@@ -397,7 +445,7 @@ fn error_json(e: &mydata_protocol::Error) -> serde_json::Value {
 }
 
 fn is_sp_package(path: &Path) -> CliResult<bool> {
-    let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let f = File::open(path).map_err(|e| runtime(format!("{}: {e}", path.display())))?;
     // An unreadable zip is reported by the DP verifier with its precise error.
     Ok(matches!(
         mydata_protocol::package::detect(f),
@@ -433,7 +481,8 @@ fn package_verify(a: VerifyArgs) -> CliResult<i32> {
     };
     let started = Instant::now();
     let sp_kind = is_sp_package(&a.package)?;
-    let file = File::open(&a.package).map_err(|e| format!("{}: {e}", a.package.display()))?;
+    let file =
+        File::open(&a.package).map_err(|e| runtime(format!("{}: {e}", a.package.display())))?;
     let (ok, mut report, bytes) = if sp_kind {
         match sp::verify(file, &opts) {
             Ok(reports) => {
@@ -480,6 +529,9 @@ fn package_verify(a: VerifyArgs) -> CliResult<i32> {
             ),
         }
     };
+    // Without trust anchors the signature is checked against the certificate the package
+    // carries, whoever issued it: say so, in both outputs.
+    report["chain_checked"] = json!(anchors.is_some());
     let secs = started.elapsed().as_secs_f64();
     if a.stats {
         report["stats"] = json!({
@@ -490,51 +542,57 @@ fn package_verify(a: VerifyArgs) -> CliResult<i32> {
         });
     }
     if a.json {
-        println!("{report}");
+        outln!("{report}")?;
     } else {
-        print_human(&a.package, &report);
+        print_human(&a.package, &report)?;
     }
     Ok(if ok { 0 } else { 1 })
 }
 
-fn print_human(path: &Path, r: &serde_json::Value) {
+fn print_human(path: &Path, r: &serde_json::Value) -> std::io::Result<()> {
     let fail = |e: &serde_json::Value| match e["file"].as_str() {
         Some(f) => format!("FAILED: {f}: {}", e["message"].as_str().unwrap_or("")),
         None => format!("FAILED: {}", e["message"].as_str().unwrap_or("")),
     };
     if let Some(e) = r.get("error") {
-        println!("{}: {}", path.display(), fail(e));
+        outln!("{}: {}", path.display(), fail(e))?;
     } else if let Some(p) = r.get("package") {
-        println!(
+        outln!(
             "{}: OK ({} files, signed by {})",
             path.display(),
             p["files"].as_array().map_or(0, Vec::len),
             p["signer"]["subject"].as_str().unwrap_or("?")
-        );
+        )?;
         for f in p["files"].as_array().into_iter().flatten() {
-            println!(
+            outln!(
                 "  {}  {}  {} bytes",
                 f["digest"].as_str().unwrap_or(""),
                 f["name"].as_str().unwrap_or(""),
                 f["size"]
-            );
+            )?;
         }
     } else {
         let ok = r["ok"].as_bool().unwrap_or(false);
-        println!("{}: {}", path.display(), if ok { "OK" } else { "FAILED" });
+        outln!("{}: {}", path.display(), if ok { "OK" } else { "FAILED" })?;
         for d in r["datasets"].as_array().into_iter().flatten() {
             let status = match (d.get("error"), d["verified"].is_null()) {
                 (Some(e), _) => fail(e),
                 (None, true) => "no file".to_owned(),
                 (None, false) => "OK".to_owned(),
             };
-            println!(
+            outln!(
                 "  {} code {} {}: {status}",
                 d["resource_id"].as_str().unwrap_or(""),
                 d["code"],
                 d["resource_name"].as_str().unwrap_or("")
-            );
+            )?;
         }
+    }
+    if r["chain_checked"] == json!(false) {
+        outln!(
+            "  certificate chain NOT checked: give --trust CA.pem (repeat) to require that the \
+             signing certificate chains to a trust anchor"
+        )?;
     }
     if let Some(s) = r.get("stats") {
         eprintln!(
@@ -545,6 +603,7 @@ fn print_human(path: &Path, r: &serde_json::Value) {
             s["peak_rss_kib"]
         );
     }
+    Ok(())
 }
 
 fn param(a: ParamArgs, encrypt: bool) -> CliResult<i32> {
@@ -561,7 +620,7 @@ fn param(a: ParamArgs, encrypt: bool) -> CliResult<i32> {
     };
     match result {
         Ok(v) => {
-            println!("{v}");
+            outln!("{v}")?;
             Ok(0)
         }
         Err(e) => {
@@ -587,7 +646,7 @@ fn jwe_encrypt(a: JweEncryptArgs) -> CliResult<i32> {
             .parse()?;
         jwe::encrypt_package(&cid, &input, &key, mode, content_iv)?
     };
-    println!("{out}");
+    outln!("{out}")?;
     Ok(0)
 }
 

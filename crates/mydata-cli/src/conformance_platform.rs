@@ -24,13 +24,21 @@ pub struct Args {
     #[arg(long)]
     sandbox: bool,
     /// The platform's base URL (overrides the profile's).
-    #[arg(long)]
+    #[arg(long = "platform", alias = "url", alias = "platform-url")]
     url: Option<String>,
     /// With --sandbox: where the suite serves the sandbox DP (the server's sandbox_dp_url).
-    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    #[arg(
+        long = "sandbox-dp-url",
+        alias = "dp-url",
+        default_value = "http://127.0.0.1:8081"
+    )]
     dp_url: String,
     /// With --sandbox: where the suite serves the sandbox SPs (the server's sandbox_sp_url).
-    #[arg(long, default_value = "http://127.0.0.1:8090")]
+    #[arg(
+        long = "sandbox-sp-url",
+        alias = "sp-url",
+        default_value = "http://127.0.0.1:8090"
+    )]
     sp_url: String,
     /// Write the results as JUnit XML to this file.
     #[arg(long, value_name = "FILE")]
@@ -40,8 +48,8 @@ pub struct Args {
 fn profile(a: &Args) -> CliResult<Profile> {
     let mut p = match &a.profile {
         Some(path) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| crate::exit::runtime(format!("--profile {}: {e}", path.display())))?;
             Profile::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?
         }
         None => Profile::sandbox(
@@ -61,9 +69,13 @@ fn profile(a: &Args) -> CliResult<Profile> {
 pub fn run(a: Args) -> CliResult<i32> {
     let p = profile(&a)?;
     let report = actix_web::rt::System::new().block_on(run_suite(&p));
-    print!("{}", report.summary());
+    {
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), "{}", report.summary())?;
+    }
     if let Some(path) = &a.junit {
-        std::fs::write(path, report.junit_xml()).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, report.junit_xml())
+            .map_err(|e| crate::exit::runtime(format!("--junit {}: {e}", path.display())))?;
     }
     Ok(if report.passed() { 0 } else { 1 })
 }

@@ -1,7 +1,7 @@
 //! `mydata conformance sp`: the SP conformance suite (spec `conformance-sp.md`). The suite plays
 //! the platform on `--listen`; the SP under test must use that address as its platform URL.
-//! Exit status 0 when no check failed, 1 otherwise, 2 on a usage error or when the suite cannot
-//! run (the address is taken).
+//! Exit status 0 when no check failed, 1 otherwise or when the suite cannot run (the address is
+//! taken), 2 on a usage error.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,7 +35,7 @@ struct Flags {
     hook: Option<String>,
     /// Start from the public sandbox registration CLI.SANDBOX001 (1: packaging mode A, CBC) or
     /// CLI.SANDBOX002 (2: mode B, GCM); the flags below override parts of it.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    #[arg(long = "sandbox-sp", alias = "sandbox", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
     sandbox: u8,
     /// The SP's client_id.
     #[arg(long)]
@@ -65,7 +65,12 @@ struct Flags {
     #[arg(long, default_value = "A120345672")]
     pid: String,
     /// The datasets requested, in order (at least two; repeat the flag).
-    #[arg(long = "resource", value_name = "API.X")]
+    #[arg(
+        long = "dataset",
+        alias = "resource",
+        alias = "datasets",
+        value_name = "API.X"
+    )]
     resources: Vec<String>,
     /// The caseNumber of the case-number check.
     #[arg(long, default_value = "CONF-2026-0001")]
@@ -149,11 +154,11 @@ fn options(a: &Flags) -> CliResult<Options> {
         o.resources = a
             .resources
             .iter()
-            .map(|r| r.trim().parse().map_err(|e| format!("--resource {r}: {e}")))
+            .map(|r| r.trim().parse().map_err(|e| format!("--dataset {r}: {e}")))
             .collect::<Result<_, _>>()?;
     }
     if o.resources.len() < 2 {
-        return Err("give at least two --resource (the packaging-mode check requests two)".into());
+        return Err("give at least two --dataset (the packaging-mode check requests two)".into());
     }
     Ok(o)
 }
@@ -163,17 +168,20 @@ pub fn run(a: Args) -> CliResult<i32> {
     let a = a.flags;
     let target = target(&a)?;
     let opts = options(&a)?;
-    let listener =
-        std::net::TcpListener::bind(a.listen).map_err(|e| format!("--listen {}: {e}", a.listen))?;
+    let listener = std::net::TcpListener::bind(a.listen)
+        .map_err(|e| crate::exit::runtime(format!("--listen {}: {e}", a.listen)))?;
     eprintln!(
         "mydata conformance sp: playing the platform at http://{} for {} ({})",
         a.listen, target.sp_url, target.registration.client_id
     );
     let report = actix_web::rt::System::new().block_on(run_suite(listener, &target, &opts))?;
-    print!("{}", report.summary());
+    {
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), "{}", report.summary())?;
+    }
     if let Some(path) = &a.junit {
         std::fs::write(path, report.junit_xml())
-            .map_err(|e| format!("--junit {}: {e}", path.display()))?;
+            .map_err(|e| crate::exit::runtime(format!("--junit {}: {e}", path.display())))?;
     }
     Ok(if report.passed() { 0 } else { 1 })
 }

@@ -1,14 +1,25 @@
 //! `mydata`: the command-line tool of the MyData reference implementation.
 //!
-//! Exit status: 0 success, 1 a verification or decryption failure (the
-//! message names the file or rule), 2 a usage error.
+//! Exit status: 0 success, 1 a verification, decryption or runtime failure (the
+//! message names the file, address or rule), 2 a usage error ([`exit`]).
 
 #![forbid(unsafe_code)]
+
+/// `println!` that returns the write's error instead of panicking (a closed pipe,
+/// `mydata sp list --json | head -c1`, is then a quiet end, [`exit::is_broken_pipe`]).
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($t)*)
+    }};
+}
 
 mod commands;
 mod conformance_platform;
 mod conformance_sp;
+mod exit;
 mod server_cmds;
+mod settings;
 mod sp_client;
 
 use clap::Parser;
@@ -23,9 +34,12 @@ fn main() {
     let cli = commands::Cli::parse();
     match commands::run(cli) {
         Ok(code) => std::process::exit(code),
+        Err(e) if exit::is_broken_pipe(e.as_ref()) => std::process::exit(0),
         Err(e) => {
-            eprintln!("mydata: error: {e}");
-            std::process::exit(2);
+            let status = exit::status_of(e.as_ref());
+            let what = if status == 2 { "usage error" } else { "error" };
+            eprintln!("mydata: {what}: {e}");
+            std::process::exit(status);
         }
     }
 }

@@ -12,17 +12,21 @@ use mydata_protocol::package::sp::PackagingMode;
 use mydata_protocol::template::Template;
 use mydata_server::clock::SystemClock;
 use mydata_server::config::Config;
+use mydata_server::config_layers::Loaded;
 use mydata_server::platform::{NewDp, NewSp, Platform};
 use mydata_server::secrets::MasterKey;
 use mydata_server::storage::DpMethod;
 use serde_json::json;
+
+use crate::exit::runtime;
 
 type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// Where the server's data lives; shared by `serve` and the operator commands.
 #[derive(Args, Debug, Clone)]
 pub struct Where {
-    /// Configuration file (TOML); `MYDATA_*` environment variables override it.
+    /// Configuration file (TOML, see examples/mydata.toml); `MYDATA_*` environment variables
+    /// override it, and flags override both.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// Data directory (database, master key, packages).
@@ -32,36 +36,46 @@ pub struct Where {
 
 /// `mydata serve`.
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  mydata serve --sandbox                       # platform on 127.0.0.1:8080, sandbox DP on :8081
+  MYDATA_LISTEN=127.0.0.1:9080 mydata serve --sandbox   # the public URL follows (http://127.0.0.1:9080)
+  mydata serve --config /etc/mydata/mydata.toml        # see examples/mydata.toml")]
 pub struct ServeArgs {
     #[command(flatten)]
     place: Where,
-    /// Load the sandbox registrations (catalogue datasets, sandbox SPs).
-    #[arg(long)]
-    sandbox: bool,
-    /// Address to listen on.
-    #[arg(long)]
-    listen: Option<SocketAddr>,
-    /// Public base URL.
-    #[arg(long)]
-    public_url: Option<String>,
     /// With --sandbox, do not start the sandbox DP in this process.
     #[arg(long)]
     no_sandbox_dp: bool,
-    /// With --sandbox: the platform clock is system time plus an offset that
-    /// `POST /sandbox/clock {"advance_secs": N}` advances (conformance suites; never for
-    /// production).
+    #[command(flatten)]
+    settings: crate::settings::Settings,
+}
+
+/// `mydata config check`.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  mydata config check --config /etc/mydata/mydata.toml
+  MYDATA_LISTEN=0.0.0.0:8080 mydata config check --sandbox --json")]
+pub struct ConfigCheckArgs {
+    #[command(flatten)]
+    place: Where,
+    /// JSON output: {\"ok\", \"settings\": [{\"key\", \"value\", \"source\"}], \"problems\"}.
     #[arg(long)]
-    sandbox_clock: bool,
+    json: bool,
+    #[command(flatten)]
+    settings: crate::settings::Settings,
 }
 
 /// `mydata sandbox-dp`: the sandbox DP on its own.
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Example:\n  mydata sandbox-dp --listen 127.0.0.1:8081 --platform http://127.0.0.1:8080 --behaviour API.ARPPI3VTCB=fail:500"
+)]
 pub struct SandboxDpArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8081")]
     listen: SocketAddr,
     /// The platform's base URL (for introspection).
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    #[arg(long, alias = "platform-url", default_value = "http://127.0.0.1:8080")]
     platform: String,
     /// Behaviour of a dataset: RESOURCE_ID=instant|slow:SECONDS|no_data|fail:STATUS|down|tampered
     /// (repeat).
@@ -102,7 +116,8 @@ pub fn sandbox_dp(a: SandboxDpArgs) -> CliResult<i32> {
         "mydata: sandbox DP on http://{} (platform {})",
         a.listen, a.platform
     );
-    mydata_dp::sandbox::run(cfg)?;
+    mydata_dp::sandbox::run(cfg)
+        .map_err(|e| runtime(format!("sandbox DP on {} (--listen): {e}", a.listen)))?;
     Ok(0)
 }
 
@@ -110,12 +125,37 @@ pub fn sandbox_dp(a: SandboxDpArgs) -> CliResult<i32> {
 #[derive(Subcommand, Debug)]
 pub enum SpCmd {
     /// Register an SP service and print its credentials (once).
+    #[command(
+        after_help = "Example:\n  mydata sp register --name 'Taipei housing' --return-url https://sp.example/return \\\n    --sp-api-url https://sp.example/sp-api --dataset API.2RXHOGTXIC --allow-ip 192.0.2.10"
+    )]
     Register(SpRegisterArgs),
     /// List registered SP services.
+    #[command(after_help = "Example:\n  mydata sp list --json --data-dir /var/lib/mydata")]
     List(ListArgs),
     /// Collect a package from a platform's MyData-API: poll, decrypt, verify, unpack.
+    #[command(
+        after_help = "Examples:\n  mydata sp fetch --sandbox-sp 1 --listen 127.0.0.1:8090 --pid A120345672 --dataset API.2RXHOGTXIC --out ./got\n  mydata sp fetch --sandbox-sp 1 --delivery sp-api-body.json --out ./got --json"
+    )]
     Fetch(crate::sp_client::FetchArgs),
+    /// Suspend a service: its redirects end with 423 until `mydata sp resume`.
+    #[command(
+        after_help = "Example:\n  mydata sp suspend CLI.AB12CD34EF --data-dir /var/lib/mydata"
+    )]
+    Suspend(IdArgs),
+    /// Put a suspended service back in service.
+    #[command(after_help = "Example:\n  mydata sp resume CLI.AB12CD34EF")]
+    Resume(IdArgs),
+    /// Delete a service registration.
+    #[command(after_help = "Example:\n  mydata sp delete CLI.AB12CD34EF")]
+    Delete(IdArgs),
+    /// Give a service a new client_secret, cbc_iv and API key (printed once; the old ones stop
+    /// working).
+    #[command(after_help = "Example:\n  mydata sp rotate CLI.AB12CD34EF --json")]
+    Rotate(IdArgs),
     /// Verify a saved package (the JWE body or the decrypted zip) and unpack it.
+    #[command(
+        after_help = "Example:\n  mydata sp verify --sandbox-sp 1 --package ./got/package.zip"
+    )]
     Verify(crate::sp_client::VerifyArgs),
 }
 
@@ -123,9 +163,37 @@ pub enum SpCmd {
 #[derive(Subcommand, Debug)]
 pub enum DpCmd {
     /// Register a DP dataset and print its `resource_secret` (once).
+    #[command(
+        after_help = "Example:\n  mydata dp register --name 戶籍謄本 --provider 內政部 --scope moi.household.read \\\n    --endpoint https://dp.example/dp --identity-method CER --identity-method PII"
+    )]
     Register(DpRegisterArgs),
     /// List registered DP datasets.
+    #[command(after_help = "Example:\n  mydata dp list --json --data-dir /var/lib/mydata")]
     List(ListArgs),
+    /// Stop a dataset: requests for it end with 501 until `mydata dp resume`.
+    #[command(after_help = "Example:\n  mydata dp suspend API.2RXHOGTXIC")]
+    Suspend(IdArgs),
+    /// Put a stopped dataset back in service.
+    #[command(after_help = "Example:\n  mydata dp resume API.2RXHOGTXIC")]
+    Resume(IdArgs),
+    /// Delete a dataset registration (refused while a service requests it).
+    #[command(after_help = "Example:\n  mydata dp delete API.2RXHOGTXIC")]
+    Delete(IdArgs),
+    /// Give a dataset a new resource_secret (printed once; the old one stops working).
+    #[command(after_help = "Example:\n  mydata dp rotate API.2RXHOGTXIC --json")]
+    Rotate(IdArgs),
+}
+
+/// One registration by its id (`client_id` or `resource_id`).
+#[derive(Args, Debug)]
+pub struct IdArgs {
+    #[command(flatten)]
+    place: Where,
+    /// The `client_id` (sp) or `resource_id` (dp).
+    id: String,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -172,7 +240,12 @@ pub struct SpRegisterArgs {
     #[arg(long)]
     sp_api_url: String,
     /// A dataset the service may request (repeat; `*` = every registered dataset).
-    #[arg(long = "dataset", required = true)]
+    #[arg(
+        long = "dataset",
+        alias = "datasets",
+        alias = "resource",
+        required = true
+    )]
     datasets: Vec<String>,
     /// A source IP allowed on the MyData-API (repeat).
     #[arg(long = "allow-ip", required = true)]
@@ -231,12 +304,68 @@ pub struct DpRegisterArgs {
     json: bool,
 }
 
-fn load_config(place: &Where) -> CliResult<Config> {
-    let mut c = Config::load(place.config.as_deref(), std::env::vars())?;
+/// The configuration of the file, the environment and the flags (`--data-dir` and `settings`).
+fn load_layers(place: &Where, settings: &[(String, String)]) -> CliResult<Loaded> {
+    let mut flags = settings.to_vec();
     if let Some(d) = &place.data_dir {
-        c.data_dir = d.clone();
+        flags.push(("data_dir".into(), d.display().to_string()));
     }
-    Ok(c)
+    Ok(Config::load_layers(
+        place.config.as_deref(),
+        std::env::vars(),
+        flags,
+    )?)
+}
+
+fn load_config(place: &Where) -> CliResult<Config> {
+    Ok(load_layers(place, &[])?.config)
+}
+
+/// Runs `mydata config check`: the effective configuration (secrets redacted) and its
+/// problems; 0 when it can start, 1 when it cannot (errors, or a value that does not load).
+pub fn config_check(a: ConfigCheckArgs) -> CliResult<i32> {
+    let loaded = match load_layers(&a.place, &a.settings.0) {
+        Ok(l) => l,
+        Err(e) => {
+            if a.json {
+                outln!(
+                    "{}",
+                    json!({"ok": false, "settings": [], "problems": [{"severity": "error", "key": null, "message": e.to_string()}]})
+                )?;
+            } else {
+                outln!("error: {e}")?;
+            }
+            return Ok(1);
+        }
+    };
+    let ok = loaded.errors().next().is_none();
+    let settings = loaded.effective();
+    if a.json {
+        let s: Vec<_> = settings
+            .iter()
+            .map(|(k, v, src)| json!({"key": k, "value": v, "source": src}))
+            .collect();
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"ok": ok, "settings": s, "problems": loaded.problems})
+            )?
+        )?;
+    } else {
+        outln!(
+            "# effective configuration (secrets redacted); the comment says where each value came from"
+        )?;
+        for (k, v, src) in &settings {
+            outln!("{k} = {v}  # {src}")?;
+        }
+        if loaded.problems.is_empty() {
+            outln!("# no problems")?;
+        }
+        for p in &loaded.problems {
+            outln!("# {p}")?;
+        }
+    }
+    Ok(if ok { 0 } else { 1 })
 }
 
 fn open(config: Config) -> CliResult<Platform> {
@@ -251,7 +380,8 @@ fn open_clocked(
     serving: bool,
 ) -> CliResult<Platform> {
     // Owner-only: created 0700, refused when shared unless allowed, files tightened (D48).
-    mydata_server::datadir::prepare(&config.data_dir, config.allow_shared_data_dir)?;
+    mydata_server::datadir::prepare(&config.data_dir, config.allow_shared_data_dir)
+        .map_err(|e| runtime(e.to_string()))?;
     let key = match std::env::var("MYDATA_MASTER_KEY") {
         Ok(hex) => MasterKey::from_hex(hex.trim())?,
         Err(_) => MasterKey::load_or_create(&config.data_dir)?,
@@ -266,7 +396,15 @@ fn open_clocked(
 
 /// Runs `mydata serve` until interrupted.
 pub fn serve(a: ServeArgs) -> CliResult<i32> {
-    let mut config = load_config(&a.place)?;
+    let loaded = load_layers(&a.place, &a.settings.0)?;
+    // Settings that disagree (spec D48, issue 14): warnings are printed, errors refuse.
+    for p in &loaded.problems {
+        eprintln!("mydata: {p}");
+    }
+    if loaded.errors().next().is_some() {
+        return Err("the configuration cannot work (see above, and `mydata config check`)".into());
+    }
+    let config = loaded.config;
     // Every connection, outgoing call, database connection and package file is a file
     // descriptor: the soft limit goes up to the hard limit (spec D48).
     let before = mydata_server::limits::nofile_limit();
@@ -280,24 +418,6 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
             "mydata: open-file limit {} (could not raise it: {e})",
             before.map_or_else(|| "unknown".to_string(), |b| b.to_string())
         ),
-    }
-    if a.sandbox {
-        config.sandbox = true;
-    }
-    if let Some(l) = a.listen {
-        config.listen = l;
-        if a.public_url.is_none() && std::env::var("MYDATA_PUBLIC_URL").is_err() {
-            config.public_url = format!("http://{l}");
-        }
-    }
-    if let Some(u) = a.public_url {
-        config.public_url = u.trim_end_matches('/').to_string();
-    }
-    if a.sandbox_clock {
-        config.sandbox_clock = true;
-    }
-    if config.sandbox_clock && !config.sandbox {
-        return Err("--sandbox-clock is only valid with --sandbox".into());
     }
     let listen = config.listen;
     let sandbox_clock = config
@@ -313,6 +433,19 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
     if platform.config.sandbox {
         let n = platform.load_sandbox()?;
         eprintln!("mydata: sandbox registrations loaded ({n} new)");
+        let n = mydata_server::lifecycle::sandbox_in_service(&platform, true)?;
+        if n > 0 {
+            eprintln!("mydata: {n} sandbox registrations back in service");
+        }
+    } else {
+        // The sandbox's credentials are public: a data directory once started with the
+        // sandbox does not serve its registrations without it.
+        let n = mydata_server::lifecycle::sandbox_in_service(&platform, false)?;
+        if n > 0 {
+            eprintln!(
+                "mydata: {n} sandbox registrations taken out of service (started without sandbox)"
+            );
+        }
     }
     let _sandbox_dp = if platform.config.sandbox && !a.no_sandbox_dp {
         let dp_url = url::Url::parse(&platform.config.sandbox_dp_url)
@@ -323,15 +456,19 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
             .into_iter()
             .next()
             .ok_or("sandbox_dp_url: no address")?;
-        let cfg = sandbox_config(addr, &platform.config.public_url, &[], None)?;
-        let t = mydata_dp::sandbox::spawn_thread(cfg)?;
+        // The DP in this process calls the listener itself, whatever public_url says (a
+        // proxy in front of the platform need not be reachable from here).
+        let cfg = sandbox_config(addr, &platform.config.local_url(), &[], None)?;
+        let t = mydata_dp::sandbox::spawn_thread(cfg)
+            .map_err(|e| runtime(format!("sandbox DP on {addr} (sandbox_dp_url): {e}")))?;
         eprintln!("mydata: sandbox DP on http://{}", t.addr());
         Some(t)
     } else {
         None
     };
     let platform = Arc::new(platform);
-    let listener = TcpListener::bind(listen).map_err(|e| format!("listen on {listen}: {e}"))?;
+    let listener = TcpListener::bind(listen)
+        .map_err(|e| runtime(format!("listen on {listen} (listen): {e}")))?;
     eprintln!(
         "mydata: listening on http://{listen} (public URL {}, data in {})",
         platform.config.public_url,
@@ -398,6 +535,36 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
     Ok(0)
 }
 
+/// Prints the outcome of a lifecycle command.
+fn done(a: &IdArgs, v: serde_json::Value, what: &str) -> CliResult<i32> {
+    if a.json {
+        outln!("{v}")?;
+    } else {
+        outln!("{}: {what}", a.id)?;
+    }
+    Ok(0)
+}
+
+fn sp_status(a: IdArgs, suspend: bool) -> CliResult<i32> {
+    let p = open(load_config(&a.place)?)?;
+    let sp = mydata_server::lifecycle::set_sp_suspended(&p, &a.id, suspend)?;
+    done(
+        &a,
+        json!({"client_id": sp.client_id, "status": sp.status}),
+        &sp.status,
+    )
+}
+
+fn dp_status(a: IdArgs, stop: bool) -> CliResult<i32> {
+    let p = open(load_config(&a.place)?)?;
+    let dp = mydata_server::lifecycle::set_dp_stopped(&p, &a.id, stop)?;
+    done(
+        &a,
+        json!({"resource_id": dp.resource_id, "status": dp.status}),
+        &dp.status,
+    )
+}
+
 /// Runs `mydata sp …`.
 pub fn sp(cmd: SpCmd) -> CliResult<i32> {
     match cmd {
@@ -435,21 +602,47 @@ pub fn sp(cmd: SpCmd) -> CliResult<i32> {
                 ..NewSp::default()
             })?;
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&creds)?);
+                outln!("{}", serde_json::to_string_pretty(&creds)?)?;
             } else {
-                println!("client_id      {}", creds.client_id);
-                println!("client_secret  {}", creds.client_secret);
-                println!("cbc_iv         {}", creds.cbc_iv);
-                println!(
+                outln!("client_id      {}", creds.client_id)?;
+                outln!("client_secret  {}", creds.client_secret)?;
+                outln!("cbc_iv         {}", creds.cbc_iv)?;
+                outln!(
                     "api_key        {}",
                     creds.api_key.as_deref().unwrap_or("(none)")
-                );
-                println!(
+                )?;
+                outln!(
                     "Keep these now: the platform stores them sealed and never shows them again."
-                );
-                println!(
+                )?;
+                outln!(
                     "secret_key is fresh for every transaction and arrives in the SP-API call (spec D23)."
-                );
+                )?;
+            }
+            Ok(0)
+        }
+        SpCmd::Suspend(a) => sp_status(a, true),
+        SpCmd::Resume(a) => sp_status(a, false),
+        SpCmd::Delete(a) => {
+            let p = open(load_config(&a.place)?)?;
+            mydata_server::lifecycle::delete_sp(&p, &a.id)?;
+            done(&a, json!({"client_id": a.id, "deleted": true}), "deleted")
+        }
+        SpCmd::Rotate(a) => {
+            let p = open(load_config(&a.place)?)?;
+            let creds = mydata_server::lifecycle::rotate_sp(&p, &a.id)?;
+            if a.json {
+                outln!("{}", serde_json::to_string_pretty(&creds)?)?;
+            } else {
+                outln!("client_id      {}", creds.client_id)?;
+                outln!("client_secret  {}", creds.client_secret)?;
+                outln!("cbc_iv         {}", creds.cbc_iv)?;
+                outln!(
+                    "api_key        {}",
+                    creds.api_key.as_deref().unwrap_or("(none)")
+                )?;
+                outln!(
+                    "Keep these now: the old ones no longer work, and these are not shown again."
+                )?;
             }
             Ok(0)
         }
@@ -471,10 +664,10 @@ pub fn sp(cmd: SpCmd) -> CliResult<i32> {
                         })
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?)?;
             } else {
                 for s in sps {
-                    println!(
+                    outln!(
                         "{}  {}  mode {}  jwe {}  {} datasets  {}  {}",
                         s.client_id,
                         s.status,
@@ -483,7 +676,7 @@ pub fn sp(cmd: SpCmd) -> CliResult<i32> {
                         s.resources.len(),
                         s.return_url,
                         s.name
-                    );
+                    )?;
                 }
             }
             Ok(0)
@@ -523,16 +716,40 @@ pub fn dp(cmd: DpCmd) -> CliResult<i32> {
                 template,
             })?;
             if a.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(
                         &json!({"resource_id": rec.resource_id, "resource_secret": secret})
                     )?
-                );
+                )?;
             } else {
-                println!("resource_id      {}", rec.resource_id);
-                println!("resource_secret  {secret}");
-                println!("Keep the secret now: the platform stores only a keyed hash of it.");
+                outln!("resource_id      {}", rec.resource_id)?;
+                outln!("resource_secret  {secret}")?;
+                outln!("Keep the secret now: the platform stores only a keyed hash of it.")?;
+            }
+            Ok(0)
+        }
+        DpCmd::Suspend(a) => dp_status(a, true),
+        DpCmd::Resume(a) => dp_status(a, false),
+        DpCmd::Delete(a) => {
+            let p = open(load_config(&a.place)?)?;
+            mydata_server::lifecycle::delete_dp(&p, &a.id)?;
+            done(&a, json!({"resource_id": a.id, "deleted": true}), "deleted")
+        }
+        DpCmd::Rotate(a) => {
+            let p = open(load_config(&a.place)?)?;
+            let secret = mydata_server::lifecycle::rotate_dp(&p, &a.id)?;
+            if a.json {
+                outln!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &json!({"resource_id": a.id, "resource_secret": secret})
+                    )?
+                )?;
+            } else {
+                outln!("resource_id      {}", a.id)?;
+                outln!("resource_secret  {secret}")?;
+                outln!("Keep the secret now: the old one no longer works.")?;
             }
             Ok(0)
         }
@@ -551,17 +768,17 @@ pub fn dp(cmd: DpCmd) -> CliResult<i32> {
                         })
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?)?;
             } else {
                 for d in dps {
-                    println!(
+                    outln!(
                         "{}  {}  {}  {}  {}",
                         d.resource_id,
                         d.status,
                         d.scopes.join(" "),
                         d.endpoint,
                         d.name
-                    );
+                    )?;
                 }
             }
             Ok(0)

@@ -151,7 +151,9 @@ fn failed_dp_package_json_has_the_documented_shape() {
         k.sort();
         k
     };
-    assert_eq!(keys(&v), ["error", "kind", "ok"]);
+    assert_eq!(keys(&v), ["chain_checked", "error", "kind", "ok"]);
+    // No --trust: the output says the chain was not checked (issue 14).
+    assert_eq!(v["chain_checked"], false);
     assert_eq!(
         (&v["ok"], &v["kind"]),
         (&serde_json::json!(false), &serde_json::json!("dp"))

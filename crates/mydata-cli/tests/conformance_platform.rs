@@ -69,11 +69,11 @@ fn the_suite_passes_against_mydata_serve_sandbox() {
     }
     let junit = dir.path().join("platform.xml");
     let out = mydata()
-        .args(["conformance", "platform", "--sandbox", "--url"])
+        .args(["conformance", "platform", "--sandbox", "--platform"])
         .arg(format!("http://127.0.0.1:{p}"))
-        .arg("--dp-url")
+        .arg("--sandbox-dp-url")
         .arg(format!("http://127.0.0.1:{d}"))
-        .arg("--sp-url")
+        .arg("--sandbox-sp-url")
         .arg(format!("http://127.0.0.1:{s}"))
         .arg("--junit")
         .arg(&junit)
@@ -106,6 +106,7 @@ fn a_failing_run_usage_and_profile_errors_have_their_exit_codes() {
     // Nothing listens on the platform port: every check fails, exit 1.
     let (p, d, s) = (free_port(), free_port(), free_port());
     let out = mydata()
+        // The older flag names (`--url`, `--dp-url`, `--sp-url`) are kept as aliases.
         .args(["conformance", "platform", "--sandbox", "--url"])
         .arg(format!("http://127.0.0.1:{p}"))
         .arg("--dp-url")

@@ -99,9 +99,10 @@ fn a_shared_data_dir_is_refused_unless_allowed() {
     let fix = format!("chmod 700 {}", dir.display());
 
     // The operator commands refuse it, and create nothing in it.
+    // A runtime failure (exit 1, issue 14), not a usage error.
     let out = sp_list(&dir, &[]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains(&fix), "{err}");
     assert!(err.contains("allow_shared_data_dir"), "{err}");
     assert_eq!(
@@ -136,7 +137,7 @@ fn a_shared_data_dir_is_refused_unless_allowed() {
     };
     let mut err = String::new();
     std::io::Read::read_to_string(serve.0.stderr.as_mut().unwrap(), &mut err).unwrap();
-    assert_eq!(status.code(), Some(2), "{err}");
+    assert_eq!(status.code(), Some(1), "{err}");
     assert!(
         err.contains(&fix) && err.contains("allow_shared_data_dir"),
         "{err}"

@@ -490,26 +490,6 @@ fn usage_errors_exit_2() {
             "--resource",
             "API.ARPPI3VTCB",
         ],
-        // A missing delivery file.
-        vec![
-            "sp",
-            "fetch",
-            "--sandbox",
-            "1",
-            "--out",
-            &o,
-            "--delivery",
-            "/nonexistent/x.json",
-        ],
-        // verify: a missing package.
-        vec![
-            "sp",
-            "verify",
-            "--sandbox",
-            "1",
-            "--package",
-            "/nonexistent/p.zip",
-        ],
     ];
     for args in cases {
         let r = bin().args(&args).output().unwrap();
@@ -522,6 +502,55 @@ fn usage_errors_exit_2() {
         assert!(!r.stderr.is_empty(), "{args:?}: no message");
         assert!(r.stdout.is_empty(), "{args:?}");
     }
+    // A missing file is a runtime failure (1, issue 14), named, not a usage error.
+    for (args, named) in [
+        (
+            vec![
+                "sp",
+                "fetch",
+                "--sandbox-sp",
+                "1",
+                "--out",
+                &o,
+                "--delivery",
+                "/nonexistent/x.json",
+            ],
+            "/nonexistent/x.json",
+        ),
+        (
+            vec![
+                "sp",
+                "verify",
+                "--sandbox-sp",
+                "1",
+                "--package",
+                "/nonexistent/p.zip",
+            ],
+            "/nonexistent/p.zip",
+        ),
+    ] {
+        let r = bin().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(named), "{err}");
+        assert!(r.stdout.is_empty(), "{args:?}");
+    }
+    // A platform that does not answer: said at once, naming it, before any wait.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let started = std::time::Instant::now();
+    let r = bin()
+        .args(["sp", "fetch", "--sandbox-sp", "1", "--platform", &closed])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--pid", CITIZEN, "--dataset", "API.ARPPI3VTCB", "--out", &o])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&closed) && err.contains("does not answer"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
     // A refused SP-API body (wrong apiKey) is a failure (1), named by kind, and nothing polls.
     let body = w.path().join("d.json");
     std::fs::write(

@@ -1,9 +1,13 @@
 //! Server configuration: a TOML file, then `MYDATA_*` environment variables, then flags.
+//!
+//! Every key has one name in the three layers: `key` in the file, `MYDATA_KEY` in the
+//! environment, `--key` on `mydata serve`. The loading (`Config::load`, `Config::load_layers`)
+//! and the checks are in `config_layers`, which depends on this module and not the reverse.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ServerError, ServerResult};
 
@@ -11,7 +15,7 @@ use crate::error::{ServerError, ServerResult};
 pub const MAX_WRITE_BEHIND_MS: u64 = 1_000;
 
 /// The server's configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address to listen on.
@@ -136,88 +140,22 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Reads a TOML file (if given), then applies `MYDATA_*` variables from `env`.
-    pub fn load(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> ServerResult<Self> {
-        let mut c = match file {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| ServerError::Config(format!("{}: {e}", p.display())))?;
-                toml::from_str(&text)
-                    .map_err(|e| ServerError::Config(format!("{}: {e}", p.display())))?
-            }
-            None => Config::default(),
-        };
-        for (k, v) in env {
-            let bad = |what: &str| ServerError::Config(format!("{k}: {what}"));
-            match k.as_str() {
-                "MYDATA_LISTEN" => c.listen = v.parse().map_err(|_| bad("expected ip:port"))?,
-                "MYDATA_PUBLIC_URL" => c.public_url = v,
-                "MYDATA_DATA_DIR" => c.data_dir = PathBuf::from(v),
-                "MYDATA_DATABASE_URL" => c.database_url = v,
-                "MYDATA_ALLOW_SHARED_DATA_DIR" => {
-                    c.allow_shared_data_dir = matches!(v.as_str(), "1" | "true" | "yes")
-                }
-                "MYDATA_WORKERS" => c.workers = v.parse().map_err(|_| bad("expected a number"))?,
-                "MYDATA_MAX_CONNECTIONS" => {
-                    c.max_connections = v.parse().map_err(|_| bad("expected a number"))?
-                }
-                "MYDATA_SANDBOX" => c.sandbox = matches!(v.as_str(), "1" | "true" | "yes"),
-                "MYDATA_SANDBOX_DP_URL" => c.sandbox_dp_url = v,
-                "MYDATA_SMTP_URL" => c.smtp_url = v,
-                "MYDATA_SMTP_FROM" => c.smtp_from = v,
-                "MYDATA_SMS_WEBHOOK" => c.sms_webhook = v,
-                "MYDATA_REGISTRY" => c.registry = v,
-                "MYDATA_SANDBOX_CLOCK" => {
-                    c.sandbox_clock = matches!(v.as_str(), "1" | "true" | "yes")
-                }
-                "MYDATA_SANDBOX_SP_URL" => c.sandbox_sp_url = v,
-                "MYDATA_PACKAGE_MEMORY_MB" => {
-                    c.package_memory_mb = v.parse().map_err(|_| bad("expected MiB"))?
-                }
-                "MYDATA_DP_TRUST_ANCHORS" => {
-                    c.dp_trust_anchors = std::env::split_paths(&v)
-                        .filter(|p| !p.as_os_str().is_empty())
-                        .collect()
-                }
-                "MYDATA_JWE_RANDOM_IV" => {
-                    c.jwe_random_iv = matches!(v.as_str(), "1" | "true" | "yes")
-                }
-                "MYDATA_WRITE_BEHIND_MS" => {
-                    c.write_behind_ms = v.parse().map_err(|_| bad("expected milliseconds"))?
-                }
-                "MYDATA_DP_CONNECT_TIMEOUT_SECS" => {
-                    c.dp_connect_timeout_secs = v.parse().map_err(|_| bad("expected seconds"))?
-                }
-                "MYDATA_DP_CALL_TIMEOUT_SECS" => {
-                    c.dp_call_timeout_secs = v.parse().map_err(|_| bad("expected seconds"))?
-                }
-                "MYDATA_DP_TRANSPORT_RETRY_SECS" => {
-                    c.dp_transport_retry_secs = v.parse().map_err(|_| bad("expected seconds"))?
-                }
-                "MYDATA_SP_API_CONNECT_TIMEOUT_SECS" => {
-                    c.sp_api_connect_timeout_secs =
-                        v.parse().map_err(|_| bad("expected seconds"))?
-                }
-                "MYDATA_SP_API_TIMEOUT_SECS" => {
-                    c.sp_api_timeout_secs = v.parse().map_err(|_| bad("expected seconds"))?
-                }
-                _ => {}
-            }
-        }
-        if c.write_behind_ms > MAX_WRITE_BEHIND_MS {
+    /// Checks the post-conditions of every layer: bounds of numbers, trailing slashes.
+    pub(crate) fn validated(mut self) -> ServerResult<Self> {
+        if self.write_behind_ms > MAX_WRITE_BEHIND_MS {
             return Err(ServerError::Config(format!(
                 "write_behind_ms: at most {MAX_WRITE_BEHIND_MS}"
             )));
         }
         for (name, v) in [
-            ("dp_connect_timeout_secs", c.dp_connect_timeout_secs),
-            ("dp_call_timeout_secs", c.dp_call_timeout_secs),
-            ("dp_transport_retry_secs", c.dp_transport_retry_secs),
-            ("sp_api_connect_timeout_secs", c.sp_api_connect_timeout_secs),
-            ("sp_api_timeout_secs", c.sp_api_timeout_secs),
+            ("dp_connect_timeout_secs", self.dp_connect_timeout_secs),
+            ("dp_call_timeout_secs", self.dp_call_timeout_secs),
+            ("dp_transport_retry_secs", self.dp_transport_retry_secs),
+            (
+                "sp_api_connect_timeout_secs",
+                self.sp_api_connect_timeout_secs,
+            ),
+            ("sp_api_timeout_secs", self.sp_api_timeout_secs),
         ] {
             if !(1..=MAX_TIMEOUT_SECS).contains(&v) {
                 return Err(ServerError::Config(format!(
@@ -225,9 +163,10 @@ impl Config {
                 )));
             }
         }
-        c.public_url = c.public_url.trim_end_matches('/').to_string();
-        c.sandbox_sp_url = c.sandbox_sp_url.trim_end_matches('/').to_string();
-        Ok(c)
+        self.public_url = self.public_url.trim_end_matches('/').to_string();
+        self.sandbox_sp_url = self.sandbox_sp_url.trim_end_matches('/').to_string();
+        self.sandbox_dp_url = self.sandbox_dp_url.trim_end_matches('/').to_string();
+        Ok(self)
     }
 
     /// The HTTP worker threads: `workers`, or one per core when 0.

@@ -10,11 +10,13 @@ pub mod auth;
 pub mod citizen;
 pub mod clock;
 pub mod config;
+pub mod config_layers;
 pub mod datadir;
 
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod lifecycle;
 pub mod limits;
 pub mod packages;
 pub mod platform;

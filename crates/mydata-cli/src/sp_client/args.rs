@@ -26,7 +26,7 @@ pub struct Credentials {
     /// Preset everything for the public sandbox SP N (1: CLI.SANDBOX001, mode A, JWE CBC;
     /// 2: CLI.SANDBOX002, mode B, JWE GCM): credentials, API key, platform
     /// http://127.0.0.1:8080 and the sandbox root CA. Other flags override the presets.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=2))]
+    #[arg(long = "sandbox-sp", alias = "sandbox", value_name = "N", value_parser = clap::value_parser!(u8).range(1..=2))]
     pub sandbox: Option<u8>,
     /// The SP's client_id.
     #[arg(long)]
@@ -46,11 +46,17 @@ pub struct Credentials {
     /// The SP-API key the platform sends (checked on SP-API bodies).
     #[arg(long)]
     pub api_key: Option<String>,
-    /// The platform's base URL (default http://127.0.0.1:8080 with --sandbox).
-    #[arg(long)]
+    /// The platform's base URL (default http://127.0.0.1:8080 with --sandbox-sp).
+    #[arg(long, alias = "platform-url")]
     pub platform: Option<String>,
-    /// A trust anchor for the DP signing certificates (PEM; repeat). Required unless --sandbox.
-    #[arg(long = "trust", value_name = "PEM")]
+    /// A trust anchor for the DP signing certificates (PEM; repeat). Required unless
+    /// --sandbox-sp.
+    #[arg(
+        long = "trust",
+        alias = "trust-anchors",
+        alias = "trust-anchor",
+        value_name = "PEM"
+    )]
     pub trust: Vec<PathBuf>,
 }
 
@@ -80,7 +86,12 @@ pub struct FetchArgs {
     #[arg(long)]
     pub(super) pid: Option<String>,
     /// With --listen: a dataset to request (repeat, in request order).
-    #[arg(long = "resource", value_name = "RESOURCE_ID")]
+    #[arg(
+        long = "dataset",
+        alias = "resource",
+        alias = "datasets",
+        value_name = "RESOURCE_ID"
+    )]
     pub(super) resources: Vec<String>,
     /// With --listen: the registered return URL (default http://ADDR/return).
     #[arg(long)]
@@ -145,7 +156,7 @@ impl Resolved {
     /// The SP configuration, or a usage error naming what is missing.
     pub(super) fn sp(&self) -> CliResult<&SpConfig> {
         self.sp.as_ref().ok_or_else(|| {
-            "give --client-id, --client-secret and --cbc-iv (or --sandbox 1|2)".into()
+            "give --client-id, --client-secret and --cbc-iv (or --sandbox-sp 1|2)".into()
         })
     }
 
@@ -170,7 +181,7 @@ pub(super) fn sandbox_sp(n: u8) -> CliResult<Value> {
     all["sps"]
         .get(usize::from(n).saturating_sub(1))
         .cloned()
-        .ok_or_else(|| format!("--sandbox {n}: no such sandbox SP").into())
+        .ok_or_else(|| format!("--sandbox-sp {n}: no such sandbox SP").into())
 }
 
 pub(super) fn resolve(c: &Credentials, return_url: &str) -> CliResult<Resolved> {
@@ -213,14 +224,17 @@ pub(super) fn resolve(c: &Credentials, return_url: &str) -> CliResult<Resolved> 
         .or_else(|| preset.as_ref().map(|_| SANDBOX_PLATFORM.to_owned()));
     let mut pems: Vec<Vec<u8>> = Vec::new();
     for p in &c.trust {
-        pems.push(std::fs::read(p).map_err(|e| format!("--trust {}: {e}", p.display()))?);
+        pems.push(
+            std::fs::read(p)
+                .map_err(|e| crate::exit::runtime(format!("--trust {}: {e}", p.display())))?,
+        );
     }
     if pems.is_empty() {
         if preset.is_some() {
             pems.push(mydata_server::platform::SANDBOX_ROOT_CA.to_vec());
         } else {
             return Err(
-                "give at least one --trust PEM (or --sandbox 1|2): DP packages are \
+                "give at least one --trust PEM (or --sandbox-sp 1|2): DP packages are \
                         verified against trust anchors"
                     .into(),
             );

@@ -75,7 +75,8 @@ fn read_delivery(
     sp: &SpConfig,
     path: &Path,
 ) -> CliResult<Result<Received, receiver::ReceiveError>> {
-    let body = std::fs::read(path).map_err(|e| format!("--delivery {}: {e}", path.display()))?;
+    let body = std::fs::read(path)
+        .map_err(|e| crate::exit::runtime(format!("--delivery {}: {e}", path.display())))?;
     Ok(receiver::receive(
         &body,
         sp.api_key.as_deref(),
@@ -110,7 +111,7 @@ pub fn fetch(a: FetchArgs) -> CliResult<i32> {
         0 => {
             return Err(
                 "give the ticket: --ticket T --tx-id X --secret-key K, --delivery FILE, or \
-                 --listen ADDR --pid ID --resource API.X"
+                 --listen ADDR --pid ID --dataset API.X"
                     .into(),
             );
         }
@@ -119,7 +120,7 @@ pub fn fetch(a: FetchArgs) -> CliResult<i32> {
         }
     }
     if a.listen.is_none() && (a.pid.is_some() || !a.resources.is_empty()) {
-        return Err("--pid and --resource go with --listen".into());
+        return Err("--pid and --dataset go with --listen".into());
     }
     let return_url = match (&a.return_url, a.listen) {
         (Some(u), _) => u.clone(),
@@ -129,7 +130,7 @@ pub fn fetch(a: FetchArgs) -> CliResult<i32> {
     let cfg = resolve(&a.creds, &return_url)?;
     let sp = cfg.sp()?.clone();
     if sp.platform_url.is_empty() {
-        return Err("give --platform URL (or --sandbox 1|2)".into());
+        return Err("give --platform URL (or --sandbox-sp 1|2)".into());
     }
     url::Url::parse(&sp.platform_url).map_err(|e| format!("--platform: {e}"))?;
     // The ticket is served once: refuse an unusable --out before taking the package.
@@ -140,17 +141,17 @@ pub fn fetch(a: FetchArgs) -> CliResult<i32> {
             let pid = Pid::parse_for(ApplicationMode::PersonOrLegalPerson, pid)
                 .map_err(|e| format!("--pid: {e}"))?;
             if a.resources.is_empty() {
-                return Err("--listen needs at least one --resource".into());
+                return Err("--listen needs at least one --dataset".into());
             }
             let ids = a
                 .resources
                 .iter()
                 .map(|r| {
                     r.parse::<ResourceId>()
-                        .map_err(|e| format!("--resource {r}: {e}"))
+                        .map_err(|e| format!("--dataset {r}: {e}"))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let list = ResourceList::new(ids.clone()).map_err(|e| format!("--resource: {e}"))?;
+            let list = ResourceList::new(ids.clone()).map_err(|e| format!("--dataset: {e}"))?;
             let redirect = sp
                 .redirect(&mydata_sp::redirect::RedirectRequest::new(&list, &pid))
                 .map_err(|e| format!("redirect: {e}"))?;
@@ -187,6 +188,8 @@ pub fn fetch(a: FetchArgs) -> CliResult<i32> {
         let received = match (received, listen_plan) {
             (Some(r), _) => r,
             (None, Some((addr, ids, redirect))) => {
+                // No citizen waits on a platform that is not there.
+                platform_answers(&sp.platform_url)?;
                 let l = listen(&sp, addr, &redirect.tx_id, &progress).await?;
                 progress.line("open this URL in a browser to go through the platform's pages:");
                 progress.bare(&redirect.url);
@@ -229,8 +232,28 @@ pub fn fetch(a: FetchArgs) -> CliResult<i32> {
     });
     shown.finish();
     let report = report?;
-    print_report(&report, a.json);
+    print_report(&report, a.json)?;
     Ok(exit_code(&report))
+}
+
+/// Checks that the platform accepts connections before anything waits on it (a citizen, a
+/// poll): a wrong `--platform` fails at once, naming the address, instead of after the deadline.
+fn platform_answers(platform: &str) -> CliResult<()> {
+    let url = url::Url::parse(platform).map_err(|e| format!("--platform {platform}: {e}"))?;
+    let addrs = url
+        .socket_addrs(|| Some(80))
+        .map_err(|e| crate::exit::runtime(format!("the platform {platform}: {e}")))?;
+    let mut last = None;
+    for a in addrs {
+        match std::net::TcpStream::connect_timeout(&a, Duration::from_secs(5)) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = Some(format!("{a}: {e}")),
+        }
+    }
+    Err(crate::exit::runtime(format!(
+        "the platform {platform} does not answer ({}): check --platform",
+        last.unwrap_or_else(|| "no address".into())
+    )))
 }
 
 fn exit_code(r: &Value) -> i32 {
@@ -267,6 +290,7 @@ async fn collect(
             }));
         }
     };
+    platform_answers(&sp.platform_url)?;
     let api = MyDataApi::new(&sp.platform_url, opts);
     progress.line(&format!("polling {} for tx_id {}", api.data_url(), r.tx_id));
     progress.status("polling".into());
@@ -350,8 +374,8 @@ fn fill_verification(
 /// Runs `mydata sp verify`.
 pub fn verify(a: VerifyArgs) -> CliResult<i32> {
     let cfg = resolve(&a.creds, "")?;
-    let bytes =
-        std::fs::read(&a.package).map_err(|e| format!("--package {}: {e}", a.package.display()))?;
+    let bytes = std::fs::read(&a.package)
+        .map_err(|e| crate::exit::runtime(format!("--package {}: {e}", a.package.display())))?;
     if let Some(o) = &a.out {
         prepare_out(o, a.force)?;
     }
@@ -399,7 +423,7 @@ pub fn verify(a: VerifyArgs) -> CliResult<i32> {
             (None, None) => {
                 return Err(format!(
                     "{} is a JWE: give --secret-key (as received) or --delivery FILE, with the \
-                     credentials (or --sandbox 1|2)",
+                     credentials (or --sandbox-sp 1|2)",
                     a.package.display()
                 )
                 .into());
@@ -409,7 +433,7 @@ pub fn verify(a: VerifyArgs) -> CliResult<i32> {
             Ok(r) => r,
             Err(e) => {
                 let r = refused_json(&e);
-                print_report(&r, a.json);
+                print_report(&r, a.json)?;
                 return Ok(1);
             }
         };
@@ -419,20 +443,20 @@ pub fn verify(a: VerifyArgs) -> CliResult<i32> {
         let Some(key) = r.secret_key() else {
             let r = json!({"status": "undeliverable", "verified": false,
                 "error": {"kind": "unable_to_deliver", "message": "the SP-API body carries unable_to_deliver, not a secret_key"}});
-            print_report(&r, a.json);
+            print_report(&r, a.json)?;
             return Ok(1);
         };
         let client_id = cfg
             .client_id
             .as_ref()
-            .ok_or("give --client-id (or --sandbox 1|2) to decrypt a JWE")?;
+            .ok_or("give --client-id (or --sandbox-sp 1|2) to decrypt a JWE")?;
         match package::decrypt(text, key, cfg.jwe, client_id, None) {
             Ok(z) => z,
             Err(e) => {
                 report["status"] = json!("failed");
                 report["verified"] = json!(false);
                 report["error"] = error_json(&e);
-                print_report(&report, a.json);
+                print_report(&report, a.json)?;
                 return Ok(1);
             }
         }
@@ -440,7 +464,7 @@ pub fn verify(a: VerifyArgs) -> CliResult<i32> {
     fill_verification(&mut report, &zip, &cfg, None, a.out.as_deref(), a.force)?;
     let ok = report["verified"].as_bool() == Some(true);
     report["status"] = json!(if ok { "verified" } else { "failed" });
-    print_report(&report, a.json);
+    print_report(&report, a.json)?;
     Ok(exit_code(&report))
 }
 

@@ -129,10 +129,13 @@ pub(super) fn safe_relative(name: &str) -> Option<PathBuf> {
 pub(super) fn prepare_out(dir: &Path, force: bool) -> CliResult<()> {
     if dir.exists() {
         if !dir.is_dir() {
-            return Err(format!("--out {}: not a directory", dir.display()).into());
+            return Err(crate::exit::runtime(format!(
+                "--out {}: not a directory",
+                dir.display()
+            )));
         }
-        let mut entries =
-            std::fs::read_dir(dir).map_err(|e| format!("--out {}: {e}", dir.display()))?;
+        let mut entries = std::fs::read_dir(dir)
+            .map_err(|e| crate::exit::runtime(format!("--out {}: {e}", dir.display())))?;
         if entries.next().is_some() && !force {
             return Err(format!(
                 "--out {}: the directory is not empty (use --force to overwrite)",
@@ -142,7 +145,8 @@ pub(super) fn prepare_out(dir: &Path, force: bool) -> CliResult<()> {
         }
     } else {
         // Personal data goes in it: owner-only, whatever the umask (D48).
-        mydata_server::datadir::create_dir(dir).map_err(|e| format!("--out {e}"))?;
+        mydata_server::datadir::create_dir(dir)
+            .map_err(|e| crate::exit::runtime(format!("--out {e}")))?;
     }
     Ok(())
 }
@@ -236,10 +240,9 @@ pub(super) fn mode_json(m: Option<PackagingMode>) -> Value {
 }
 
 /// Prints the report: JSON on stdout, or a human summary (stdout) and the failure (stderr).
-pub(super) fn print_report(r: &Value, as_json: bool) {
+pub(super) fn print_report(r: &Value, as_json: bool) -> std::io::Result<()> {
     if as_json {
-        println!("{r}");
-        return;
+        return outln!("{r}");
     }
     let s = |k: &str| r[k].as_str().unwrap_or("").to_owned();
     let mut head = format!("status {}", s("status"));
@@ -261,7 +264,7 @@ pub(super) fn print_report(r: &Value, as_json: bool) {
     if let Some(n) = r["polls"].as_u64() {
         head.push_str(&format!(", {n} polls"));
     }
-    println!("{head}");
+    outln!("{head}")?;
     for d in r["datasets"].as_array().into_iter().flatten() {
         let state = match (d["verified"].as_bool(), d["error"]["message"].as_str()) {
             (_, Some(m)) => format!(
@@ -271,23 +274,23 @@ pub(super) fn print_report(r: &Value, as_json: bool) {
             (Some(true), _) => "verified".to_owned(),
             _ => "no file".to_owned(),
         };
-        println!(
+        outln!(
             "  {} code {} {}: {state}",
             d["resource_id"].as_str().unwrap_or(""),
             d["code"],
             d["resource_name"].as_str().unwrap_or("")
-        );
+        )?;
         for f in d["files"].as_array().into_iter().flatten() {
             let name = f["path"].as_str().or(f["name"].as_str()).unwrap_or("");
-            println!(
+            outln!(
                 "    {}  {:>10}  {name}",
                 f["sha256"].as_str().unwrap_or(""),
                 f["size"]
-            );
+            )?;
         }
     }
     if let Some(p) = r["package"].as_str() {
-        println!("package zip: {p}");
+        outln!("package zip: {p}")?;
     }
     if let Some(m) = r["error"]["message"].as_str() {
         eprintln!(
@@ -296,4 +299,5 @@ pub(super) fn print_report(r: &Value, as_json: bool) {
             r["error"]["kind"].as_str().unwrap_or("error")
         );
     }
+    Ok(())
 }

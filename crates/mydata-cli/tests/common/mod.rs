@@ -409,14 +409,27 @@ pub fn start_platform() -> Platform {
 /// temporary directory, started through `sh -c '{shell}; exec mydata serve …'` when `shell` is
 /// given (a umask, a ulimit), with the extra environment `env`; returns once it answers.
 pub fn start_platform_with(shell: Option<&str>, env: &[(&str, &str)]) -> Platform {
+    start(shell, env, false)
+}
+
+/// [`start_platform`] with the listener moved by `MYDATA_LISTEN` alone (no `--listen`, no
+/// public URL): the public URL must follow it (issue 14).
+pub fn start_platform_listening_by_env() -> Platform {
+    start(None, &[], true)
+}
+
+fn start(shell: Option<&str>, env: &[(&str, &str)], listen_by_env: bool) -> Platform {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let log = dir.path().join("serve.log");
     let (p, d) = (free_port(), free_port());
-    let env: Vec<(String, String)> = env
+    let mut env: Vec<(String, String)> = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    if listen_by_env {
+        env.push(("MYDATA_LISTEN".into(), format!("127.0.0.1:{p}")));
+    }
     let server = spawn_serve(p, d, &data_dir, &log, shell, &env);
     Platform {
         server,
@@ -455,9 +468,11 @@ fn spawn_serve(
         .append(true)
         .open(log)
         .unwrap();
+    cmd.args(["serve", "--sandbox"]);
+    if !env.iter().any(|(k, _)| k == "MYDATA_LISTEN") {
+        cmd.arg("--listen").arg(format!("127.0.0.1:{p}"));
+    }
     let child = cmd
-        .args(["serve", "--sandbox", "--listen"])
-        .arg(format!("127.0.0.1:{p}"))
         .arg("--data-dir")
         .arg(data_dir)
         .env("MYDATA_SANDBOX_DP_URL", format!("http://127.0.0.1:{d}"))

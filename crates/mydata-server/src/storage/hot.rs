@@ -638,6 +638,16 @@ impl Store for HotStore {
         self.inner().list_sps()
     }
 
+    fn delete_sp(&self, client_id: &str) -> ServerResult<()> {
+        lock(&self.shared.sps).remove(client_id);
+        self.inner().delete_sp(client_id)
+    }
+
+    fn delete_dp(&self, resource_id: &str) -> ServerResult<()> {
+        lock(&self.shared.dps).remove(resource_id);
+        self.inner().delete_dp(resource_id)
+    }
+
     fn insert_token(&self, t: &TokenRecord) -> ServerResult<()> {
         let mut st = self.state();
         if st.tokens.contains_key(&t.token_hash) {
@@ -1119,6 +1129,12 @@ mod tests {
         }
         fn list_sps(&self) -> ServerResult<Vec<SpRecord>> {
             self.0.list_sps()
+        }
+        fn delete_sp(&self, id: &str) -> ServerResult<()> {
+            self.0.delete_sp(id)
+        }
+        fn delete_dp(&self, id: &str) -> ServerResult<()> {
+            self.0.delete_dp(id)
         }
         fn insert_token(&self, t: &TokenRecord) -> ServerResult<()> {
             self.0.insert_token(t)

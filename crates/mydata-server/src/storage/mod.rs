@@ -21,6 +21,7 @@ pub mod hot;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod queries;
+mod registrations;
 mod rows;
 pub mod sqlite;
 pub mod suite;
@@ -209,6 +210,11 @@ pub trait Store: Send + Sync + 'static {
     fn get_sp(&self, client_id: &str) -> ServerResult<Option<SpRecord>>;
     /// All SP registrations, by id.
     fn list_sps(&self) -> ServerResult<Vec<SpRecord>>;
+    /// Removes an SP registration (`mydata sp delete`); `NotFound` if absent. Its
+    /// transactions stay until the purge.
+    fn delete_sp(&self, client_id: &str) -> ServerResult<()>;
+    /// Removes a dataset registration (`mydata dp delete`); `NotFound` if absent.
+    fn delete_dp(&self, resource_id: &str) -> ServerResult<()>;
 
     /// Persists an issued token.
     fn insert_token(&self, t: &TokenRecord) -> ServerResult<()>;

@@ -269,6 +269,8 @@ macro_rules! store_impl {
                         .map_err(db)
                 }
 
+                $crate::storage::registrations::registration_queries!($write);
+
                 fn delete_tx(&self, id: &str) -> ServerResult<()> {
                     diesel::delete(transactions::table.find(id))
                         .execute(&mut *self.$write()?)

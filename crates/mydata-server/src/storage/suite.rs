@@ -63,6 +63,7 @@ pub fn token(hash: &str, tx: &str, exp: i64) -> TokenRecord {
 /// Runs every check; panics on the first failure.
 pub fn run_all(s: &dyn Store) {
     registrations(s);
+    registration_lifecycle(s);
     tokens(s);
     transactions(s);
     retention_boundary(s);
@@ -280,6 +281,46 @@ fn registrations(s: &dyn Store) {
     s.insert_sp(&sample_sp("CLI.AAAAAAAAAA"), now).unwrap();
     assert_eq!(s.list_sps().unwrap().len(), 2);
     assert_eq!(s.list_sps().unwrap()[0].client_id, "CLI.AAAAAAAAAA");
+}
+
+/// Suspending and rotating are updates of the record; deleting removes it, and only it
+/// (`mydata sp|dp suspend|delete|rotate`, issue 14).
+fn registration_lifecycle(s: &dyn Store) {
+    let now = UnixTime(1_767_225_600);
+    let before_dps = s.list_dps().unwrap().len();
+    let before_sps = s.list_sps().unwrap().len();
+    let mut dp = sample_dp("API.DDDDDDDDDD");
+    s.insert_dp(&dp, now).unwrap();
+    dp.secret_hash = "11".repeat(32);
+    s.update_dp(&dp).unwrap();
+    assert_eq!(
+        s.get_dp("API.DDDDDDDDDD").unwrap().unwrap().secret_hash,
+        dp.secret_hash
+    );
+    s.delete_dp("API.DDDDDDDDDD").unwrap();
+    assert!(s.get_dp("API.DDDDDDDDDD").unwrap().is_none());
+    assert_eq!(s.list_dps().unwrap().len(), before_dps);
+    assert!(matches!(
+        s.delete_dp("API.DDDDDDDDDD"),
+        Err(ServerError::NotFound(_))
+    ));
+    // Deleted, the id may be registered again.
+    s.insert_dp(&dp, now).unwrap();
+    s.delete_dp("API.DDDDDDDDDD").unwrap();
+
+    let mut sp = sample_sp("CLI.DDDDDDDDDD");
+    s.insert_sp(&sp, now).unwrap();
+    sp.client_secret_sealed = "rotated".into();
+    sp.status = "suspended".into();
+    s.update_sp(&sp).unwrap();
+    assert_eq!(s.get_sp("CLI.DDDDDDDDDD").unwrap().unwrap(), sp);
+    s.delete_sp("CLI.DDDDDDDDDD").unwrap();
+    assert!(s.get_sp("CLI.DDDDDDDDDD").unwrap().is_none());
+    assert_eq!(s.list_sps().unwrap().len(), before_sps);
+    assert!(matches!(
+        s.delete_sp("CLI.DDDDDDDDDD"),
+        Err(ServerError::NotFound(_))
+    ));
 }
 
 fn tokens(s: &dyn Store) {
