@@ -32,6 +32,7 @@ mod redirect;
 mod retention;
 mod return_to_sp;
 mod service;
+mod source;
 mod sp_api;
 #[cfg(test)]
 mod test_support;
@@ -54,4 +55,5 @@ pub use retention::{
 };
 pub use return_to_sp::return_url;
 pub use service::{Lifecycle, MaintenanceWindow, ServiceStatus, ServiceView};
+pub use source::{TrustedProxies, source_ip};
 pub use sp_api::{SpApiBody, SpApiDelivery};
