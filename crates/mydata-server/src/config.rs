@@ -86,6 +86,11 @@ pub struct Config {
     /// check; true = 16 fresh random bytes per JWE (spec D2, §12). GCM-mode JWEs always have a
     /// random IV. `MYDATA_JWE_RANDOM_IV`.
     pub jwe_random_iv: bool,
+    /// The reverse proxies (addresses or CIDR prefixes) whose `X-Forwarded-For` is believed
+    /// (spec D26): from a request whose TCP peer is one of them, the source IP is the right-most
+    /// address in that header that is not one of them. Empty (the default): the source IP is
+    /// always the TCP peer. `MYDATA_TRUSTED_PROXIES` (comma-separated).
+    pub trusted_proxies: Vec<String>,
     /// Connect timeout of one DP-API call, in seconds (spec §9.3, D29; default 15).
     /// `MYDATA_DP_CONNECT_TIMEOUT_SECS`.
     pub dp_connect_timeout_secs: u64,
@@ -130,6 +135,7 @@ impl Default for Config {
             package_memory_mb: 64,
             dp_trust_anchors: Vec::new(),
             jwe_random_iv: false,
+            trusted_proxies: Vec::new(),
             dp_connect_timeout_secs: 15,
             dp_call_timeout_secs: 300,
             dp_transport_retry_secs: 30,

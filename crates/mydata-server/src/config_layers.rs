@@ -72,12 +72,17 @@ pub const KEYS: &[&str] = &[
     "package_memory_mb",
     "dp_trust_anchors",
     "jwe_random_iv",
+    "trusted_proxies",
     "dp_connect_timeout_secs",
     "dp_call_timeout_secs",
     "dp_transport_retry_secs",
     "sp_api_connect_timeout_secs",
     "sp_api_timeout_secs",
 ];
+
+/// List keys whose environment and flag text is separated by commas, not by `:` as paths are
+/// (their entries may be IPv6 addresses).
+const COMMA_LISTS: &[&str] = &["trusted_proxies"];
 
 /// Keys whose values may carry a password or a token; [`Loaded::effective`] redacts them.
 const SECRET_KEYS: &[&str] = &["database_url", "smtp_url", "sms_webhook"];
@@ -223,7 +228,7 @@ fn defaults() -> ServerResult<Map<String, Value>> {
 }
 
 /// Reads the text of an environment variable or a flag as the type of the key's default.
-fn from_text(default: &Value, text: &str) -> Result<Value, String> {
+fn from_text(key: &str, default: &Value, text: &str) -> Result<Value, String> {
     match default {
         Value::Bool(_) => match text.trim().to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => Ok(Value::Bool(true)),
@@ -235,6 +240,13 @@ fn from_text(default: &Value, text: &str) -> Result<Value, String> {
             .parse::<i64>()
             .map(Value::from)
             .map_err(|_| format!("expected a number, got {text:?}")),
+        Value::Array(_) if COMMA_LISTS.contains(&key) => Ok(Value::Array(
+            text.split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(|e| Value::String(e.to_string()))
+                .collect(),
+        )),
         Value::Array(_) => Ok(Value::Array(
             std::env::split_paths(text)
                 .filter(|p| !p.as_os_str().is_empty())
@@ -288,8 +300,8 @@ pub(crate) fn load(
         let Some(default) = defaults.get(&key) else {
             continue;
         };
-        let v =
-            from_text(default, &text).map_err(|w| ServerError::Config(format!("{name}: {w}")))?;
+        let v = from_text(&key, default, &text)
+            .map_err(|w| ServerError::Config(format!("{name}: {w}")))?;
         check_one(&defaults, &key, &v, &name)?;
         merged.insert(key.clone(), v);
         sources.insert(key, Source::Env);
@@ -299,8 +311,8 @@ pub(crate) fn load(
         let Some(default) = defaults.get(&key) else {
             return Err(ServerError::Config(format!("{flag}: not a setting")));
         };
-        let v =
-            from_text(default, &text).map_err(|w| ServerError::Config(format!("{flag}: {w}")))?;
+        let v = from_text(&key, default, &text)
+            .map_err(|w| ServerError::Config(format!("{flag}: {w}")))?;
         check_one(&defaults, &key, &v, &flag)?;
         merged.insert(key.clone(), v);
         sources.insert(key, Source::Flag);
@@ -446,6 +458,14 @@ pub fn check(c: &Config) -> Vec<Problem> {
             );
         }
     }
+    if let Err(bad) =
+        mydata_protocol::flow::TrustedProxies::parse(c.trusted_proxies.iter().map(String::as_str))
+    {
+        err(
+            "trusted_proxies",
+            format!("{bad:?} is neither an IP address nor a CIDR prefix (10.0.0.0/8)"),
+        );
+    }
     let postgres = ["postgres://", "postgresql://"];
     if !c.database_url.is_empty() && !postgres.iter().any(|p| c.database_url.starts_with(p)) {
         err(
@@ -477,6 +497,34 @@ pub fn check(c: &Config) -> Vec<Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `trusted_proxies` (D26) takes IPv6 entries from the environment (commas, not `:`), and
+    /// an entry that is neither an address nor a prefix is a problem naming it.
+    #[test]
+    fn trusted_proxies_split_on_commas_and_bad_entries_are_named() {
+        let l = Config::load_layers(
+            None,
+            [(
+                "MYDATA_TRUSTED_PROXIES".to_string(),
+                "10.0.0.0/8, 2001:db8::1".to_string(),
+            )],
+            [],
+        )
+        .unwrap();
+        assert_eq!(l.config.trusted_proxies, ["10.0.0.0/8", "2001:db8::1"]);
+        assert!(!check(&l.config).iter().any(|p| p.key == "trusted_proxies"));
+        let c = Config {
+            trusted_proxies: vec!["10.0.0.0/8".into(), "lb.internal".into()],
+            ..Config::default()
+        };
+        let bad: Vec<_> = check(&c)
+            .into_iter()
+            .filter(|p| p.key == "trusted_proxies")
+            .collect();
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].severity, Severity::Error);
+        assert!(bad[0].message.contains("lb.internal"), "{}", bad[0].message);
+    }
 
     /// One key, one meaning: the file, `MYDATA_KEY` and `--key` set the same thing, the later
     /// layer wins, and `public_url` follows `listen` whichever layer moved it (issue 14 item 3).

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use mydata_protocol::catalogue::{Catalogue, sandbox_resource_secret};
 use mydata_protocol::date::UnixTime;
+use mydata_protocol::flow::TrustedProxies;
 use std::net::IpAddr;
 
 use mydata_protocol::ids::{CbcIv, ClientId, ClientSecret, PermissionTicket, ResourceId};
@@ -136,6 +137,8 @@ pub struct Platform {
     pub sp_sources: SourceIndex,
     /// What DP packages must chain to (spec D35), reloaded when the files change.
     pub dp_trust: DpTrust,
+    /// The reverse proxies whose `X-Forwarded-For` is believed (spec D26, `trusted_proxies`).
+    pub trusted_proxies: TrustedProxies,
     /// SP packages waiting for their SP (memory, then files).
     pub packages: Packages,
     /// SP secrets opened, by `client_id`, with the sealed values they were opened from.
@@ -274,6 +277,14 @@ impl Platform {
         }
         let sp_sources = SourceIndex::from_sps(&store.list_sps()?);
         let dp_trust = DpTrust::load(config.sandbox, &config.dp_trust_anchors)?;
+        let trusted_proxies = TrustedProxies::parse(
+            config.trusted_proxies.iter().map(String::as_str),
+        )
+        .map_err(|bad| {
+            ServerError::Config(format!(
+                "trusted_proxies: {bad:?} is neither an IP address nor a CIDR prefix"
+            ))
+        })?;
         let packages = Packages::new(
             config.data_dir.clone(),
             config.package_memory_mb.saturating_mul(1 << 20),
@@ -286,6 +297,7 @@ impl Platform {
             config,
             sp_sources,
             dp_trust,
+            trusted_proxies,
             packages,
             opened: Mutex::new(HashMap::new()),
             tx_locks: (0..TX_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),

@@ -1077,7 +1077,7 @@ fn claims(p: &Platform, c: &Citizen, pid: &Pid) -> CitizenClaims {
     }
 }
 
-/// The request's browser address (D26: the TCP peer).
-pub fn browser_ip(peer: Option<std::net::SocketAddr>) -> IpAddr {
-    peer.map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip())
+/// The request's browser address (D26): [`crate::http::source_ip`], `0.0.0.0` when unknown.
+pub fn browser_ip(source: Option<IpAddr>) -> IpAddr {
+    source.unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }

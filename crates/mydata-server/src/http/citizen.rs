@@ -268,7 +268,7 @@ async fn redirect(state: State, citizen: web::Data<Citizen>, req: HttpRequest) -
         return_url: return_url.as_deref(),
         pid: pid.as_deref(),
         case_number: case_number.as_deref(),
-        browser_ip: cflow::browser_ip(req.peer_addr()),
+        browser_ip: cflow::browser_ip(crate::http::source_ip(&state, &req)),
     };
     let platform: Arc<_> = state.clone().into_inner();
     let cookie = cookie_of(&req);

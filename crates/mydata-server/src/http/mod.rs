@@ -18,6 +18,26 @@ pub mod sandbox;
 /// Shared state handed to handlers.
 pub type State = web::Data<Platform>;
 
+/// The source IP of a request (spec D26): the TCP peer (an IPv4 client of a dual-stack listener
+/// as its IPv4 address), or behind a trusted proxy the right-most untrusted address in
+/// `X-Forwarded-For` ([`mydata_protocol::flow::source_ip`]). `None` without a peer address.
+pub fn source_ip(p: &Platform, req: &actix_web::HttpRequest) -> Option<std::net::IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    if p.trusted_proxies.is_empty() {
+        return Some(peer.to_canonical());
+    }
+    let forwarded: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    Some(mydata_protocol::flow::source_ip(
+        peer,
+        &forwarded,
+        &p.trusted_proxies,
+    ))
+}
+
 /// Mounts every route of the platform.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     connect::configure(cfg);

@@ -38,14 +38,8 @@ fn status(code: u16) -> actix_web::HttpResponseBuilder {
     b
 }
 
-/// The source IP of a MyData-API request (D26): the TCP peer, an IPv4 client of a dual-stack
-/// listener (`::ffff:a.b.c.d`) as its IPv4 address, as the redirect's step 6 sees it.
-fn source(req: &HttpRequest) -> Option<std::net::IpAddr> {
-    req.peer_addr().map(|a| a.ip().to_canonical())
-}
-
 async fn data(state: State, req: HttpRequest) -> HttpResponse {
-    let Some(source) = source(&req) else {
+    let Some(source) = crate::http::source_ip(&state, &req) else {
         return status(401).finish();
     };
     let ticket = header_str(&req, "permission_ticket").map(str::to_string);
@@ -208,7 +202,7 @@ async fn type_valid(state: State, req: HttpRequest) -> HttpResponse {
 /// `txid_status` and `type_valid` (spec §8.3, §8.4): headers checked here, the lookup in
 /// [`engine::status`].
 async fn lookup(state: State, req: HttpRequest, query: StatusQuery) -> HttpResponse {
-    let Some(source) = source(&req) else {
+    let Some(source) = crate::http::source_ip(&state, &req) else {
         return status(401).finish();
     };
     // A missing or malformed header is 400 (D27), before anything is looked up.
