@@ -201,31 +201,34 @@ async fn jwe_random_iv_makes_the_cbc_content_iv_random() {
     }
 }
 
+/// A world trusting `trusted` as proxies, with an SP registered at 198.51.100.7 and its
+/// transaction `tx-xff-1`.
+async fn behind_balancer(ids: &[String], trusted: &[&str]) -> common::World {
+    let w = common::world_custom(&[], None, |c| {
+        c.trusted_proxies = trusted.iter().map(|s| s.to_string()).collect();
+    })
+    .await;
+    let (_, creds) =
+        w.p.register_sp(mydata_server::platform::NewSp {
+            name: "behind a balancer".into(),
+            return_url: "http://127.0.0.1:1/return".into(),
+            sp_api_url: w.sp_api_url.clone(),
+            allowed_ips: vec!["198.51.100.7".parse().unwrap()],
+            resources: vec![ids[0].parse().unwrap()],
+            ..Default::default()
+        })
+        .unwrap();
+    common::authenticated_tx(&w.p, "t-xff", &creds.client_id, "tx-xff-1", &[&ids[0]]);
+    w
+}
+
 /// An SP at 198.51.100.7 behind a load balancer on 127.0.0.1 (D26): with the balancer trusted, the
 /// right-most untrusted `X-Forwarded-For` address is the source; an address the client wrote
 /// itself, left of the balancer's, is not believed; without trusted proxies the header is ignored.
 #[actix_web::test]
 async fn behind_a_trusted_proxy_the_source_is_the_rightmost_untrusted_forwarded_address() {
     let ids = common::pii_datasets(1);
-    let behind = |trusted: &'static [&'static str]| async move {
-        let w = common::world_custom(&[], None, move |c| {
-            c.trusted_proxies = trusted.iter().map(|s| s.to_string()).collect();
-        })
-        .await;
-        let (_, creds) =
-            w.p.register_sp(mydata_server::platform::NewSp {
-                name: "behind a balancer".into(),
-                return_url: "http://127.0.0.1:1/return".into(),
-                sp_api_url: w.sp_api_url.clone(),
-                allowed_ips: vec!["198.51.100.7".parse().unwrap()],
-                resources: vec![ids[0].parse().unwrap()],
-                ..Default::default()
-            })
-            .unwrap();
-        common::authenticated_tx(&w.p, "t-xff", &creds.client_id, "tx-xff-1", &[&ids[0]]);
-        w
-    };
-    let w = behind(&["127.0.0.1"]).await;
+    let w = behind_balancer(&ids, &["127.0.0.1"]).await;
     let status = |xff: &'static str| {
         let base = w.srv.url.clone();
         async move {
@@ -244,7 +247,7 @@ async fn behind_a_trusted_proxy_the_source_is_the_rightmost_untrusted_forwarded_
     assert_eq!(status("198.51.100.7, 6.6.6.6").await.0, 401);
 
     // Nothing trusted: the TCP peer (127.0.0.1) is the source, whatever the header says.
-    let w = behind(&[]).await;
+    let w = behind_balancer(&ids, &[]).await;
     let (s, _) = get(
         &w.srv.url,
         "txid_status",
