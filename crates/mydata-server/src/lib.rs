@@ -16,6 +16,7 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod limits;
+pub mod observe;
 pub mod packages;
 pub mod platform;
 pub mod secrets;
