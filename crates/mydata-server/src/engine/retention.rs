@@ -202,14 +202,26 @@ pub fn purge(p: &Platform) -> ServerResult<PurgeReport> {
     }
     p.metrics
         .purge(report.expired, report.purged, report.orphans);
-    tracing::info!(
-        target: TX,
-        event = "purge",
-        expired = report.expired,
-        purged = report.purged,
-        orphans = report.orphans,
-        not_erased = report.not_erased.len(),
-        "purge done"
-    );
+    // A purge that did nothing is not worth a line at the default level (it runs every minute).
+    let busy = report.expired + report.purged + report.orphans + report.not_erased.len() > 0;
+    macro_rules! purge_event {
+        ($level:expr) => {
+            tracing::event!(
+                target: TX,
+                $level,
+                event = "purge",
+                expired = report.expired,
+                purged = report.purged,
+                orphans = report.orphans,
+                not_erased = report.not_erased.len(),
+                "purge done"
+            )
+        };
+    }
+    if busy {
+        purge_event!(tracing::Level::INFO);
+    } else {
+        purge_event!(tracing::Level::DEBUG);
+    }
     Ok(report)
 }
