@@ -146,7 +146,7 @@ async fn interrupted_dp_calls_and_a_lost_package_are_fetched_again_after_a_resta
     // A transaction that cannot be resumed (its citizen claims are gone) ends with 504.
     let c = authenticated_tx(&p2, "t-c", &sp_rec.client_id, "tx-c", &[&ids[1]]);
     let mut c = c;
-    c.state = state::FETCHING.into();
+    c.state = state::FETCHING;
     c.sp_api_ack = true;
     p2.store.update_tx(&c).unwrap();
     assert_eq!(engine::resume(&p2).unwrap(), 0);

@@ -649,7 +649,7 @@ fn data_checks_the_source_ip_against_the_index() {
     assert!(!p.sp_sources.is_registered(ip("10.0.0.9")));
     let ticket = "3f2c1d0e-9b8a-4c7d-8e6f-5a4b3c2d1e0f";
     let mut t = tx(&p, "t-idx", &b.client_id, &["API.TMPLIDX001"]);
-    t.state = state::FETCHING.into();
+    t.state = state::FETCHING;
     t.sp_api_ack = true;
     t.consent_at = Some(p.now().0);
     t.ticket_hash = Some(p.ticket_hash(ticket));

@@ -417,7 +417,7 @@ fn new_tx(
         id,
         client_id: sp.client_id.clone(),
         tx_id: a.tx_id.as_str().to_string(),
-        state: state::REDIRECTED.into(),
+        state: state::REDIRECTED,
         code: None,
         resources: serde_json::to_string(&resources)
             .map_err(|e| ServerError::Internal(e.to_string()))?,
@@ -1012,7 +1012,7 @@ fn authenticated(
         "identity verified"
     );
     c.sessions.lockout(&ctx.tx.id, now, |l| l.reset());
-    ctx.tx.state = state::AUTHENTICATED.into();
+    ctx.tx.state = state::AUTHENTICATED;
     ctx.tx.identity_method = Some(method.code().to_string());
     p.store.update_tx(&ctx.tx)?;
     ctx.flow.notice = None;

@@ -262,7 +262,7 @@ async fn fetch_and_package_inner(
             Some(mut live) => {
                 let rel = p.packages.put(&live.id, zip.into_inner())?;
                 live.datasets = dataset_results;
-                live.state = state::READY.into();
+                live.state = state::READY;
                 live.code = Some(if all_failed { 504 } else { 200 });
                 live.package_path = Some(rel);
                 if let Err(e) = p.store.update_tx(&live) {

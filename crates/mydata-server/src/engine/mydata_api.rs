@@ -281,7 +281,7 @@ impl Delivered {
             .unwrap_or_default();
         p.packages.discard(&id);
         p.revoke_transaction_tokens(&tx.id)?;
-        tx.state = state::TAKEN.into();
+        tx.state = state::TAKEN;
         tx.code = Some(201);
         tx.taken_at = Some(now.0);
         tx.package_path = None;

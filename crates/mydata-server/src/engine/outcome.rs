@@ -41,7 +41,7 @@ pub fn end(p: &Platform, tx: &mut TxRecord, code: ReturnCode, now: UnixTime) -> 
         code.wire()
     );
     p.metrics.tx_final(code.wire());
-    tx.state = state::ENDED.into();
+    tx.state = state::ENDED;
     tx.code = Some(code.wire() as i32);
     tx.pid_sealed = None;
     tx.citizen_sealed = None;

@@ -61,7 +61,7 @@ pub fn resume(p: &Arc<Platform>) -> ServerResult<usize> {
             end(p, &mut tx, ReturnCode::DpSystemError, p.now())?;
             continue;
         };
-        tx.state = state::FETCHING.into();
+        tx.state = state::FETCHING;
         tx.code = Some(200);
         tx.package_path = None;
         tx.datasets = "[]".into();

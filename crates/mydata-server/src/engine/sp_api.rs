@@ -51,7 +51,7 @@ pub async fn consent(
     // not 403 (D22, D25). Until the DPs have been called no package can be ready, so nothing
     // is served early; a failed call withdraws the ticket below.
     let now = p.now();
-    tx.state = state::CALLING_SP.into();
+    tx.state = state::CALLING_SP;
     tx.code = Some(200);
     tx.ticket_hash = Some(p.ticket_hash(ticket.as_str()));
     tx.secret_key_sealed = Some(
@@ -109,7 +109,7 @@ pub async fn consent(
     // Acknowledged: committed before the citizen is sent back with 200 and the DPs are called,
     // so that a restart resumes the transaction rather than ending it with 410 (D47). (A crash
     // between the SP's answer and this commit leaves `calling_sp`: 410 after the restart.)
-    tx.state = state::FETCHING.into();
+    tx.state = state::FETCHING;
     tx.sp_api_ack = true;
     p.store.update_tx(&tx)?;
     record_outcome(
@@ -259,7 +259,7 @@ pub async fn undeliverable(
         id,
         client_id: sp.client_id.clone(),
         tx_id: tx_id.as_str().to_string(),
-        state: state::UNDELIVERABLE.into(),
+        state: state::UNDELIVERABLE,
         code: Some(code.wire() as i32),
         resources: serde_json::to_string(&ids).map_err(|e| ServerError::Internal(e.to_string()))?,
         return_query: None,

@@ -1070,7 +1070,7 @@ mod tests {
         let (db, h) = hot(0);
         let mut tx = suite::sample_tx("t-1", "CLI.AAAAAAAAAA", "tx-1", 1000);
         h.insert_tx(&tx).unwrap();
-        tx.state = state::TAKEN.into();
+        tx.state = state::TAKEN;
         h.update_tx(&tx).unwrap();
         h.flush().unwrap();
         assert_eq!(h.in_memory(), 0);

@@ -46,7 +46,7 @@ pub fn authenticated_tx(
         id: id.into(),
         client_id: client_id.into(),
         tx_id: tx_id.into(),
-        state: state::AUTHENTICATED.into(),
+        state: state::AUTHENTICATED,
         code: None,
         resources: serde_json::to_string(resources).unwrap(),
         return_query: None,
