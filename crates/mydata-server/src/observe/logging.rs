@@ -53,10 +53,19 @@ pub fn filter(default: &str) -> ServerResult<EnvFilter> {
 /// `default`) as its filter, and routes the `log` macros to it. Fails when a subscriber or a
 /// logger is already installed.
 pub fn init(format: LogFormat, default: &str) -> ServerResult<()> {
+    init_with_writer(format, default, std::io::stderr)
+}
+
+/// [`init`] writing to `writer` instead of standard error (the flow_load bench writes to a
+/// file).
+pub fn init_with_writer<W>(format: LogFormat, default: &str, writer: W) -> ServerResult<()>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = filter(default)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let installed = match format {
         LogFormat::Human => builder.with_ansi(false).try_init(),
         LogFormat::Json => builder
