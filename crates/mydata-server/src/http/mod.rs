@@ -104,8 +104,8 @@ pub fn server_with(
                     Ok(res)
                 }
             })
-            .configure(|cfg| ops::configure(cfg, metrics))
             .configure(configure)
+            .configure(|cfg| ops::configure(cfg, metrics))
             .configure(|cfg| {
                 if let Some(c) = &sandbox_clock {
                     sandbox::configure(cfg, c.clone());
