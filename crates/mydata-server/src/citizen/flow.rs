@@ -351,14 +351,15 @@ pub async fn start(
             return reject(p, &sp, &view.cipher, r, now).await;
         }
     };
-    let resumed = existing.is_some();
+    // Whether the pair named a stored transaction (continued, or replaced after its 8 hours).
+    let existing_pair = existing.is_some();
     let tx = occupy(p, &sp, &accepted, admission.slot, existing, now)?;
     tracing::info!(
         target: TX,
         event = "redirect_accepted",
         tx = %tx.id,
         client_id = %tx.client_id,
-        resumed,
+        existing = existing_pair,
         datasets = accepted.resources.ids().len(),
         "redirect accepted"
     );
