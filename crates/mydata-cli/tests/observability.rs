@@ -147,6 +147,15 @@ fn json_log_of_whole_flows_has_every_step_and_no_personal_data() {
     fetch(&p, &creds, &body_b, w, "b");
     wait_event(&p, "taken", &tx_b);
 
+    // D: another SP whose SP-API answers 500.
+    let (bad_port, _bad_seen) = sp_stub_answering(500);
+    let creds_d = register(&p, bad_port, rid, "a", "cbc");
+    let client_d = creds_d["client_id"].as_str().unwrap().to_string();
+    let rd = redirect(&p, &creds_d, bad_port, rid);
+    let back = Browser::new(&p.url).consent(&rd.url);
+    assert!(back.contains("code=410"), "{back}");
+    let tx_d = accepted_tx(&p, &client_d, 0);
+
     // C: the citizen refuses consent.
     let rc = redirect(&p, &creds, sp_port, rid);
     let back = Browser::new(&p.url).decide(&rc.url, "refuse");
@@ -167,9 +176,11 @@ fn json_log_of_whole_flows_has_every_step_and_no_personal_data() {
             .into_iter()
             .find(|v| v["fields"]["tx"] == tx)
             .unwrap_or_else(|| panic!("no {event} event of {tx}"));
+        let of = if tx == tx_d { &client_d } else { &client_id };
         assert_eq!(
-            found["fields"]["client_id"], client_id,
-            "{event} without client_id: {found}"
+            found["fields"]["client_id"],
+            of.as_str(),
+            "{event} without its client_id: {found}"
         );
         found
     };
@@ -208,6 +219,19 @@ fn json_log_of_whole_flows_has_every_step_and_no_personal_data() {
         "the reused redirect is refused"
     );
     assert!(!events(&log, "purge").is_empty());
+    // D: the SP-API answers 500: the transaction ends with 410, and the warning of the `log`
+    // macros reaches the subscriber (the bridge).
+    assert_eq!(has("sp_api", &tx_d)["fields"]["acknowledged"], false);
+    assert_eq!(has("ended", &tx_d)["fields"]["code"], 410);
+    assert!(
+        log.iter()
+            .any(|v| v["target"] == "mydata_server::engine::sp_api"
+                && v["level"] == "WARN"
+                && v["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(&client_d) && m.contains("410"))),
+        "no warning of the failed SP-API call through the log bridge"
+    );
     // Start (twice: before and after the kill) and shutdown lines.
     let serve = |event: &str| {
         log.iter()
@@ -256,6 +280,8 @@ fn json_log_of_whole_flows_has_every_step_and_no_personal_data() {
         "0912000001".into(),
         creds["client_secret"].as_str().unwrap().into(),
         creds["api_key"].as_str().unwrap().into(),
+        creds_d["client_secret"].as_str().unwrap().into(),
+        creds_d["api_key"].as_str().unwrap().into(),
         "Bearer".into(),
         "access_token".into(),
     ];
@@ -477,13 +503,25 @@ fn metrics_move_with_a_flow_and_readyz_follows_the_database() {
         http("GET", &format!("{}/healthz", p.url), None, None).status,
         200
     );
+    // The default format is human-readable lines, not JSON.
+    let text = p.log();
+    assert!(text.contains("mydata serve started"), "{text}");
+    assert!(text.contains("redirect accepted"), "{text}");
+    assert!(!text.trim_start().starts_with('{'), "{text}");
 }
 
 #[test]
 fn admin_listen_moves_the_operator_endpoints() {
     let admin = free_port();
     let addr = format!("127.0.0.1:{admin}");
-    let p = start_platform_with(None, &[("MYDATA_ADMIN_LISTEN", addr.as_str())]);
+    // RUST_LOG filters (EnvFilter syntax): access lines only.
+    let p = start_platform_with(
+        None,
+        &[
+            ("MYDATA_ADMIN_LISTEN", addr.as_str()),
+            ("RUST_LOG", "off,mydata::access=info"),
+        ],
+    );
     let admin_url = format!("http://{addr}");
     for path in ["/healthz", "/readyz", "/metrics"] {
         assert_eq!(
@@ -507,4 +545,7 @@ fn admin_listen_moves_the_operator_endpoints() {
         http("GET", &format!("{admin_url}{meta}"), None, None).status,
         404
     );
+    let log = p.log();
+    assert!(log.contains("GET /metrics 404"), "{log}");
+    assert!(!log.contains("mydata serve started"), "{log}");
 }
