@@ -499,6 +499,15 @@ fn metrics_move_with_a_flow_and_readyz_follows_the_database() {
     let r = http("GET", &format!("{}/readyz", p.url), None, None);
     assert_eq!(r.status, 503, "{r:?}");
     assert!(r.body.contains("not ready"), "{r:?}");
+    assert!(
+        !r.body.contains("mydata.sqlite"),
+        "the reason is logged, not answered: {r:?}"
+    );
+    let log = p.log();
+    assert!(
+        log.contains("readyz: not ready") && log.contains("mydata.sqlite"),
+        "{log}"
+    );
     assert_eq!(
         http("GET", &format!("{}/healthz", p.url), None, None).status,
         200
@@ -548,4 +557,18 @@ fn admin_listen_moves_the_operator_endpoints() {
     let log = p.log();
     assert!(log.contains("GET /metrics 404"), "{log}");
     assert!(!log.contains("mydata serve started"), "{log}");
+}
+
+#[test]
+fn metrics_false_counts_nothing_and_serves_no_metrics() {
+    let p = start_platform_with(None, &[("MYDATA_METRICS", "0")]);
+    assert_eq!(
+        http("GET", &format!("{}/metrics", p.url), None, None).status,
+        404
+    );
+    // Health stays.
+    assert_eq!(
+        http("GET", &format!("{}/readyz", p.url), None, None).status,
+        200
+    );
 }

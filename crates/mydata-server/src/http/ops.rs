@@ -34,19 +34,22 @@ async fn healthz() -> HttpResponse {
 async fn readyz(state: State) -> HttpResponse {
     let p = state.into_inner();
     let checked = web::block(move || p.store.ready()).await;
-    let (status, body) = match checked {
-        Ok(Ok(())) => (actix_web::http::StatusCode::OK, "ready\n".to_string()),
-        Ok(Err(e)) => {
-            tracing::warn!(target: "mydata::ops", event = "not_ready", error = %e, "readyz: not ready");
+    // The reason goes to the log only: the answer may be public (no `admin_listen`), and a
+    // database error can name hosts and users.
+    let reason = match checked {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(e) => Some(format!("blocking pool: {e}")),
+    };
+    let (status, body) = match reason {
+        None => (actix_web::http::StatusCode::OK, "ready\n"),
+        Some(why) => {
+            tracing::warn!(target: "mydata::ops", event = "not_ready", reason = %why, "readyz: not ready: {why}");
             (
                 actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                format!("not ready: {e}\n"),
+                "not ready\n",
             )
         }
-        Err(e) => (
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {e}\n"),
-        ),
     };
     HttpResponse::build(status)
         .insert_header((header::CACHE_CONTROL, "no-store"))
