@@ -25,7 +25,7 @@ impl FromStr for LogFormat {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
-            "human" | "text" => Ok(LogFormat::Human),
+            "human" => Ok(LogFormat::Human),
             "json" => Ok(LogFormat::Json),
             other => Err(ServerError::Config(format!(
                 "log_format: expected human or json, not {other:?}"
