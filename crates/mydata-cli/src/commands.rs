@@ -32,6 +32,14 @@ pub struct Cli {
     cmd: Cmd,
 }
 
+impl Cli {
+    /// Whether this is `mydata serve`, which installs its own log subscriber (spec
+    /// `operations.md`).
+    pub fn is_serve(&self) -> bool {
+        matches!(self.cmd, Cmd::Serve(_))
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Build and verify data packages.

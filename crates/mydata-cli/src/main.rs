@@ -28,10 +28,14 @@ fn main() {
     // The server's warnings and errors (an SP-API call that failed, a dataset that could not be
     // called, a purge that could not erase something) go to standard error; `RUST_LOG` changes
     // the level (spec D48).
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_target(false)
-        .init();
+    // `mydata serve` installs its own subscriber once its configuration is read (`log_format`,
+    // spec operations.md).
     let cli = commands::Cli::parse();
+    if !cli.is_serve() {
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+            .format_target(false)
+            .init();
+    }
     match commands::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) if exit::is_broken_pipe(e.as_ref()) => std::process::exit(0),

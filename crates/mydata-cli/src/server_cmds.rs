@@ -405,17 +405,23 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
         return Err("the configuration cannot work (see above, and `mydata config check`)".into());
     }
     let config = loaded.config;
+    // Logs through `tracing` (the `log` macros bridged), filtered by RUST_LOG (spec
+    // operations.md).
+    mydata_server::observe::logging::init(
+        config.log_format,
+        mydata_server::observe::logging::DEFAULT_FILTER,
+    )?;
     // Every connection, outgoing call, database connection and package file is a file
     // descriptor: the soft limit goes up to the hard limit (spec D48).
     let before = mydata_server::limits::nofile_limit();
     match mydata_server::limits::raise_nofile_limit() {
-        Ok(n) if before.is_some_and(|b| b < n) => eprintln!(
-            "mydata: open-file limit {n} (raised from {})",
+        Ok(n) if before.is_some_and(|b| b < n) => tracing::info!(target: "mydata::serve",
+            "open-file limit {n} (raised from {})",
             before.unwrap_or_default()
         ),
-        Ok(n) => eprintln!("mydata: open-file limit {n}"),
-        Err(e) => eprintln!(
-            "mydata: open-file limit {} (could not raise it: {e})",
+        Ok(n) => tracing::info!(target: "mydata::serve", "open-file limit {n}"),
+        Err(e) => tracing::warn!(target: "mydata::serve",
+            "open-file limit {} (could not raise it: {e})",
             before.map_or_else(|| "unknown".to_string(), |b| b.to_string())
         ),
     }
@@ -425,25 +431,26 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
         .then(mydata_server::clock::OffsetClock::new);
     let platform = match &sandbox_clock {
         Some(c) => {
-            eprintln!("mydata: sandbox clock on (POST /sandbox/clock); never use in production");
+            tracing::warn!(target: "mydata::serve", "sandbox clock on (POST /sandbox/clock); never use in production");
             open_clocked(config, Arc::new(c.clone()), true)?
         }
         None => open_clocked(config, Arc::new(SystemClock), true)?,
     };
     if platform.config.sandbox {
         let n = platform.load_sandbox()?;
-        eprintln!("mydata: sandbox registrations loaded ({n} new)");
+        tracing::info!(target: "mydata::serve", "sandbox registrations loaded ({n} new)");
         let n = mydata_server::lifecycle::sandbox_in_service(&platform, true)?;
         if n > 0 {
-            eprintln!("mydata: {n} sandbox registrations back in service");
+            tracing::info!(target: "mydata::serve", "{n} sandbox registrations back in service");
         }
     } else {
         // The sandbox's credentials are public: a data directory once started with the
         // sandbox does not serve its registrations without it.
         let n = mydata_server::lifecycle::sandbox_in_service(&platform, false)?;
         if n > 0 {
-            eprintln!(
-                "mydata: {n} sandbox registrations taken out of service (started without sandbox)"
+            tracing::warn!(
+                target: "mydata::serve",
+                "{n} sandbox registrations taken out of service (started without sandbox)"
             );
         }
     }
@@ -461,7 +468,7 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
         let cfg = sandbox_config(addr, &platform.config.local_url(), &[], None)?;
         let t = mydata_dp::sandbox::spawn_thread(cfg)
             .map_err(|e| runtime(format!("sandbox DP on {addr} (sandbox_dp_url): {e}")))?;
-        eprintln!("mydata: sandbox DP on http://{}", t.addr());
+        tracing::info!(target: "mydata::serve", "sandbox DP on http://{}", t.addr());
         Some(t)
     } else {
         None
@@ -469,26 +476,37 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
     let platform = Arc::new(platform);
     let listener = TcpListener::bind(listen)
         .map_err(|e| runtime(format!("listen on {listen} (listen): {e}")))?;
-    eprintln!(
-        "mydata: listening on http://{listen} (public URL {}, data in {})",
+    tracing::info!(target: "mydata::serve",
+        "listening on http://{listen} (public URL {}, data in {})",
         platform.config.public_url,
         platform.config.data_dir.display()
     );
     let cap = mydata_server::limits::connection_cap(&platform.config);
-    eprintln!(
-        "mydata: at most {} inbound connections ({} per worker, {} workers; max_connections)",
+    tracing::info!(target: "mydata::serve",
+        "at most {} inbound connections ({} per worker, {} workers; max_connections)",
         cap.per_worker * cap.workers,
         cap.per_worker,
         cap.workers
     );
     let store = platform.store.clone();
+    tracing::info!(
+        target: "mydata::serve",
+        event = "start",
+        version = env!("CARGO_PKG_VERSION"),
+        listen = %listen,
+        admin_listen = platform.config.admin_listen.map(|a| a.to_string()),
+        public_url = %platform.config.public_url,
+        sandbox = platform.config.sandbox,
+        metrics = platform.config.metrics,
+        "mydata serve started"
+    );
     actix_web::rt::System::new().block_on(async move {
         // DP calls that a stop interrupted, and packages lost from memory, are fetched again
         // (spec D47).
         match mydata_server::engine::resume(&platform) {
             Ok(0) => {}
-            Ok(n) => eprintln!("mydata: resumed {n} transactions"),
-            Err(e) => eprintln!("mydata: resuming transactions failed: {e}"),
+            Ok(n) => tracing::info!(target: "mydata::serve", "resumed {n} transactions"),
+            Err(e) => tracing::warn!(target: "mydata::serve", "resuming transactions failed: {e}"),
         }
         let sweeper = platform.clone();
         actix_web::rt::spawn(async move {
@@ -496,30 +514,30 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
             loop {
                 tick.tick().await;
                 if let Err(e) = sweeper.sweep_tokens() {
-                    eprintln!("mydata: token sweep failed: {e}");
+                    tracing::warn!(target: "mydata::serve", "token sweep failed: {e}");
                 }
                 // The 8-hour purge of personal data (spec D37), driven by the platform's clock.
                 let p = sweeper.clone();
                 match actix_web::web::block(move || mydata_server::engine::purge(&p)).await {
                     Ok(Ok(r)) => {
                         if r.expired > 0 {
-                            eprintln!(
-                                "mydata: {} transactions ended with 408 (time before consent ran out)",
+                            tracing::info!(target: "mydata::serve",
+                                "{} transactions ended with 408 (time before consent ran out)",
                                 r.expired
                             );
                         }
                         if r.purged + r.orphans > 0 {
-                            eprintln!(
-                                "mydata: purged {} transactions, {} orphaned package files",
+                            tracing::info!(target: "mydata::serve",
+                                "purged {} transactions, {} orphaned package files",
                                 r.purged, r.orphans
                             );
                         }
                         for line in &r.not_erased {
-                            eprintln!("mydata: purge: NOT ERASED: {line}");
+                            tracing::error!(target: "mydata::serve", "purge: NOT ERASED: {line}");
                         }
                     }
-                    Ok(Err(e)) => eprintln!("mydata: purge failed: {e}"),
-                    Err(e) => eprintln!("mydata: purge failed: {e}"),
+                    Ok(Err(e)) => tracing::error!(target: "mydata::serve", "purge failed: {e}"),
+                    Err(e) => tracing::error!(target: "mydata::serve", "purge failed: {e}"),
                 }
             }
         });
@@ -529,9 +547,11 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
     })?;
     // Stopped (SIGINT/SIGTERM): commit what the write-behind store still holds (spec D47).
     if let Err(e) = store.flush() {
-        eprintln!("mydata: writes not committed at shutdown: {e}");
+        eprintln!("writes not committed at shutdown: {e}");
+        tracing::error!(target: "mydata::serve", event = "shutdown", committed = false, error = %e, "stopped; writes not committed");
         return Ok(1);
     }
+    tracing::info!(target: "mydata::serve", event = "shutdown", committed = true, "mydata serve stopped");
     Ok(0)
 }
 

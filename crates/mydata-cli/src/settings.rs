@@ -5,7 +5,7 @@
 
 use clap::{Arg, ArgAction, ArgMatches, Command, FromArgMatches};
 use mydata_server::config::Config;
-use mydata_server::config_layers::{KEYS, env_name};
+use mydata_server::config_layers::{COMMA_LISTS, KEYS, env_name};
 use serde_json::Value;
 
 /// The settings given as flags: pairs of a key and its text, in the order of `KEYS`.
@@ -36,6 +36,10 @@ fn describe(key: &str) -> &'static str {
         "package_memory_mb" => "SP packages kept in memory up to this many MiB [64]",
         "dp_trust_anchors" => "CA PEM files or directories DP packages chain to (repeat, or `:`)",
         "jwe_random_iv" => "Random content IV for CBC-mode JWEs instead of cbc_iv",
+        "trusted_proxies" => "Proxies whose X-Forwarded-For is believed (repeat, or `,`)",
+        "log_format" => "Log lines on standard error: human or json [human]",
+        "metrics" => "Count requests and steps, serve GET /metrics [true]",
+        "admin_listen" => "Serve /healthz, /readyz, /metrics only on this ip:port",
         "dp_connect_timeout_secs" => "DP-API connect timeout [15]",
         "dp_call_timeout_secs" => "DP-API call timeout, body included [300]",
         "dp_transport_retry_secs" => "Wait after a DP transport error [30]",
@@ -65,7 +69,7 @@ impl FromArgMatches for Settings {
                     .iter()
                     .map(|s| s.as_str())
                     .collect::<Vec<_>>()
-                    .join(":")
+                    .join(if COMMA_LISTS.contains(key) { "," } else { ":" })
             } else {
                 values.last().map(|s| s.to_string()).unwrap_or_default()
             };
@@ -95,6 +99,9 @@ impl clap::Args for Settings {
                     .require_equals(true)
                     .default_missing_value("true")
                     .action(ArgAction::Set),
+                Value::Array(_) if COMMA_LISTS.contains(key) => {
+                    arg.value_name("LIST").action(ArgAction::Append)
+                }
                 Value::Array(_) => arg.value_name("PATHS").action(ArgAction::Append),
                 Value::Number(_) => arg.value_name("N").action(ArgAction::Set),
                 _ => arg.value_name("VALUE").action(ArgAction::Set),

@@ -25,7 +25,12 @@
 //! Environment: `MYDATA_FLOW_TX=3000 MYDATA_FLOW_WARMUP=300 MYDATA_FLOW_CONCURRENCY=64
 //! MYDATA_FLOW_CLIENT_THREADS=2 MYDATA_FLOW_POLL_MS=5 MYDATA_FLOW_VERIFY_EVERY=100
 //! MYDATA_FLOW_POLLERS=64 MYDATA_FLOW_POLL_SECS=10 MYDATA_FLOW_PACE_MS=10
-//! MYDATA_BENCH_WORKERS=2 MYDATA_FLOW_DP_WORKERS=1`.
+//! MYDATA_BENCH_WORKERS=2 MYDATA_FLOW_DP_WORKERS=1 MYDATA_FLOW_OBSERVE=1`.
+//!
+//! `MYDATA_FLOW_OBSERVE=1` (the default) runs the server as `mydata serve` does: metrics
+//! counted, and its JSON log (every step event and access line at `info`, or `RUST_LOG`)
+//! written to `server.log` in the data directory; `MYDATA_FLOW_OBSERVE=0` runs it without
+//! either, to measure what logging and metrics cost (spec `operations.md`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
@@ -203,6 +208,17 @@ fn serve_child(args: &[String]) -> Result<(), BoxError> {
     let mut config = config;
     if let Ok(ms) = std::env::var("MYDATA_WRITE_BEHIND_MS") {
         config.write_behind_ms = ms.trim().parse()?;
+    }
+    // Logging and metrics as `mydata serve` has them, or neither (MYDATA_FLOW_OBSERVE=0).
+    let observe = std::env::var("MYDATA_FLOW_OBSERVE").map_or(true, |v| v.trim() != "0");
+    config.metrics = observe;
+    if observe {
+        let log = std::fs::File::create(dir.join("server.log"))?;
+        mydata_server::observe::logging::init_with_writer(
+            mydata_server::observe::logging::LogFormat::Json,
+            mydata_server::observe::logging::DEFAULT_FILTER,
+            Mutex::new(log),
+        )?;
     }
     let store = mydata_server::storage::open_server(&config)?;
     let platform = Platform::new(store, MasterKey::generate()?, Arc::new(SystemClock), config)?;
@@ -1165,6 +1181,14 @@ fn run() -> Result<bool, BoxError> {
         "settings:  {} tx (+{} warm-up), {} concurrent citizens on {} client threads, poll every {} ms \
          until 200, server workers {}, DP workers {}",
         s.tx, s.warmup, s.concurrency, s.client_threads, s.poll_ms, s.workers, s.dp_workers
+    );
+    println!(
+        "observe:   logging and metrics {} (MYDATA_FLOW_OBSERVE)",
+        if std::env::var("MYDATA_FLOW_OBSERVE").map_or(true, |v| v.trim() != "0") {
+            "on (JSON log to a file, /metrics counted)"
+        } else {
+            "off"
+        }
     );
 
     let dir = tempfile::tempdir()?;

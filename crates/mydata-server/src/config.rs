@@ -108,6 +108,17 @@ pub struct Config {
     /// Total time of the SP-API call, in seconds, from connect to the SP's status (spec §7,
     /// D22; default 30). `MYDATA_SP_API_TIMEOUT_SECS`.
     pub sp_api_timeout_secs: u64,
+    /// How `mydata serve` writes its log lines to standard error: `human` (the default) or
+    /// `json` (one object per line; spec `operations.md`). `RUST_LOG` filters them.
+    /// `MYDATA_LOG_FORMAT`, `--log-format`.
+    pub log_format: crate::observe::logging::LogFormat,
+    /// Count requests and transaction steps and serve `GET /metrics` (default true).
+    /// `MYDATA_METRICS`.
+    pub metrics: bool,
+    /// A separate address for `/healthz`, `/readyz` and `/metrics` (spec `operations.md`); they
+    /// are then served there only. Unset (the default) = on the main listener.
+    /// `MYDATA_ADMIN_LISTEN`, `--admin-listen`.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// The largest value of a `*_secs` timeout setting (one day).
@@ -141,6 +152,9 @@ impl Default for Config {
             dp_transport_retry_secs: 30,
             sp_api_connect_timeout_secs: 15,
             sp_api_timeout_secs: 30,
+            log_format: crate::observe::logging::LogFormat::Human,
+            metrics: true,
+            admin_listen: None,
         }
     }
 }
@@ -355,6 +369,43 @@ sp_api_timeout_secs = 2
         .unwrap();
         let c = Config::load(Some(&p), []).unwrap();
         assert_eq!((c.dp_call_timeout_secs, c.sp_api_timeout_secs), (1, 2));
+    }
+
+    /// `log_format`, `metrics` and `admin_listen` (spec `operations.md`): file, then variable.
+    #[test]
+    fn operations_settings() {
+        use crate::observe::logging::LogFormat;
+        let c = Config::default();
+        assert_eq!(c.log_format, LogFormat::Human);
+        assert!(c.metrics);
+        assert_eq!(c.admin_listen, None);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "log_format = \"json\"\nmetrics = false\nadmin_listen = \"127.0.0.1:9100\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&p), []).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert!(!c.metrics);
+        assert_eq!(c.admin_listen, Some("127.0.0.1:9100".parse().unwrap()));
+        let c = Config::load(
+            Some(&p),
+            [
+                ("MYDATA_LOG_FORMAT".into(), "human".into()),
+                ("MYDATA_METRICS".into(), "1".into()),
+                ("MYDATA_ADMIN_LISTEN".into(), "".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.log_format, LogFormat::Human);
+        assert!(c.metrics);
+        assert_eq!(c.admin_listen, None);
+        assert!(Config::load(None, [("MYDATA_LOG_FORMAT".into(), "xml".into())]).is_err());
+        assert!(Config::load(None, [("MYDATA_ADMIN_LISTEN".into(), "x".into())]).is_err());
+        std::fs::write(&p, "log_format = \"xml\"\n").unwrap();
+        assert!(Config::load(Some(&p), []).is_err());
     }
 
     #[test]

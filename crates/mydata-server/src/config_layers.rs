@@ -73,6 +73,9 @@ pub const KEYS: &[&str] = &[
     "dp_trust_anchors",
     "jwe_random_iv",
     "trusted_proxies",
+    "log_format",
+    "metrics",
+    "admin_listen",
     "dp_connect_timeout_secs",
     "dp_call_timeout_secs",
     "dp_transport_retry_secs",
@@ -82,7 +85,7 @@ pub const KEYS: &[&str] = &[
 
 /// List keys whose environment and flag text is separated by commas, not by `:` as paths are
 /// (their entries may be IPv6 addresses).
-const COMMA_LISTS: &[&str] = &["trusted_proxies"];
+pub const COMMA_LISTS: &[&str] = &["trusted_proxies"];
 
 /// Keys whose values may carry a password or a token; [`Loaded::effective`] redacts them.
 const SECRET_KEYS: &[&str] = &["database_url", "smtp_url", "sms_webhook"];
@@ -706,13 +709,21 @@ mod tests {
         assert!(l.problems.is_empty(), "{:?}", l.problems);
         assert_eq!(l.config.public_url, "https://mydata.example.gov.tw");
         let text = std::fs::read_to_string(&path).unwrap();
+        let defaults = serde_json::to_value(Config::default()).unwrap();
         for key in KEYS {
+            // A key unset by default (`admin_listen`) has no TOML value for "unset": the sample
+            // shows it commented out.
+            let unset = defaults[*key].is_null();
             assert!(
-                text.lines()
-                    .any(|line| line.starts_with(&format!("{key} = "))),
+                text.lines().any(|line| {
+                    line.starts_with(&format!("{key} = "))
+                        || (unset && line.starts_with(&format!("# {key} = ")))
+                }),
                 "{key} missing from the sample"
             );
-            assert_eq!(l.sources[*key], Source::File, "{key}");
+            if !unset {
+                assert_eq!(l.sources[*key], Source::File, "{key}");
+            }
         }
     }
 }

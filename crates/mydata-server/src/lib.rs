@@ -18,6 +18,7 @@ pub mod error;
 pub mod http;
 pub mod lifecycle;
 pub mod limits;
+pub mod observe;
 pub mod packages;
 pub mod platform;
 pub mod secrets;

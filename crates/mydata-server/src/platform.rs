@@ -141,6 +141,8 @@ pub struct Platform {
     pub trusted_proxies: TrustedProxies,
     /// SP packages waiting for their SP (memory, then files).
     pub packages: Packages,
+    /// The Prometheus metrics (`GET /metrics`; counting off with `metrics = false`).
+    pub metrics: crate::observe::Metrics,
     /// SP secrets opened, by `client_id`, with the sealed values they were opened from.
     opened: Mutex<HashMap<String, (SealedSecrets, SpSecrets)>>,
     /// Transaction locks, striped by id ([`Platform::tx_lock`]).
@@ -289,6 +291,7 @@ impl Platform {
             config.data_dir.clone(),
             config.package_memory_mb.saturating_mul(1 << 20),
         );
+        let metrics = crate::observe::Metrics::new(config.metrics);
         Ok(Platform {
             store,
             auth,
@@ -303,6 +306,7 @@ impl Platform {
             tx_locks: (0..TX_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             delivering: Arc::new(Mutex::new(HashSet::new())),
             fetching: Arc::new(AtomicUsize::new(0)),
+            metrics,
         })
     }
 

@@ -115,6 +115,23 @@ fn shared_suite_on_postgres_through_the_write_behind_store() {
     assert_eq!(pg.get_tx("t-hot").unwrap().unwrap(), tx);
 }
 
+/// `Store::ready` (`GET /readyz`, spec operations.md) on PostgreSQL: ready while the database
+/// answers with its migrations applied, not ready (an error, no panic) once the database is gone
+/// with its connections, directly and through the write-behind store.
+#[test]
+fn readiness_follows_the_database() {
+    let db = ScratchDb::new();
+    let pg = Arc::new(PgStore::open(&db.url).unwrap());
+    let hot = storage::hot::HotStore::new(pg.clone(), std::time::Duration::from_millis(5)).unwrap();
+    pg.ready().unwrap();
+    hot.ready().unwrap();
+    // Dropped WITH (FORCE): its connections are terminated, and no new one can be made.
+    drop(db);
+    let e = pg.ready().expect_err("ready without its database");
+    assert!(matches!(e, mydata_server::ServerError::Storage(_)), "{e}");
+    assert!(hot.ready().is_err());
+}
+
 #[test]
 fn keys_list_in_the_same_order_as_on_sqlite() {
     // PostgreSQL sorts text by the cluster's locale unless told otherwise; the registrations'

@@ -385,6 +385,25 @@ impl Platform {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Stops the server with SIGTERM (its graceful shutdown) and waits up to 30 s for it to
+    /// exit; its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.server.0.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.server.0.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the server did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Kills the server with SIGKILL (no shutdown of any kind), then starts it again on the
     /// same ports and data directory; returns once it answers.
     pub fn kill9_and_restart(&mut self) {

@@ -24,6 +24,7 @@ use crate::auth::CitizenClaims;
 use crate::config::Config;
 use crate::engine::{self, state};
 use crate::error::{ServerError, ServerResult};
+use crate::observe::TX;
 use crate::platform::Platform;
 use crate::secrets::random_bytes;
 use crate::storage::{DpRecord, SpRecord, TxRecord};
@@ -298,7 +299,16 @@ pub async fn start(
     let view = service_view(p, &sp, &dps)?;
     let accepted = match flow::validate_redirect(req, Some(&view), now) {
         Ok(a) => a,
-        Err(r) => return reject(p, &sp, &view.cipher, r, now).await,
+        Err(r) => {
+            tracing::info!(
+                target: TX,
+                event = "redirect_refused",
+                client_id = %sp.client_id,
+                code = r.code().map(|c| c.wire()),
+                "redirect refused"
+            );
+            return reject(p, &sp, &view.cipher, r, now).await;
+        }
     };
     let existing = p.store.find_tx(&sp.client_id, accepted.tx_id.as_str())?;
     let existing_facts = existing.as_ref().map(|t| facts(p, t));
@@ -328,14 +338,36 @@ pub async fn start(
                 &r,
                 flow::Rejection::Redirect { unable_to_deliver, .. } if !unable_to_deliver.is_empty()
             );
+            let mut refused_tx = None;
             if let (Ok(slot), Some(code), false) = (step9, r.code(), recorded_by_step10) {
                 let mut tx = occupy(p, &sp, &accepted, slot, existing, now)?;
                 engine::end(p, &mut tx, code, now)?;
+                refused_tx = Some(tx.id);
             }
+            tracing::info!(
+                target: TX,
+                event = "redirect_refused",
+                tx = refused_tx.as_deref(),
+                client_id = %sp.client_id,
+                code = r.code().map(|c| c.wire()),
+                "redirect refused"
+            );
             return reject(p, &sp, &view.cipher, r, now).await;
         }
     };
+    // Whether the pair named a stored transaction (continued, or replaced after its 8 hours).
+    let existing_pair = existing.is_some();
     let tx = occupy(p, &sp, &accepted, admission.slot, existing, now)?;
+    tracing::info!(
+        target: TX,
+        event = "redirect_accepted",
+        tx = %tx.id,
+        client_id = %tx.client_id,
+        existing = existing_pair,
+        datasets = accepted.resources.ids().len(),
+        "redirect accepted"
+    );
+    p.metrics.tx_started();
     let unavailable: Vec<ResourceId> = admission
         .unavailable
         .into_iter()
@@ -803,6 +835,7 @@ pub async fn act(
                 _ if !same_id => fail(
                     c,
                     id,
+                    &ctx.tx.client_id,
                     &mut ctx.flow,
                     now,
                     field_error(
@@ -814,6 +847,7 @@ pub async fn act(
                 _ => fail(
                     c,
                     id,
+                    &ctx.tx.client_id,
                     &mut ctx.flow,
                     now,
                     field_error(
@@ -871,6 +905,7 @@ pub async fn act(
             fail(
                 c,
                 id,
+                &ctx.tx.client_id,
                 &mut ctx.flow,
                 now,
                 field_error(
@@ -956,6 +991,7 @@ pub async fn act(
                 OtpCheck::Wrong => fail(
                     c,
                     id,
+                    &ctx.tx.client_id,
                     &mut ctx.flow,
                     now,
                     field_error(&[Field::Code], "驗證碼錯誤", "Wrong code."),
@@ -980,6 +1016,14 @@ pub async fn act(
                 && ctx.citizen.as_ref() == Some(&ctx.flow.accepted.pid) =>
         {
             if !agree {
+                tracing::info!(
+                    target: TX,
+                    event = "consent",
+                    tx = %ctx.tx.id,
+                    client_id = %ctx.tx.client_id,
+                    agreed = false,
+                    "consent refused"
+                );
                 return finish(p, c, cookie, &mut ctx, ReturnCode::Refused, now);
             }
             let claims = claims(p, c, &ctx.flow.accepted.pid);
@@ -1025,8 +1069,24 @@ fn field_error(fields: &[Field], zh: &str, en: &str) -> FieldError {
 
 /// A well-formed wrong answer: it counts toward the lock (D46). The page then says how many tries
 /// are left, on the inputs concerned; once locked, the lock is the page's one message.
-fn fail(c: &Citizen, id: &str, flow: &mut Flow, now: UnixTime, mut error: FieldError) {
+fn fail(
+    c: &Citizen,
+    id: &str,
+    client_id: &str,
+    flow: &mut Flow,
+    now: UnixTime,
+    mut error: FieldError,
+) {
     let locked = c.sessions.lockout(id, now, |l| l.fail(now));
+    tracing::info!(
+        target: TX,
+        event = "identity",
+        tx = %id,
+        client_id = %client_id,
+        result = "failed",
+        locked = locked.is_some(),
+        "identity check failed"
+    );
     flow.notice = None;
     if locked.is_some() {
         flow.errors.clear();
@@ -1049,8 +1109,27 @@ fn authenticated(
 ) -> ServerResult<Next> {
     let who = ctx.flow.accepted.pid.clone();
     if let Err(code) = flow::check_authenticated(&ctx.flow.accepted, &who, method) {
+        tracing::info!(
+            target: TX,
+            event = "identity",
+            tx = %ctx.tx.id,
+            client_id = %ctx.tx.client_id,
+            result = "refused",
+            method = method.code(),
+            code = code.wire(),
+            "identity verified but not accepted"
+        );
         return finish(p, c, cookie, &mut ctx, code, now);
     }
+    tracing::info!(
+        target: TX,
+        event = "identity",
+        tx = %ctx.tx.id,
+        client_id = %ctx.tx.client_id,
+        result = "verified",
+        method = method.code(),
+        "identity verified"
+    );
     c.sessions.lockout(&ctx.tx.id, now, |l| l.reset());
     ctx.tx.state = state::AUTHENTICATED;
     ctx.tx.identity_method = Some(method.code().to_string());

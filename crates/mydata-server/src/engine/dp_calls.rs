@@ -13,6 +13,7 @@ use crate::auth::CitizenClaims;
 use crate::engine::dpcall;
 use crate::engine::outcome::{end, resources};
 use crate::error::{ServerError, ServerResult};
+use crate::observe::TX;
 use crate::platform::Platform;
 use crate::storage::{SpRecord, TransferRecord, TxRecord, state};
 use crate::trust::Anchors;
@@ -191,6 +192,20 @@ async fn fetch_and_package_inner(
             None => ended = true,
         }
     }
+    for (rid, _, code, _, calls) in &results {
+        tracing::info!(
+            target: TX,
+            event = "dp_call",
+            tx = %tx.id,
+            client_id = %tx.client_id,
+            dataset = %rid,
+            code = code.wire(),
+            calls,
+            "dataset {rid}: code {}",
+            code.wire()
+        );
+        p.metrics.dp_call(rid, code.wire());
+    }
     if ended {
         // Ended or purged before every series could start: nothing of it is written.
         return Ok(());
@@ -254,6 +269,15 @@ async fn fetch_and_package_inner(
                     p.packages.discard(&live.id);
                     return Err(e);
                 }
+                tracing::info!(
+                    target: TX,
+                    event = "packaged",
+                    tx = %live.id,
+                    client_id = %live.client_id,
+                    code = if all_failed { 504 } else { 200 },
+                    datasets = results.len(),
+                    "SP package ready"
+                );
             }
             None => log::info!(
                 "transaction {}: ended while fetching; its DP answers are dropped",

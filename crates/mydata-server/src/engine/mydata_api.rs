@@ -16,6 +16,7 @@ use crate::engine::allows;
 use crate::engine::outcome::end;
 use crate::engine::retention::reported_state;
 use crate::error::{ServerError, ServerResult};
+use crate::observe::TX;
 use crate::platform::{DeliveryLease, Platform};
 use crate::storage::{SpRecord, TransferRecord, TxRecord, state};
 
@@ -96,7 +97,10 @@ pub fn data_decide(
     }
     let now = p.now();
     let (found, sp) = match flow::data_ticket(registered, ticket) {
-        Err(answer) => return Ok(DataStep::Answer(DataAnswer::Status(answer))),
+        Err(answer) => {
+            polled(p, None, answer.status());
+            return Ok(DataStep::Answer(DataAnswer::Status(answer)));
+        }
         Ok(None) => (None, None),
         Ok(Some(t)) => match early {
             Some(l) => l,
@@ -122,20 +126,41 @@ pub fn data_decide(
         _ => None,
     };
     let answer = flow::data_answer(registered, ticket, tx_id, facts.as_ref(), now);
-    let (Some(tx), Some(sp), flow::DataAnswer::Ready200) = (found, sp, answer) else {
+    let (Some(tx), Some(sp), flow::DataAnswer::Ready200) = (found.as_ref(), sp, answer) else {
+        polled(p, found.as_ref(), answer.status());
         return Ok(DataStep::Answer(DataAnswer::Status(answer)));
     };
     // One delivery at a time: while another poll's body is being written, this one waits
     // (429), and gets 201 once that delivery has completed (D25).
     let Some(lease) = p.lease_delivery(&tx.id) else {
+        polled(p, Some(tx), 429);
         return Ok(DataStep::Answer(DataAnswer::Busy));
     };
+    polled(p, Some(tx), 200);
+    let tx = tx.clone();
     Ok(DataStep::Take(Box::new(Take {
         tx,
         sp: sp.clone(),
         now,
         lease,
     })))
+}
+
+/// One `GET /service/data` answer: an event (with the transaction when the ticket named one)
+/// and a count.
+fn polled(p: &Platform, tx: Option<&TxRecord>, status: u16) {
+    p.metrics.poll(status);
+    match tx {
+        Some(tx) => tracing::info!(
+            target: TX,
+            event = "poll",
+            tx = %tx.id,
+            client_id = %tx.client_id,
+            status,
+            "MyData-API answered {status}"
+        ),
+        None => tracing::info!(target: TX, event = "poll", status, "MyData-API answered {status}"),
+    }
 }
 
 /// The second half of a 200 on `GET /service/data`: reads the package (leaving it in place)
@@ -265,6 +290,8 @@ impl Delivered {
         tx.secret_key_sealed = None;
         tx.return_url = None;
         p.store.update_tx(&tx)?;
+        tracing::info!(target: TX, event = "taken", tx = %tx.id, client_id = %tx.client_id, "package taken by its SP");
+        p.metrics.taken();
         p.store.insert_transfer(&TransferRecord {
             at: now.0,
             kind: "delivery".into(),

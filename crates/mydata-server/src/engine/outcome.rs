@@ -8,6 +8,7 @@ use mydata_protocol::flow;
 
 use crate::auth::CitizenClaims;
 use crate::error::{ServerError, ServerResult};
+use crate::observe::TX;
 use crate::platform::Platform;
 use crate::storage::{TransferRecord, TxRecord, state};
 
@@ -30,6 +31,16 @@ pub fn end(p: &Platform, tx: &mut TxRecord, code: ReturnCode, now: UnixTime) -> 
     let kind = if tx.sp_api_ack { "ended" } else { "return" };
     let subject = subject_of(p, tx);
     record_outcome(p, tx, kind, code, subject, now)?;
+    tracing::info!(
+        target: TX,
+        event = "ended",
+        tx = %tx.id,
+        client_id = %tx.client_id,
+        code = code.wire(),
+        "transaction ended with {}",
+        code.wire()
+    );
+    p.metrics.tx_final(code.wire());
     tx.state = state::ENDED;
     tx.code = Some(code.wire() as i32);
     tx.pid_sealed = None;

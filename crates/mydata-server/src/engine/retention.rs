@@ -12,6 +12,7 @@ use crate::auth::CitizenClaims;
 use crate::engine::dp_calls::spawn_fetch;
 use crate::engine::outcome::{end, forget};
 use crate::error::ServerResult;
+use crate::observe::TX;
 use crate::packages::Packages;
 use crate::platform::Platform;
 use crate::storage::{TxRecord, state};
@@ -70,7 +71,15 @@ pub fn resume(p: &Arc<Platform>) -> ServerResult<usize> {
     // Every ending above is committed before anything is served or called (D47).
     p.store.flush()?;
     let n = resumed.len();
+    p.metrics.resumed(n);
     for (tx, citizen, sp) in resumed {
+        tracing::info!(
+            target: TX,
+            event = "resumed",
+            tx = %tx.id,
+            client_id = %tx.client_id,
+            "DP calls resumed after a restart"
+        );
         spawn_fetch(p.clone(), tx, citizen, sp);
     }
     Ok(n)
@@ -153,7 +162,16 @@ pub fn purge(p: &Platform) -> ServerResult<PurgeReport> {
     let due = p.store.txs_due(p.now())?;
     for tx in &due {
         match forget(p, tx) {
-            Ok(()) => report.purged += 1,
+            Ok(()) => {
+                tracing::info!(
+                    target: TX,
+                    event = "purged",
+                    tx = %tx.id,
+                    client_id = %tx.client_id,
+                    "transaction purged"
+                );
+                report.purged += 1
+            }
             Err(e) => report
                 .not_erased
                 .push(format!("transaction {}: {e}", tx.id)),
@@ -181,6 +199,29 @@ pub fn purge(p: &Platform) -> ServerResult<PurgeReport> {
     }
     for line in &report.not_erased {
         log::error!("purge: not erased: {line}");
+    }
+    p.metrics
+        .purge(report.expired, report.purged, report.orphans);
+    // A purge that did nothing is not worth a line at the default level (it runs every minute).
+    let busy = report.expired + report.purged + report.orphans + report.not_erased.len() > 0;
+    macro_rules! purge_event {
+        ($level:expr) => {
+            tracing::event!(
+                target: TX,
+                $level,
+                event = "purge",
+                expired = report.expired,
+                purged = report.purged,
+                orphans = report.orphans,
+                not_erased = report.not_erased.len(),
+                "purge done"
+            )
+        };
+    }
+    if busy {
+        purge_event!(tracing::Level::INFO);
+    } else {
+        purge_event!(tracing::Level::DEBUG);
     }
     Ok(report)
 }

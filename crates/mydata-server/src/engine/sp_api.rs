@@ -16,6 +16,7 @@ use crate::engine::dp_calls::spawn_fetch;
 use crate::engine::outcome::{end, forget, record_outcome};
 use crate::engine::param_mode;
 use crate::error::{ServerError, ServerResult};
+use crate::observe::TX;
 use crate::platform::Platform;
 use crate::storage::{SpRecord, TxRecord, state};
 
@@ -81,10 +82,22 @@ pub async fn consent(
         }
         p.store.update_tx(&tx)?;
     }
+    tracing::info!(target: TX, event = "consent", tx = %tx.id, client_id = %tx.client_id, "consent given");
+    p.metrics.consent();
     // Committed before the SP holds the ticket (D47): a crash after the call must not forget a
     // ticket that is out. The wait is off the HTTP worker.
     flush_off_worker(&p).await?;
-    if !post_sp_api(&p.config, &sp, &body).await {
+    let acknowledged = post_sp_api(&p.config, &sp, &body).await;
+    tracing::info!(
+        target: TX,
+        event = "sp_api",
+        tx = %tx.id,
+        client_id = %tx.client_id,
+        acknowledged,
+        "SP-API call {}",
+        if acknowledged { "acknowledged" } else { "failed (410)" }
+    );
+    if !acknowledged {
         // The ticket never works (code 410): unknown to the MyData-API from here on (403).
         // Committed before the citizen is sent back with 410, so that no restart can bring the
         // ticket back (D47).
@@ -276,6 +289,18 @@ pub async fn undeliverable(
         delivery: SpApiDelivery::UnableToDeliver(unable.to_vec()),
     };
     tx.sp_api_ack = post_sp_api(&p.config, sp, &body).await;
+    tracing::info!(
+        target: TX,
+        event = "sp_api",
+        tx = %tx.id,
+        client_id = %tx.client_id,
+        acknowledged = tx.sp_api_ack,
+        unable_to_deliver = unable.len(),
+        code = code.wire(),
+        "SP-API call (unable to deliver) {}",
+        if tx.sp_api_ack { "acknowledged" } else { "failed" }
+    );
+    p.metrics.tx_final(code.wire());
     p.store.update_tx(&tx)?;
     // The citizen is unknown at step 10 (no identifier is kept): no subject hash.
     record_outcome(p, &tx, "return", code, String::new(), now)?;

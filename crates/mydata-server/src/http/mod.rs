@@ -4,7 +4,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, HttpResponse, HttpServer, web};
 
 use crate::error::{ServerError, ServerResult};
 use crate::platform::Platform;
@@ -13,6 +13,7 @@ pub mod citizen;
 pub mod connect;
 pub mod errors;
 pub mod mydata_api;
+pub mod ops;
 pub mod sandbox;
 
 /// Shared state handed to handlers.
@@ -78,12 +79,53 @@ pub fn server_with(
     let cap = crate::limits::connection_cap(&platform.config);
     let workers = cap.workers;
     let citizen = web::Data::new(crate::citizen::Citizen::from_config(&platform.config)?);
+    // `/healthz`, `/readyz` and `/metrics` on the main listener, or on `admin_listen` only
+    // (spec `operations.md`): one server with both listeners; which one a request came in on
+    // decides what it may reach.
+    let admin = match platform.config.admin_listen {
+        Some(a) => {
+            let l = TcpListener::bind(a)
+                .map_err(|e| ServerError::Config(format!("admin_listen {a}: {e}")))?;
+            let bound = l
+                .local_addr()
+                .map_err(|e| ServerError::Config(format!("admin_listen {a}: {e}")))?;
+            Some((l, bound))
+        }
+        None => None,
+    };
+    let admin_addr = admin.as_ref().map(|(_, a)| *a);
+    let metrics = platform.config.metrics;
     let data = web::Data::from(platform);
-    let srv = HttpServer::new(move || {
+    let mut srv = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(citizen.clone())
+            .wrap_fn(move |req, srv| {
+                use actix_web::dev::Service;
+                let seen = ops::Seen::of(&req);
+                let on_admin = admin_addr.map(|a| req.app_config().local_addr() == a);
+                let ops_path = ops::PATHS.contains(&req.path());
+                let misplaced = match on_admin {
+                    None => false,
+                    Some(true) => !ops_path,
+                    Some(false) => ops_path,
+                };
+                let call = if misplaced {
+                    Err(req.into_response(HttpResponse::NotFound().finish()))
+                } else {
+                    Ok(srv.call(req))
+                };
+                async move {
+                    let res = match call {
+                        Err(r) => r.map_into_right_body(),
+                        Ok(f) => f.await?.map_into_left_body(),
+                    };
+                    seen.answered(&res);
+                    Ok(res)
+                }
+            })
             .configure(configure)
+            .configure(|cfg| ops::configure(cfg, metrics))
             .configure(|cfg| {
                 if let Some(c) = &sandbox_clock {
                     sandbox::configure(cfg, c.clone());
@@ -93,9 +135,13 @@ pub fn server_with(
     .workers(workers)
     .max_connections(cap.per_worker)
     .listen(listener)
-    .map_err(|e| ServerError::Config(format!("listen: {e}")))?
-    .run();
-    Ok(srv)
+    .map_err(|e| ServerError::Config(format!("listen: {e}")))?;
+    if let Some((l, _)) = admin {
+        srv = srv
+            .listen(l)
+            .map_err(|e| ServerError::Config(format!("admin_listen: {e}")))?;
+    }
+    Ok(srv.run())
 }
 
 /// A server running in the background on an ephemeral port of 127.0.0.1 (tests, examples, benches).

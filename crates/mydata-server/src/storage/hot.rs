@@ -99,6 +99,8 @@ struct State {
     /// The newest `last_activity` written, for idle eviction.
     newest_activity: i64,
     batches: u64,
+    /// Time spent committing batches (`/metrics`).
+    commit_time: Duration,
 }
 
 struct Cached<T> {
@@ -443,8 +445,11 @@ impl Shared {
             };
             let first = ops.first().map(|(s, _)| *s).unwrap_or(upto);
             let (batch, touched) = coalesce(ops);
+            let started = Instant::now();
             let failure = self.commit(&batch);
+            let took = started.elapsed();
             let mut st = lock(&self.state);
+            st.commit_time += took;
             if let Some((_, e)) = failure {
                 // Which writes failed is not tracked finer than the batch: a flush waiting for
                 // any of them reports the error.
@@ -598,6 +603,24 @@ impl Drop for HotStore {
 }
 
 impl Store for HotStore {
+    fn ready(&self) -> ServerResult<()> {
+        if lock(&self.shared.state).dead {
+            return Err(ServerError::Storage(
+                "the write-behind writer has stopped".into(),
+            ));
+        }
+        self.inner().ready()
+    }
+
+    fn write_behind(&self) -> Option<crate::observe::WriteBehindStats> {
+        let st = lock(&self.shared.state);
+        Some(crate::observe::WriteBehindStats {
+            pending: st.queued - st.flushed,
+            commits: st.batches,
+            commit_time: st.commit_time,
+        })
+    }
+
     fn insert_dp(&self, dp: &DpRecord, now: UnixTime) -> ServerResult<()> {
         lock(&self.shared.dps).remove(&dp.resource_id);
         self.inner().insert_dp(dp, now)
@@ -1106,6 +1129,9 @@ mod tests {
     struct Failing(SqliteStore);
 
     impl Store for Failing {
+        fn ready(&self) -> ServerResult<()> {
+            self.0.ready()
+        }
         fn insert_dp(&self, dp: &DpRecord, now: UnixTime) -> ServerResult<()> {
             self.0.insert_dp(dp, now)
         }

@@ -267,6 +267,16 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether the database answers and its schema is current (`GET /readyz`, spec
+    /// `operations.md`): a cheap query (the migrations table) and, for a database file, that
+    /// the file is still the one opened. The error says what is wrong.
+    fn ready(&self) -> ServerResult<()>;
+
+    /// The write-behind store's figures for `/metrics` (`None` for the database backends).
+    fn write_behind(&self) -> Option<crate::observe::WriteBehindStats> {
+        None
+    }
+
     /// Whether transaction lookups are answered from memory, touching the database only
     /// rarely ([`hot::HotStore`]); the HTTP layer then runs them on its workers instead of
     /// handing them to the blocking pool.

@@ -67,6 +67,19 @@ impl PgStore {
         Ok(PgStore { pool })
     }
 
+    /// [`Store::ready`](super::Store::ready): a pooled connection, the migrations table
+    /// answers and no migration is pending.
+    fn ready_check(&self) -> ServerResult<()> {
+        let pending = self
+            .conn()?
+            .has_pending_migration(MIGRATIONS)
+            .map_err(|e| ServerError::Storage(format!("migrations: {e}")))?;
+        if pending {
+            return Err(ServerError::Storage("migrations pending".into()));
+        }
+        Ok(())
+    }
+
     fn conn(&self) -> ServerResult<PooledConnection<ConnectionManager<PgConnection>>> {
         self.pool
             .get()
@@ -90,6 +103,10 @@ fn run_migrations(conn: &mut PgConnection) -> ServerResult<()> {
 
 // The shared queries; reads and writes alike on a pooled connection (no writer lock).
 super::queries::store_impl!(PgStore, read = conn, write = conn, {
+    fn ready(&self) -> ServerResult<()> {
+        self.ready_check()
+    }
+
     /// A plain `VACUUM` of `transactions` and `tokens`: prunes the deleted row versions from
     /// their pages (it cannot run inside a transaction, and pooled connections are never in one).
     /// It does not overwrite freed space or the write-ahead log; see the module documentation.

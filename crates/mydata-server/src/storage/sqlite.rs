@@ -107,6 +107,26 @@ pub struct SqliteStore {
     writer: Arc<Mutex<()>>,
     /// The checkpointer thread of a database file (`None` in memory).
     _checkpointer: Option<Arc<Checkpointer>>,
+    /// The database file and its identity when opened (`None` in memory): `ready` checks that
+    /// the path still names that file.
+    file: Option<(std::path::PathBuf, FileId)>,
+}
+
+/// What identifies a file across renames: device and inode on Unix, nothing elsewhere.
+type FileId = Option<(u64, u64)>;
+
+fn file_id(path: &Path) -> std::io::Result<FileId> {
+    let m = std::fs::metadata(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Ok(Some((m.dev(), m.ino())))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        Ok(None)
+    }
 }
 
 /// A pooled connection held with the writer lock.
@@ -148,7 +168,11 @@ impl SqliteStore {
         for suffix in ["-wal", "-shm"] {
             crate::datadir::tighten_file(Path::new(&format!("{url}{suffix}")))?;
         }
-        Self::open_url(url, 8)
+        let mut store = Self::open_url(url, 8)?;
+        let id =
+            file_id(path).map_err(|e| ServerError::Storage(format!("{}: {e}", path.display())))?;
+        store.file = Some((path.to_path_buf(), id));
+        Ok(store)
     }
 
     /// A private in-memory database (one connection), for tests.
@@ -172,6 +196,7 @@ impl SqliteStore {
             pool,
             writer: Arc::new(Mutex::new(())),
             _checkpointer: checkpointer,
+            file: None,
         };
         store
             .conn()?
@@ -198,6 +223,33 @@ impl SqliteStore {
             .map_or(0, |c| c.passes.load(std::sync::atomic::Ordering::Acquire))
     }
 
+    /// [`Store::ready`](super::Store::ready): the file is still there (the same file), the
+    /// migrations table answers and no migration is pending.
+    fn ready_check(&self) -> ServerResult<()> {
+        if let Some((path, id)) = &self.file {
+            match file_id(path) {
+                Ok(now) if now == *id => {}
+                Ok(_) => {
+                    return Err(ServerError::Storage(format!(
+                        "{}: replaced by another file since it was opened",
+                        path.display()
+                    )));
+                }
+                Err(e) => {
+                    return Err(ServerError::Storage(format!("{}: {e}", path.display())));
+                }
+            }
+        }
+        let pending = self
+            .conn()?
+            .has_pending_migration(MIGRATIONS)
+            .map_err(|e| ServerError::Storage(format!("migrations: {e}")))?;
+        if pending {
+            return Err(ServerError::Storage("migrations pending".into()));
+        }
+        Ok(())
+    }
+
     fn conn(&self) -> ServerResult<PooledConnection<ConnectionManager<SqliteConnection>>> {
         self.pool
             .get()
@@ -207,6 +259,10 @@ impl SqliteStore {
 
 // The shared queries; every write (and the checkpoint) holds the writer lock through `wconn`.
 super::queries::store_impl!(SqliteStore, read = conn, write = wconn, {
+    fn ready(&self) -> ServerResult<()> {
+        self.ready_check()
+    }
+
     /// Copies the WAL into the database and truncates it to nothing, so that no copy of a
     /// deleted row remains in the log (D37, D45). A reader holding an old snapshot makes SQLite
     /// answer "busy" without truncating; the checkpoint is then tried again, and reported as

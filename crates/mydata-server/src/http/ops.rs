@@ -1,0 +1,108 @@
+//! The operator's endpoints (spec `operations.md`): `GET /healthz` (the process answers),
+//! `GET /readyz` (the database answers and its schema is current) and `GET /metrics`
+//! (Prometheus text format); and the access log and request metrics of every request.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+
+use super::State;
+use crate::observe::ACCESS;
+
+/// The paths of the operator's endpoints.
+pub const PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// Mounts `/healthz`, `/readyz` and (with `metrics`) `/metrics`.
+pub fn configure(cfg: &mut web::ServiceConfig, metrics: bool) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz));
+    if metrics {
+        cfg.route("/metrics", web::get().to(metrics_text));
+    }
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .content_type("text/plain; charset=utf-8")
+        .body("ok\n")
+}
+
+async fn readyz(state: State) -> HttpResponse {
+    let p = state.into_inner();
+    let checked = web::block(move || p.store.ready()).await;
+    // The reason goes to the log only: the answer may be public (no `admin_listen`), and a
+    // database error can name hosts and users.
+    let reason = match checked {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(e) => Some(format!("blocking pool: {e}")),
+    };
+    let (status, body) = match reason {
+        None => (actix_web::http::StatusCode::OK, "ready\n"),
+        Some(why) => {
+            tracing::warn!(target: "mydata::ops", event = "not_ready", reason = %why, "readyz: not ready: {why}");
+            (
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "not ready\n",
+            )
+        }
+    };
+    HttpResponse::build(status)
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .content_type("text/plain; charset=utf-8")
+        .body(body)
+}
+
+async fn metrics_text(state: State) -> HttpResponse {
+    let text = state.metrics.render(state.store.write_behind());
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(text)
+}
+
+/// What a request is, taken before it is handled: the method, the path without its query
+/// string, and when it started.
+pub struct Seen {
+    method: actix_web::http::Method,
+    path: String,
+    start: Instant,
+}
+
+impl Seen {
+    /// Notes a request as it arrives.
+    pub fn of(req: &ServiceRequest) -> Self {
+        Seen {
+            method: req.method().clone(),
+            path: req.path().to_string(),
+            start: Instant::now(),
+        }
+    }
+
+    /// Counts the answer and writes its access log line (never a header or the query).
+    pub fn answered<B: MessageBody>(self, res: &ServiceResponse<B>) {
+        let took = self.start.elapsed();
+        let status = res.status().as_u16();
+        let route = res.request().match_pattern();
+        let route = route.as_deref().unwrap_or("unmatched");
+        if let Some(p) = res.request().app_data::<State>() {
+            p.metrics.request(route, self.method.as_str(), status, took);
+        }
+        tracing::info!(
+            target: ACCESS,
+            method = %self.method,
+            path = %self.path,
+            route,
+            status,
+            duration_ms = took.as_secs_f64() * 1000.0,
+            "{} {} {}",
+            self.method,
+            self.path,
+            status
+        );
+    }
+}
