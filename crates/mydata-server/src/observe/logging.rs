@@ -9,7 +9,7 @@ use tracing_subscriber::EnvFilter;
 use crate::error::{ServerError, ServerResult};
 
 /// How log lines are written (`log_format`, `MYDATA_LOG_FORMAT`, `--log-format`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One human-readable line per event (the default).
