@@ -243,6 +243,8 @@ fn from_text(key: &str, default: &Value, text: &str) -> Result<Value, String> {
             .parse::<i64>()
             .map(Value::from)
             .map_err(|_| format!("expected a number, got {text:?}")),
+        // An optional key unset by default (`admin_listen`): empty text leaves it unset.
+        Value::Null if text.trim().is_empty() => Ok(Value::Null),
         Value::Array(_) if COMMA_LISTS.contains(&key) => Ok(Value::Array(
             text.split(',')
                 .map(str::trim)
@@ -566,10 +568,11 @@ mod tests {
         for key in KEYS {
             let d = serde_json::to_value(Config::default()).unwrap()[key].clone();
             let text = match d {
-                serde_json::Value::Bool(_) => "yes".to_string(),
+                serde_json::Value::Bool(on) => if on { "no" } else { "yes" }.to_string(),
                 serde_json::Value::Number(_) => "7".to_string(),
                 serde_json::Value::Array(_) => "/a:/b".to_string(),
-                _ if *key == "listen" => "127.0.0.1:9".to_string(),
+                _ if *key == "listen" || *key == "admin_listen" => "127.0.0.1:9".to_string(),
+                _ if *key == "log_format" => "json".to_string(),
                 _ if key.ends_with("_url") || *key == "sms_webhook" => {
                     if *key == "database_url" {
                         "postgres://h/d".to_string()

@@ -333,24 +333,7 @@ async fn headless_chromium_without_javascript() {
         "decision": "agree",
         "wait_for": "/return",
     });
-    let py = std::env::var("MYDATA_PYTHON")
-        .expect("MYDATA_PYTHON: run the tests with bash tests/run.sh");
-    let dir = std::env::var("MYDATA_INTEROP_DIR").expect("MYDATA_INTEROP_DIR");
-    let out = actix_web::rt::task::spawn_blocking(move || {
-        std::process::Command::new(py)
-            .arg(format!("{dir}/browser_flow.py"))
-            .arg(args.to_string())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "browser_flow.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r: Value = common::run_interop("browser_flow.py", args).await;
     assert_eq!(
         r["steps"],
         serde_json::json!(["terms", "basic", "identity", "consent"])

@@ -653,24 +653,7 @@ async fn every_page_has_aa_contrast_in_headless_chromium() {
         serde_json::json!({"collect": "message"}),
     ]);
     let args = serde_json::json!({ "actions": actions });
-    let py = std::env::var("MYDATA_PYTHON")
-        .expect("MYDATA_PYTHON: run the tests with bash tests/run.sh");
-    let dir = std::env::var("MYDATA_INTEROP_DIR").expect("MYDATA_INTEROP_DIR");
-    let out = actix_web::rt::task::spawn_blocking(move || {
-        std::process::Command::new(py)
-            .arg(format!("{dir}/page_styles.py"))
-            .arg(args.to_string())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "page_styles.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r: Value = common::run_interop("page_styles.py", args).await;
     let pages = r["pages"].as_array().unwrap();
     let page = |label: &str| -> &Value {
         pages

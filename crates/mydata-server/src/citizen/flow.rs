@@ -419,31 +419,20 @@ fn new_tx(
     let resources: Vec<&str> = a.resources.ids().iter().map(|r| r.as_str()).collect();
     Ok(TxRecord {
         pid_sealed: Some(p.key.seal(&format!("tx:{id}:pid"), a.pid.as_str())?),
-        id,
-        client_id: sp.client_id.clone(),
-        tx_id: a.tx_id.as_str().to_string(),
-        state: state::REDIRECTED,
-        code: None,
-        resources: serde_json::to_string(&resources)
-            .map_err(|e| ServerError::Internal(e.to_string()))?,
         return_query: a.return_query.clone(),
         case_number: a.case_number.as_ref().map(|c| c.as_str().to_string()),
-        citizen_sealed: None,
-        identity_method: None,
-        ticket_hash: None,
-        secret_key_sealed: None,
-        sp_api_ack: false,
-        datasets: "[]".into(),
-        package_path: None,
-        created_at: now.0,
-        consent_at: None,
-        taken_at: None,
-        // The pair names this transaction for 8 hours, whatever happens (D19); its personal
-        // data goes earlier, when it ends (D37; the purge ends it with 408 once its 1,200 s
-        // idle or 3,600 s in all have passed, D21).
-        purge_at: flow::record_deadline(now).0,
         return_url: Some(a.return_url.clone()),
-        last_activity: now.0,
+        // The pair names this transaction for 8 hours, whatever happens (D19; the record
+        // deadline); its personal data goes earlier, when it ends (D37; the purge ends it with
+        // 408 once its 1,200 s idle or 3,600 s in all have passed, D21).
+        ..TxRecord::created(
+            id,
+            &sp.client_id,
+            a.tx_id.as_str(),
+            &resources,
+            state::REDIRECTED,
+            now,
+        )
     })
 }
 

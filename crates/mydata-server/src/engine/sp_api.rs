@@ -256,28 +256,16 @@ pub async fn undeliverable(
     let id = PermissionTicket::generate()?.as_str().to_string();
     let ids: Vec<&str> = unable.iter().map(|r| r.as_str()).collect();
     let mut tx = TxRecord {
-        id,
-        client_id: sp.client_id.clone(),
-        tx_id: tx_id.as_str().to_string(),
-        state: state::UNDELIVERABLE,
         code: Some(code.wire() as i32),
-        resources: serde_json::to_string(&ids).map_err(|e| ServerError::Internal(e.to_string()))?,
-        return_query: None,
-        case_number: None,
-        pid_sealed: None,
-        citizen_sealed: None,
-        identity_method: None,
         ticket_hash: Some(p.ticket_hash(ticket.as_str())),
-        secret_key_sealed: None,
-        sp_api_ack: false,
-        datasets: "[]".into(),
-        package_path: None,
-        created_at: now.0,
-        consent_at: None,
-        taken_at: None,
-        purge_at: flow::record_deadline(now).0,
-        return_url: None,
-        last_activity: now.0,
+        ..TxRecord::created(
+            id,
+            &sp.client_id,
+            tx_id.as_str(),
+            &ids,
+            state::UNDELIVERABLE,
+            now,
+        )
     };
     p.store.insert_tx(&tx)?;
     // Committed before the SP-API call hands the ticket out (D47).

@@ -456,6 +456,43 @@ impl std::fmt::Display for TxPhase {
 }
 
 impl TxRecord {
+    /// A transaction record created at `now` in `state`: its identity (`resources` stored as
+    /// their JSON array), the record deadline of D19 ([`flow::record_deadline`]) and nothing
+    /// else yet.
+    pub fn created(
+        id: String,
+        client_id: &str,
+        tx_id: &str,
+        resources: &[&str],
+        state: TxPhase,
+        now: UnixTime,
+    ) -> TxRecord {
+        TxRecord {
+            id,
+            client_id: client_id.to_string(),
+            tx_id: tx_id.to_string(),
+            state,
+            code: None,
+            resources: serde_json::Value::from(resources).to_string(),
+            return_query: None,
+            case_number: None,
+            pid_sealed: None,
+            citizen_sealed: None,
+            identity_method: None,
+            ticket_hash: None,
+            secret_key_sealed: None,
+            sp_api_ack: false,
+            datasets: "[]".into(),
+            package_path: None,
+            created_at: now.0,
+            consent_at: None,
+            taken_at: None,
+            purge_at: flow::record_deadline(now).0,
+            return_url: None,
+            last_activity: now.0,
+        }
+    }
+
     /// The core's view of the stored transaction (the one conversion from stored states):
     /// `ready` with code 504 is a package found lost (ended 504), an ended or undeliverable
     /// transaction is `Ended` with its code.

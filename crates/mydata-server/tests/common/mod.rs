@@ -644,3 +644,28 @@ pub async fn poll_until_ready(base: &str, ticket: &str, tx_id: &str) -> (u16, St
     }
     panic!("never ready");
 }
+
+/// Runs the Python peer `script` of `tests/interop` (MYDATA_PYTHON, MYDATA_INTEROP_DIR, as `bash
+/// tests/run.sh` sets them) with `args` as its one JSON argument, off the async runtime; its
+/// standard output parsed as JSON. Fails the test with the script's standard error.
+pub async fn run_interop(script: &str, args: Value) -> Value {
+    let py = std::env::var("MYDATA_PYTHON")
+        .expect("MYDATA_PYTHON: run the tests with bash tests/run.sh");
+    let dir = std::env::var("MYDATA_INTEROP_DIR").expect("MYDATA_INTEROP_DIR");
+    let path = format!("{dir}/{script}");
+    let out = actix_web::rt::task::spawn_blocking(move || {
+        std::process::Command::new(py)
+            .arg(path)
+            .arg(args.to_string())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
