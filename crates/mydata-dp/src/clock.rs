@@ -13,21 +13,3 @@ pub use mydata_protocol::clock::{Clock, ManualClock, SystemClock};
 pub fn system() -> Arc<dyn Clock> {
     Arc::new(SystemClock)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use mydata_protocol::date::UnixTime;
-
-    #[test]
-    fn manual_clock_moves_only_when_told() {
-        let c = ManualClock::new(UnixTime(100));
-        let shared = c.clone();
-        assert_eq!(c.now(), UnixTime(100));
-        shared.advance(5);
-        assert_eq!(c.now(), UnixTime(105));
-        c.set(UnixTime(7));
-        assert_eq!(shared.now(), UnixTime(7));
-        assert!(SystemClock.now().0 > 1_700_000_000);
-    }
-}

@@ -70,14 +70,7 @@ impl PgStore {
     /// [`Store::ready`](super::Store::ready): a pooled connection, the migrations table
     /// answers and no migration is pending.
     fn ready_check(&self) -> ServerResult<()> {
-        let pending = self
-            .conn()?
-            .has_pending_migration(MIGRATIONS)
-            .map_err(|e| ServerError::Storage(format!("migrations: {e}")))?;
-        if pending {
-            return Err(ServerError::Storage("migrations pending".into()));
-        }
-        Ok(())
+        super::rows::migrations_applied(&mut *self.conn()?, MIGRATIONS)
     }
 
     fn conn(&self) -> ServerResult<PooledConnection<ConnectionManager<PgConnection>>> {

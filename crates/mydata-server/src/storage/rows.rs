@@ -309,6 +309,21 @@ where
     }
 }
 
+/// Whether every migration of `migrations` is applied on `conn` (the readiness check of both
+/// backends, [`Store::ready`](super::Store::ready)).
+pub(super) fn migrations_applied<DB: diesel::backend::Backend>(
+    conn: &mut impl diesel_migrations::MigrationHarness<DB>,
+    migrations: diesel_migrations::EmbeddedMigrations,
+) -> crate::error::ServerResult<()> {
+    let pending = conn
+        .has_pending_migration(migrations)
+        .map_err(|e| ServerError::Storage(format!("migrations: {e}")))?;
+    if pending {
+        return Err(ServerError::Storage("migrations pending".into()));
+    }
+    Ok(())
+}
+
 pub(super) fn db(e: DieselError) -> ServerError {
     ServerError::Storage(e.to_string())
 }

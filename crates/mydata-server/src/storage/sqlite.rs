@@ -240,14 +240,7 @@ impl SqliteStore {
                 }
             }
         }
-        let pending = self
-            .conn()?
-            .has_pending_migration(MIGRATIONS)
-            .map_err(|e| ServerError::Storage(format!("migrations: {e}")))?;
-        if pending {
-            return Err(ServerError::Storage("migrations pending".into()));
-        }
-        Ok(())
+        super::rows::migrations_applied(&mut *self.conn()?, MIGRATIONS)
     }
 
     fn conn(&self) -> ServerResult<PooledConnection<ConnectionManager<SqliteConnection>>> {

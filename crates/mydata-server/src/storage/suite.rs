@@ -73,28 +73,18 @@ pub fn run_all(s: &dyn Store) {
 /// A sample transaction.
 pub fn sample_tx(id: &str, client_id: &str, tx_id: &str, purge_at: i64) -> TxRecord {
     TxRecord {
-        id: id.into(),
-        client_id: client_id.into(),
-        tx_id: tx_id.into(),
-        state: TxPhase::Redirected,
-        code: None,
-        resources: "[\"API.AAAAAAAAAA\"]".into(),
         return_query: Some("a=1".into()),
-        case_number: None,
         pid_sealed: Some("sealed".into()),
-        citizen_sealed: None,
-        identity_method: None,
-        ticket_hash: None,
-        secret_key_sealed: None,
-        sp_api_ack: false,
-        datasets: "[]".into(),
-        package_path: None,
-        created_at: purge_at - 28_800,
-        consent_at: None,
-        taken_at: None,
         purge_at,
         return_url: Some("https://sp.example/return?a=1".into()),
-        last_activity: purge_at - 28_800,
+        ..TxRecord::created(
+            id.into(),
+            client_id,
+            tx_id,
+            &["API.AAAAAAAAAA"],
+            TxPhase::Redirected,
+            UnixTime(purge_at - 28_800),
+        )
     }
 }
 
