@@ -31,6 +31,7 @@ pub mod person;
 mod random;
 pub mod resources;
 pub mod template;
+pub mod tls;
 
 pub use error::{Error, IdKind, Result};
 

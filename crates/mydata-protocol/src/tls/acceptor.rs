@@ -1,0 +1,1 @@
+//! Server-side TLS contexts (see the [module documentation](super)).

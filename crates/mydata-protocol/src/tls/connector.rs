@@ -1,0 +1,1 @@
+//! Client-side TLS contexts (see the [module documentation](super)).
