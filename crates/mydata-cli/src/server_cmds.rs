@@ -1,6 +1,6 @@
 //! `mydata serve` and the operator commands (`sp register|list`, `dp register|list`).
 
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -247,9 +247,14 @@ pub struct SpRegisterArgs {
         required = true
     )]
     datasets: Vec<String>,
-    /// A source IP allowed on the MyData-API (repeat).
+    /// A source IP or CIDR prefix allowed on the MyData-API (repeat; `10.1.0.0/16`).
     #[arg(long = "allow-ip", required = true)]
-    allowed_ips: Vec<IpAddr>,
+    allowed_ips: Vec<mydata_server::sources::AllowedSource>,
+    /// The SHA-256 fingerprint of a client certificate the SP must present on the MyData-API
+    /// (repeat; needs a listener with `tls_client_ca`). `openssl x509 -noout -fingerprint
+    /// -sha256 -in cert.pem` prints it.
+    #[arg(long = "client-cert-sha256")]
+    client_cert_sha256: Vec<String>,
     /// JWE mode of the MyData-API.
     #[arg(long, value_enum, default_value_t = Jwe::Cbc)]
     jwe: Jwe,
@@ -609,6 +614,7 @@ pub fn sp(cmd: SpCmd) -> CliResult<i32> {
                 sp_api_url: a.sp_api_url,
                 api_key: a.no_api_key.then(String::new),
                 allowed_ips: a.allowed_ips,
+                client_cert_sha256: a.client_cert_sha256,
                 resources,
                 jwe_mode: match a.jwe {
                     Jwe::Cbc => JweMode::Cbc,

@@ -243,6 +243,7 @@ fn serve_child(args: &[String]) -> Result<(), BoxError> {
             return_url: RETURN.into(),
             sp_api_url: sp_api_url.to_string(),
             allowed_ips: vec!["127.0.0.1".parse()?],
+            client_cert_sha256: Vec::new(),
             resources: ids.split(',').map(str::parse).collect::<Result<_, _>>()?,
             jwe_mode: JweMode::Gcm,
             packaging_mode: PackagingMode::B,

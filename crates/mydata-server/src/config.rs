@@ -119,6 +119,18 @@ pub struct Config {
     /// are then served there only. Unset (the default) = on the main listener.
     /// `MYDATA_ADMIN_LISTEN`, `--admin-listen`.
     pub admin_listen: Option<SocketAddr>,
+    /// The listener serves HTTPS itself with this certificate chain (PEM: the leaf, then any
+    /// intermediates); needs `tls_key`. Unset (the default) = plain HTTP, for a TLS proxy in
+    /// front (spec D50). Changed files are taken up within 2 s, for new connections only.
+    /// `MYDATA_TLS_CERT`, `--tls-cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert` (PEM). `MYDATA_TLS_KEY`, `--tls-key`.
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates on the listener must chain to: when set,
+    /// the listener asks every client for a certificate, refuses one that does not chain, and
+    /// lets an SP registered with certificate pins (`client_cert_sha256`) use the MyData-API only
+    /// with one of them (spec D50). Needs `tls_cert`. `MYDATA_TLS_CLIENT_CA`.
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// The largest value of a `*_secs` timeout setting (one day).
@@ -155,6 +167,9 @@ impl Default for Config {
             log_format: crate::observe::logging::LogFormat::Human,
             metrics: true,
             admin_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 }

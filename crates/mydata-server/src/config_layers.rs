@@ -46,7 +46,16 @@ impl Config {
     /// read as loopback): where an in-process component (the sandbox DP) reaches the platform,
     /// whatever `public_url` says.
     pub fn local_url(&self) -> String {
-        format!("http://{}", local_addr(self.listen))
+        format!("{}://{}", self.listen_scheme(), local_addr(self.listen))
+    }
+
+    /// `https` when the listener serves TLS itself (`tls_cert`), else `http`.
+    pub fn listen_scheme(&self) -> &'static str {
+        if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 }
 
@@ -76,6 +85,9 @@ pub const KEYS: &[&str] = &[
     "log_format",
     "metrics",
     "admin_listen",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
     "dp_connect_timeout_secs",
     "dp_call_timeout_secs",
     "dp_transport_retry_secs",
@@ -326,7 +338,11 @@ pub(crate) fn load(
         .map_err(|e| ServerError::Config(e.to_string()))?;
     let mut problems = Vec::new();
     if sources.get("public_url") == Some(&Source::Default) {
-        config.public_url = format!("http://{}", local_addr(config.listen));
+        config.public_url = format!(
+            "{}://{}",
+            config.listen_scheme(),
+            local_addr(config.listen)
+        );
         sources.insert("public_url".into(), Source::Derived);
         if config.listen.ip().is_unspecified() {
             problems.push(Problem {
@@ -411,6 +427,16 @@ pub fn check(c: &Config) -> Vec<Problem> {
                         c.public_url, c.listen
                     ),
                 );
+            } else if loopback_port(&u).is_some() && u.scheme() != c.listen_scheme() {
+                err(
+                    "public_url",
+                    format!(
+                        "{} is this machine, but the listener speaks {} (tls_cert {})",
+                        c.public_url,
+                        c.listen_scheme(),
+                        if c.tls_cert.is_some() { "set" } else { "unset" }
+                    ),
+                );
             }
         }
     }
@@ -471,6 +497,17 @@ pub fn check(c: &Config) -> Vec<Problem> {
             format!("{bad:?} is neither an IP address nor a CIDR prefix (10.0.0.0/8)"),
         );
     }
+    match (&c.tls_cert, &c.tls_key) {
+        (Some(_), None) => err("tls_key", "tls_cert is set: its key is needed too".into()),
+        (None, Some(_)) => err("tls_cert", "tls_key is set without a certificate".into()),
+        _ => {}
+    }
+    if c.tls_client_ca.is_some() && c.tls_cert.is_none() {
+        err(
+            "tls_client_ca",
+            "client certificates need the listener to serve TLS itself (tls_cert, tls_key)".into(),
+        );
+    }
     let postgres = ["postgres://", "postgresql://"];
     if !c.database_url.is_empty() && !postgres.iter().any(|p| c.database_url.starts_with(p)) {
         err(
@@ -482,6 +519,7 @@ pub fn check(c: &Config) -> Vec<Problem> {
         );
     }
     if !c.sandbox
+        && c.tls_cert.is_none()
         && let Ok(u) = url::Url::parse(&c.public_url)
         && u.scheme() == "http"
         && loopback_port(&u).is_none()

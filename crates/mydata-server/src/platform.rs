@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::error::{ServerError, ServerResult};
 use crate::packages::Packages;
 use crate::secrets::MasterKey;
-use crate::sources::SourceIndex;
+use crate::sources::{AllowedSource, SourceIndex};
 use crate::storage::{DpMethod, DpRecord, SpRecord, Store};
 use crate::trust::{Anchors, DpTrust};
 
@@ -59,8 +59,11 @@ pub struct NewSp {
     pub cbc_iv: Option<CbcIv>,
     /// SP-API key: `None` = generate, `Some("")` = none.
     pub api_key: Option<String>,
-    /// Source IPs allowed on the MyData-API.
-    pub allowed_ips: Vec<IpAddr>,
+    /// Source IPs allowed on the MyData-API: addresses or CIDR prefixes (spec D26).
+    pub allowed_ips: Vec<AllowedSource>,
+    /// SHA-256 fingerprints (hex) of the client certificates of which the SP must present one
+    /// on the MyData-API (spec D50); empty = none asked. Needs a listener with `tls_client_ca`.
+    pub client_cert_sha256: Vec<String>,
     /// Datasets the service may request.
     pub resources: Vec<ResourceId>,
     /// JWE mode.
@@ -115,7 +118,9 @@ struct SandboxSp {
     api_key: String,
     return_url: String,
     sp_api_url: String,
-    allowed_ips: Vec<IpAddr>,
+    allowed_ips: Vec<AllowedSource>,
+    #[serde(default)]
+    client_cert_sha256: Vec<String>,
     resources: String,
     jwe_mode: JweMode,
     packaging_mode: PackagingMode,
@@ -616,6 +621,16 @@ impl Platform {
                 return Err(ServerError::Invalid(format!("unknown dataset {r}")));
             }
         }
+        let mut pins = Vec::new();
+        for pin in &new.client_cert_sha256 {
+            let p = crate::engine::normalize_pin(pin);
+            if p.len() != 64 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ServerError::Invalid(format!(
+                    "client certificate pin {pin:?}: a SHA-256 fingerprint is 64 hex digits"
+                )));
+            }
+            pins.push(p);
+        }
         let id = client_id.as_str();
         let record = SpRecord {
             client_id: id.to_string(),
@@ -632,6 +647,7 @@ impl Platform {
                 .seal(&format!("sp:{id}:client_secret"), client_secret.as_str())?,
             cbc_iv_sealed: self.key.seal(&format!("sp:{id}:cbc_iv"), cbc_iv.as_str())?,
             allowed_ips: new.allowed_ips.iter().map(|i| i.to_string()).collect(),
+            client_cert_sha256: pins,
             resources: new
                 .resources
                 .iter()
@@ -729,6 +745,7 @@ impl Platform {
                 cbc_iv: Some(sp.cbc_iv),
                 api_key: Some(sp.api_key),
                 allowed_ips: sp.allowed_ips,
+                client_cert_sha256: sp.client_cert_sha256,
                 resources,
                 jwe_mode: sp.jwe_mode,
                 packaging_mode: sp.packaging_mode,

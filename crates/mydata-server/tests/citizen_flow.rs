@@ -413,6 +413,7 @@ async fn poll_racing_the_sp_api_acknowledgement_gets_429() {
             return_url: RETURN.into(),
             sp_api_url: format!("http://{addr}/sp-api"),
             allowed_ips: vec!["127.0.0.1".parse().unwrap()],
+            client_cert_sha256: Vec::new(),
             resources: ids.iter().map(|i| i.parse().unwrap()).collect(),
             jwe_mode: mydata_protocol::jwe::JweMode::Gcm,
             packaging_mode: PackagingMode::B,
@@ -609,6 +610,7 @@ async fn every_outcome_leaves_a_transfer_record_with_its_code() {
             return_url: RETURN.into(),
             sp_api_url: url,
             allowed_ips: vec!["127.0.0.1".parse().unwrap()],
+            client_cert_sha256: Vec::new(),
             resources: ids.iter().map(|i| i.parse().unwrap()).collect(),
             jwe_mode: mydata_protocol::jwe::JweMode::Gcm,
             ..Default::default()

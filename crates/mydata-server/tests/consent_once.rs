@@ -54,6 +54,7 @@ fn register(w: &World, sp_api_url: &str, ids: &[String]) -> SpCredentials {
         return_url: RETURN.into(),
         sp_api_url: sp_api_url.into(),
         allowed_ips: vec!["127.0.0.1".parse().unwrap()],
+        client_cert_sha256: Vec::new(),
         resources: ids.iter().map(|i| i.parse().unwrap()).collect(),
         jwe_mode: mydata_protocol::jwe::JweMode::Gcm,
         packaging_mode: PackagingMode::B,

@@ -257,6 +257,7 @@ async fn a_return_url_with_control_characters_is_refused_at_the_redirect() {
                 return_url: ret.into(),
                 sp_api_url: api.into(),
                 allowed_ips: vec!["127.0.0.1".parse().unwrap()],
+                client_cert_sha256: Vec::new(),
                 resources: ids.iter().map(|i| i.parse().unwrap()).collect(),
                 ..NewSp::default()
             })

@@ -337,6 +337,7 @@ fn register_sp(w: &World, sp_api_url: &str) -> String {
         return_url: common::RETURN.into(),
         sp_api_url: sp_api_url.into(),
         allowed_ips: vec!["127.0.0.1".parse().unwrap()],
+        client_cert_sha256: Vec::new(),
         resources: vec![RID.parse().unwrap()],
         packaging_mode: PackagingMode::B,
         ..NewSp::default()

@@ -75,6 +75,7 @@ async fn start_sp(w: &World, mode: PackagingMode, jwe: JweMode, resources: &[Str
             return_url: format!("{base}/return"),
             sp_api_url: recorder,
             allowed_ips: vec!["127.0.0.1".parse().unwrap()],
+            client_cert_sha256: Vec::new(),
             resources: resources.iter().map(|i| i.parse().unwrap()).collect(),
             jwe_mode: jwe,
             packaging_mode: mode,

@@ -105,6 +105,7 @@ async fn consent_fetch_package_take_and_purge() {
             return_url: "http://127.0.0.1:1/return".into(),
             sp_api_url: url.into(),
             allowed_ips: vec!["127.0.0.1".parse().unwrap()],
+            client_cert_sha256: Vec::new(),
             resources: ids.iter().map(|i| i.parse().unwrap()).collect(),
             packaging_mode: mode,
             ..NewSp::default()

@@ -161,6 +161,7 @@ async fn jwe_random_iv_makes_the_cbc_content_iv_random() {
                 return_url: common::RETURN.into(),
                 sp_api_url: w.sp_api_url.clone(),
                 allowed_ips: vec!["127.0.0.1".parse().unwrap()],
+                client_cert_sha256: Vec::new(),
                 resources: ids.iter().map(|i| i.parse().unwrap()).collect(),
                 jwe_mode: JweMode::Cbc,
                 packaging_mode: PackagingMode::B,
@@ -214,6 +215,7 @@ async fn behind_balancer(ids: &[String], trusted: &[&str]) -> common::World {
             return_url: "http://127.0.0.1:1/return".into(),
             sp_api_url: w.sp_api_url.clone(),
             allowed_ips: vec!["198.51.100.7".parse().unwrap()],
+            client_cert_sha256: Vec::new(),
             resources: vec![ids[0].parse().unwrap()],
             ..Default::default()
         })

@@ -314,6 +314,7 @@ async fn server_flow(db: &ScratchDb) {
             return_url: "http://127.0.0.1:1/return".into(),
             sp_api_url: sp_url,
             allowed_ips: vec!["127.0.0.1".parse().unwrap()],
+            client_cert_sha256: Vec::new(),
             resources: ids.iter().map(|i| i.parse().unwrap()).collect(),
             packaging_mode: PackagingMode::B,
             ..NewSp::default()

@@ -75,6 +75,7 @@ async fn interrupted_dp_calls_and_a_lost_package_are_fetched_again_after_a_resta
             return_url: "http://127.0.0.1:1/return".into(),
             sp_api_url,
             allowed_ips: vec!["127.0.0.1".parse().unwrap()],
+            client_cert_sha256: Vec::new(),
             resources: ids.iter().map(|i| i.parse().unwrap()).collect(),
             packaging_mode: PackagingMode::B,
             ..NewSp::default()

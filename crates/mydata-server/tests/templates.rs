@@ -519,6 +519,7 @@ async fn consent_calls_the_dp_with_the_citizens_claims_and_names_the_dataset() {
             return_url: "http://127.0.0.1:1/return".into(),
             sp_api_url: sp_url,
             allowed_ips: vec!["127.0.0.1".parse().unwrap()],
+            client_cert_sha256: Vec::new(),
             resources: vec!["API.TMPLE2E001".parse().unwrap()],
             packaging_mode: PackagingMode::A,
             ..NewSp::default()
@@ -615,6 +616,7 @@ fn data_checks_the_source_ip_against_the_index() {
             return_url: "http://127.0.0.1:1/return".into(),
             sp_api_url: "http://127.0.0.1:1/sp-api".into(),
             allowed_ips: vec!["10.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
+            client_cert_sha256: Vec::new(),
             resources: vec!["API.TMPLIDX001".parse().unwrap()],
             ..NewSp::default()
         })

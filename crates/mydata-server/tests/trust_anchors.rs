@@ -173,6 +173,7 @@ async fn outside_the_sandbox_a_self_signed_dp_package_fails_with_its_dataset_cod
             return_url: "http://127.0.0.1:1/return".into(),
             sp_api_url: sp_url,
             allowed_ips: vec!["127.0.0.1".parse().unwrap()],
+            client_cert_sha256: Vec::new(),
             resources: vec![good.parse().unwrap(), selfsigned.parse().unwrap()],
             jwe_mode: JweMode::Cbc,
             packaging_mode: PackagingMode::B,

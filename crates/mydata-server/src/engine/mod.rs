@@ -42,11 +42,51 @@ pub use sp_api::{
 pub use crate::sources::SourceIndex;
 pub use crate::storage::state;
 
-/// Whether `sp` registered `ip` as a MyData-API source.
-pub(crate) fn allows(sp: &SpRecord, ip: IpAddr) -> bool {
-    sp.allowed_ips
+/// Who calls the MyData-API: the source IP (spec D26) and, on a TLS listener that asks for
+/// them, the SHA-256 fingerprint of the client certificate the connection presented, verified
+/// against `tls_client_ca` during the handshake (D50).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The source IP.
+    pub ip: IpAddr,
+    /// The client certificate's fingerprint, lower-case hex, if one was presented.
+    pub cert_sha256: Option<String>,
+}
+
+impl From<IpAddr> for Caller {
+    /// A caller known by its address only (plain HTTP, or no client certificate).
+    fn from(ip: IpAddr) -> Self {
+        Caller {
+            ip,
+            cert_sha256: None,
+        }
+    }
+}
+
+/// Whether `sp` lets `caller` use the MyData-API: the source IP is one of its `allowed_ips`
+/// (addresses or CIDR prefixes, D26), and when it registered client-certificate pins
+/// (`client_cert_sha256`, D50), the connection presented one of those certificates.
+pub(crate) fn allows(sp: &SpRecord, caller: &Caller) -> bool {
+    let ip_ok = sp
+        .allowed_ips
         .iter()
-        .any(|a| a.parse::<IpAddr>().is_ok_and(|a| a == ip))
+        .any(|a| crate::sources::entry_contains(a, caller.ip));
+    let cert_ok = sp.client_cert_sha256.is_empty()
+        || caller.cert_sha256.as_deref().is_some_and(|fp| {
+            sp.client_cert_sha256.iter().any(|pin| {
+                mydata_protocol::constant_time_eq(normalize_pin(pin).as_bytes(), fp.as_bytes())
+            })
+        });
+    ip_ok && cert_ok
+}
+
+/// A certificate pin as stored (hex, any case, `:` separators allowed) in the form
+/// [`Caller::cert_sha256`] has.
+pub fn normalize_pin(pin: &str) -> String {
+    pin.chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
 }
 
 /// The parameter cipher mode of a registration (the same algorithm family as its JWE).

@@ -2,7 +2,6 @@
 //! package as a JWE, taken once its body has been written) and the status lookups of
 //! `txid_status` and `type_valid` ([`status`]).
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use mydata_protocol::codes::{IdentityMethod, ReturnCode};
@@ -12,7 +11,7 @@ use mydata_protocol::ids::{ClientId, PermissionTicket, SecretKey, TxId};
 use mydata_protocol::jwe::{self, ContentIv};
 use serde_json::json;
 
-use crate::engine::allows;
+use crate::engine::{Caller, allows};
 use crate::engine::outcome::end;
 use crate::engine::retention::reported_state;
 use crate::error::{ServerError, ServerResult};
@@ -36,11 +35,11 @@ pub enum DataAnswer {
 /// Answers `GET /service/data` up to the body: [`data_decide`] then, on 200, [`prepare`].
 pub fn data(
     p: &Arc<Platform>,
-    source: IpAddr,
+    source: impl Into<Caller>,
     ticket: Option<&str>,
     tx_id: Option<&str>,
 ) -> ServerResult<DataAnswer> {
-    match data_decide(p, source, ticket, tx_id)? {
+    match data_decide(p, source.into(), ticket, tx_id)? {
         DataStep::Answer(a) => Ok(a),
         DataStep::Take(t) => prepare(p, *t),
     }
@@ -70,7 +69,7 @@ pub struct Take {
 /// so the HTTP layer may call it on its workers.
 pub fn data_decide(
     p: &Arc<Platform>,
-    source: IpAddr,
+    source: impl Into<Caller>,
     ticket: Option<&str>,
     tx_id: Option<&str>,
 ) -> ServerResult<DataStep> {
@@ -83,13 +82,14 @@ pub fn data_decide(
         };
         Ok((tx, sp))
     };
-    let mut registered = p.source_registered(source)?;
+    let source: Caller = source.into();
+    let mut registered = p.source_registered(source.ip)?;
     let mut early = None;
     if !registered && let Ok(Some(t)) = flow::data_ticket(true, ticket) {
         // An SP registered by another process on the same database since the index was last
         // rebuilt: learn it from the ticket it presents.
         let (tx, sp) = lookup(&t)?;
-        if let Some(sp) = sp.as_ref().filter(|s| allows(s, source)) {
+        if let Some(sp) = sp.as_ref().filter(|s| allows(s, &source)) {
             p.sp_sources.insert(sp);
             registered = true;
         }
@@ -110,7 +110,7 @@ pub fn data_decide(
     let sp = sp.as_ref();
     let facts = match (&found, sp) {
         (Some(tx), Some(sp)) => Some(TicketFacts {
-            service_allows_ip: allows(sp, source),
+            service_allows_ip: allows(sp, &source),
             tx_id: tx.tx_id.parse()?,
             created_at: UnixTime(tx.created_at),
             consent_at: tx.consent_at.map(UnixTime),
@@ -346,11 +346,12 @@ impl StatusAnswer {
 /// (D19). Blocking: store lookups.
 pub fn status(
     p: &Platform,
-    source: IpAddr,
+    source: impl Into<Caller>,
     tx_id: &TxId,
     client_id: Option<&ClientId>,
     query: StatusQuery,
 ) -> ServerResult<StatusAnswer> {
+    let source: Caller = source.into();
     let now = p.now();
     let mut found = Vec::new();
     for t in p.store.find_tx_any(tx_id.as_str())? {
@@ -360,13 +361,13 @@ pub fn status(
             continue;
         }
         if let Some(sp) = p.store.get_sp(&t.client_id)?
-            && allows(&sp, source)
+            && allows(&sp, &source)
         {
             p.sp_sources.insert(&sp);
             found.push(t);
         }
     }
-    if found.is_empty() && !p.source_registered(source)? {
+    if found.is_empty() && !p.source_registered(source.ip)? {
         return Ok(StatusAnswer::Unregistered);
     }
     let tx = match found.as_slice() {

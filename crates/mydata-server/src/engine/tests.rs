@@ -64,7 +64,8 @@ fn fixture() -> Fixture {
             name: name.into(),
             return_url: "http://127.0.0.1:1/return".into(),
             sp_api_url: "http://127.0.0.1:1/sp-api".into(),
-            allowed_ips: vec![local()],
+            allowed_ips: vec![local().into()],
+            client_cert_sha256: Vec::new(),
             resources: vec![first.clone()],
             ..NewSp::default()
         })

@@ -15,6 +15,7 @@ pub mod errors;
 pub mod mydata_api;
 pub mod ops;
 pub mod sandbox;
+pub mod tls;
 
 /// Shared state handed to handlers.
 pub type State = web::Data<Platform>;
@@ -95,11 +96,28 @@ pub fn server_with(
     };
     let admin_addr = admin.as_ref().map(|(_, a)| *a);
     let metrics = platform.config.metrics;
+    // HTTPS on the listener itself (spec D50); the watcher lives as long as the server's
+    // factory holds it.
+    let tls = tls::ListenerTls::from_config(&platform.config)?;
+    let watcher = tls.as_ref().map(|(_, w)| {
+        w.watch();
+        w.clone()
+    });
+    // HSTS whenever citizens reach the platform over https (spec D50): one year, this host.
+    let hsts = platform.config.public_url.starts_with("https://");
     let data = web::Data::from(platform);
-    let mut srv = HttpServer::new(move || {
+    let server = HttpServer::new(move || {
+        let _keep = watcher.clone();
         App::new()
             .app_data(data.clone())
             .app_data(citizen.clone())
+            .wrap(actix_web::middleware::Condition::new(
+                hsts,
+                actix_web::middleware::DefaultHeaders::new().add((
+                    actix_web::http::header::STRICT_TRANSPORT_SECURITY,
+                    "max-age=31536000",
+                )),
+            ))
             .wrap_fn(move |req, srv| {
                 use actix_web::dev::Service;
                 let seen = ops::Seen::of(&req);
@@ -132,9 +150,13 @@ pub fn server_with(
                 }
             })
     })
+    .on_connect(tls::on_connect)
     .workers(workers)
-    .max_connections(cap.per_worker)
-    .listen(listener)
+    .max_connections(cap.per_worker);
+    let mut srv = match tls {
+        Some((acceptor, _)) => server.listen_openssl(listener, acceptor),
+        None => server.listen(listener),
+    }
     .map_err(|e| ServerError::Config(format!("listen: {e}")))?;
     if let Some((l, _)) = admin {
         srv = srv
@@ -151,7 +173,7 @@ pub struct Spawned {
     pub addr: SocketAddr,
     /// Stops it.
     pub handle: ServerHandle,
-    /// `http://127.0.0.1:{port}`.
+    /// `http://127.0.0.1:{port}` (`https://` when the configuration sets `tls_cert`).
     pub url: String,
 }
 
@@ -170,12 +192,13 @@ pub fn spawn_with(
     let addr = listener
         .local_addr()
         .map_err(|e| ServerError::Config(format!("bind: {e}")))?;
+    let scheme = platform.config.listen_scheme();
     let srv = server_with(platform, listener, sandbox_clock)?;
     let handle = srv.handle();
     actix_web::rt::spawn(srv);
     Ok(Spawned {
         addr,
         handle,
-        url: format!("http://{addr}"),
+        url: format!("{scheme}://{addr}"),
     })
 }

@@ -85,8 +85,12 @@ pub struct SpRecord {
     pub client_secret_sealed: String,
     /// Sealed `cbc_iv`.
     pub cbc_iv_sealed: String,
-    /// Source IPs allowed on the MyData-API.
+    /// Source IPs allowed on the MyData-API: addresses or CIDR prefixes (spec D26).
     pub allowed_ips: Vec<String>,
+    /// SHA-256 fingerprints (hex) of the client certificates of which the SP must present one
+    /// on the MyData-API (spec D50); empty (the default) = none asked, the source IP alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_cert_sha256: Vec<String>,
     /// Datasets the service may request.
     pub resources: Vec<String>,
     /// The JWE algorithms, and the parameter cipher (stored `cbc` or `gcm`).

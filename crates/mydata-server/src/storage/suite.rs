@@ -36,6 +36,7 @@ pub fn sample_sp(id: &str) -> SpRecord {
         client_secret_sealed: "aa".into(),
         cbc_iv_sealed: "bb".into(),
         allowed_ips: vec!["127.0.0.1".into()],
+        client_cert_sha256: Vec::new(),
         resources: vec!["API.AAAAAAAAAA".into()],
         jwe_mode: mydata_protocol::jwe::JweMode::Cbc,
         packaging_mode: mydata_protocol::package::sp::PackagingMode::A,

@@ -365,6 +365,7 @@ impl World {
                 return_url: return_url.into(),
                 sp_api_url: self.sp_api_url.clone(),
                 allowed_ips: vec!["127.0.0.1".parse().unwrap()],
+                client_cert_sha256: Vec::new(),
                 resources: resources.iter().map(|i| i.parse().unwrap()).collect(),
                 jwe_mode: JweMode::Gcm,
                 packaging_mode: mode,
