@@ -338,11 +338,7 @@ pub(crate) fn load(
         .map_err(|e| ServerError::Config(e.to_string()))?;
     let mut problems = Vec::new();
     if sources.get("public_url") == Some(&Source::Default) {
-        config.public_url = format!(
-            "{}://{}",
-            config.listen_scheme(),
-            local_addr(config.listen)
-        );
+        config.public_url = format!("{}://{}", config.listen_scheme(), local_addr(config.listen));
         sources.insert("public_url".into(), Source::Derived);
         if config.listen.ip().is_unspecified() {
             problems.push(Problem {

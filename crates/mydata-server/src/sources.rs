@@ -76,8 +76,7 @@ impl SourceIndex {
         let m = self.by_ip.read().unwrap_or_else(|e| e.into_inner());
         // The exact address first (one hash lookup), then the prefixes.
         m.get(&IpNet::from(ip)).is_some_and(|c| !c.is_empty())
-            || m.iter()
-                .any(|(net, c)| net.contains(&ip) && !c.is_empty())
+            || m.iter().any(|(net, c)| net.contains(&ip) && !c.is_empty())
     }
 
     /// The SPs that registered `ip`, by address or by a prefix holding it.
@@ -173,13 +172,25 @@ mod tests {
         assert_eq!(a.to_string(), "10.1.0.0/16");
         let b: AllowedSource = "::ffff:192.0.2.1".parse().unwrap();
         assert_eq!(b.to_string(), "192.0.2.1");
-        assert_eq!("2001:db8::/32".parse::<AllowedSource>().unwrap().to_string(), "2001:db8::/32");
-        assert!("10.1.2.3/16".parse::<AllowedSource>().is_err(), "host bits set");
+        assert_eq!(
+            "2001:db8::/32"
+                .parse::<AllowedSource>()
+                .unwrap()
+                .to_string(),
+            "2001:db8::/32"
+        );
+        assert!(
+            "10.1.2.3/16".parse::<AllowedSource>().is_err(),
+            "host bits set"
+        );
         assert!("10.1.0.0/33".parse::<AllowedSource>().is_err());
         assert!("example.org".parse::<AllowedSource>().is_err());
         assert!(entry_contains("10.1.0.0/16", "10.1.200.7".parse().unwrap()));
         assert!(!entry_contains("10.1.0.0/16", "10.2.0.1".parse().unwrap()));
-        assert!(entry_contains("198.51.100.7", "198.51.100.7".parse().unwrap()));
+        assert!(entry_contains(
+            "198.51.100.7",
+            "198.51.100.7".parse().unwrap()
+        ));
     }
 
     #[test]

@@ -11,9 +11,9 @@ use mydata_protocol::ids::{ClientId, PermissionTicket, SecretKey, TxId};
 use mydata_protocol::jwe::{self, ContentIv};
 use serde_json::json;
 
-use crate::engine::{Caller, allows};
 use crate::engine::outcome::end;
 use crate::engine::retention::reported_state;
+use crate::engine::{Caller, allows};
 use crate::error::{ServerError, ServerResult};
 use crate::observe::TX;
 use crate::platform::{DeliveryLease, Platform};

@@ -40,6 +40,15 @@ pub fn source_ip(p: &Platform, req: &actix_web::HttpRequest) -> Option<std::net:
     ))
 }
 
+/// The MyData-API caller of a request: its [`source_ip`] and the client certificate its
+/// connection presented, if any (spec D50).
+pub fn caller(p: &Platform, req: &actix_web::HttpRequest) -> Option<crate::engine::Caller> {
+    Some(crate::engine::Caller {
+        ip: source_ip(p, req)?,
+        cert_sha256: req.conn_data::<tls::PeerCert>().map(|c| c.sha256.clone()),
+    })
+}
+
 /// Mounts every route of the platform.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     connect::configure(cfg);

@@ -39,7 +39,7 @@ fn status(code: u16) -> actix_web::HttpResponseBuilder {
 }
 
 async fn data(state: State, req: HttpRequest) -> HttpResponse {
-    let Some(source) = crate::http::source_ip(&state, &req) else {
+    let Some(source) = crate::http::caller(&state, &req) else {
         return status(401).finish();
     };
     let ticket = header_str(&req, "permission_ticket").map(str::to_string);
@@ -49,7 +49,7 @@ async fn data(state: State, req: HttpRequest) -> HttpResponse {
     // (201 then), so that an SP polling again at once is not told 429 (D25).
     let mut waits = 0;
     let answer = loop {
-        let answer = decide(&platform, source, ticket.clone(), tx_id.clone()).await;
+        let answer = decide(&platform, source.clone(), ticket.clone(), tx_id.clone()).await;
         if matches!(answer, Ok(Ok(DataAnswer::Busy))) && waits < BUSY_WAITS {
             waits += 1;
             actix_web::rt::time::sleep(BUSY_WAIT).await;
@@ -82,7 +82,7 @@ const BUSY_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
 /// a 200 (file, JWE) on the blocking pool; otherwise all of it on the blocking pool.
 async fn decide(
     platform: &Arc<Platform>,
-    peer: std::net::IpAddr,
+    peer: crate::engine::Caller,
     ticket: Option<String>,
     tx_id: Option<String>,
 ) -> Result<crate::ServerResult<DataAnswer>, actix_web::error::BlockingError> {
@@ -202,7 +202,7 @@ async fn type_valid(state: State, req: HttpRequest) -> HttpResponse {
 /// `txid_status` and `type_valid` (spec §8.3, §8.4): headers checked here, the lookup in
 /// [`engine::status`].
 async fn lookup(state: State, req: HttpRequest, query: StatusQuery) -> HttpResponse {
-    let Some(source) = crate::http::source_ip(&state, &req) else {
+    let Some(source) = crate::http::caller(&state, &req) else {
         return status(401).finish();
     };
     // A missing or malformed header is 400 (D27), before anything is looked up.

@@ -22,13 +22,12 @@ pub const RELOAD_CHECK: Duration = Duration::from_secs(2);
 /// handshake (a certificate that does not chain ends the handshake). Stored in the connection's
 /// data: `req.conn_data::<PeerCert>()`.
 #[derive(Debug, Clone)]
-pub struct PeerCert(pub X509);
-
-impl PeerCert {
-    /// Its SHA-256 fingerprint, lower-case hex (the form of registration pins).
-    pub fn sha256(&self) -> String {
-        acceptor::fingerprint(&self.0)
-    }
+pub struct PeerCert {
+    /// The certificate.
+    pub cert: X509,
+    /// Its SHA-256 fingerprint, lower-case hex (the form of registration pins), computed once
+    /// per connection.
+    pub sha256: String,
 }
 
 /// A stamp of one file: its modification time and length.
@@ -200,8 +199,7 @@ impl Paths {
     fn read(&self) -> ServerResult<([Stamp; 3], Files)> {
         let stamps = self.stamps_now();
         let read = |key: &str, p: &PathBuf| {
-            std::fs::read(p)
-                .map_err(|e| ServerError::Config(format!("{key} {}: {e}", p.display())))
+            std::fs::read(p).map_err(|e| ServerError::Config(format!("{key} {}: {e}", p.display())))
         };
         let files = Files {
             cert: read("tls_cert", &self.cert)?,
@@ -213,7 +211,6 @@ impl Paths {
         };
         Ok((stamps, files))
     }
-
 }
 
 /// The `on_connect` hook of the server: keeps a TLS connection's client certificate, if any.
@@ -222,6 +219,7 @@ pub fn on_connect(conn: &dyn std::any::Any, data: &mut actix_web::dev::Extension
     if let Some(tls) = conn.downcast_ref::<Tls>()
         && let Some(cert) = tls.ssl().peer_certificate()
     {
-        data.insert(PeerCert(cert));
+        let sha256 = acceptor::fingerprint(&cert);
+        data.insert(PeerCert { cert, sha256 });
     }
 }
