@@ -244,7 +244,7 @@ async fn an_sp_with_certificate_pins_polls_only_with_its_certificate() {
         resources: ids.iter().map(|i| i.parse().unwrap()).collect(),
         ..NewSp::default()
     });
-    let e = bad.err().expect("a short pin is refused").to_string();
+    let e = bad.expect_err("a short pin is refused").to_string();
     assert!(e.contains("64 hex digits"), "{e}");
 }
 
