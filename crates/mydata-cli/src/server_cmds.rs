@@ -247,7 +247,7 @@ pub struct SpRegisterArgs {
         required = true
     )]
     datasets: Vec<String>,
-    /// A source IP or CIDR prefix allowed on the MyData-API (repeat; `10.1.0.0/16`).
+    /// A source IP or CIDR prefix (at least /24, IPv6 /56) allowed on the MyData-API (repeat).
     #[arg(long = "allow-ip", required = true)]
     allowed_ips: Vec<mydata_server::sources::AllowedSource>,
     /// The SHA-256 fingerprint of a client certificate the SP must present on the MyData-API

@@ -93,7 +93,7 @@ impl SourceIndex {
 }
 
 /// One entry of an SP's `allowed_ips` (spec D26): an address, or a CIDR prefix with its host
-/// bits clear (`10.1.0.0/16`, `2001:db8::/32`). Written as it was given: an address without a
+/// bits clear, at least /24 for IPv4 and /56 for IPv6 (`10.1.2.0/24`, `2001:db8:0:100::/56`). Written as it was given: an address without a
 /// prefix length. Parsed from text by [`FromStr`](std::str::FromStr) (registration flags, the
 /// sandbox file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -104,8 +104,8 @@ impl std::str::FromStr for AllowedSource {
     fn from_str(s: &str) -> Result<Self, String> {
         parse_entry(s).map(AllowedSource).ok_or_else(|| {
             format!(
-                "{s:?} is neither an IP address nor a CIDR prefix with its host bits clear \
-                 (10.1.0.0/16)"
+                "{s:?} is neither an IP address nor a CIDR prefix with its host bits clear, of \
+                 at least /{MIN_PREFIX_V4} for IPv4 or /{MIN_PREFIX_V6} for IPv6 (10.1.2.0/24)"
             )
         })
     }
@@ -140,15 +140,25 @@ impl serde::Serialize for AllowedSource {
     }
 }
 
-/// An `allowed_ips` entry: an address, or a CIDR prefix (`10.1.0.0/16`, `2001:db8::/32`) with
-/// its host bits cleared. `None` for anything else (refused at registration).
+/// An `allowed_ips` entry: an address, or a CIDR prefix with its host bits clear, at least
+/// [`MIN_PREFIX_V4`] / [`MIN_PREFIX_V6`] long. `None` for anything else (refused at
+/// registration).
 pub fn parse_entry(entry: &str) -> Option<IpNet> {
     if let Ok(ip) = entry.parse::<IpAddr>() {
         return Some(IpNet::from(ip.to_canonical()));
     }
     let net = entry.parse::<IpNet>().ok()?;
-    (net.trunc() == net).then_some(net)
+    let narrow_enough = match net {
+        IpNet::V4(n) => n.prefix_len() >= MIN_PREFIX_V4,
+        IpNet::V6(n) => n.prefix_len() >= MIN_PREFIX_V6,
+    };
+    (net.trunc() == net && narrow_enough).then_some(net)
 }
+
+/// The widest IPv4 prefix an SP may register (spec D26): /24.
+pub const MIN_PREFIX_V4: u8 = 24;
+/// The widest IPv6 prefix an SP may register (spec D26): /56.
+pub const MIN_PREFIX_V6: u8 = 56;
 
 /// Whether the `allowed_ips` entry `entry` holds `ip`.
 pub fn entry_contains(entry: &str, ip: IpAddr) -> bool {
@@ -168,25 +178,33 @@ mod tests {
 
     #[test]
     fn entries_are_addresses_or_clean_prefixes() {
-        let a: AllowedSource = "10.1.0.0/16".parse().unwrap();
-        assert_eq!(a.to_string(), "10.1.0.0/16");
+        let a: AllowedSource = "10.1.2.0/24".parse().unwrap();
+        assert_eq!(a.to_string(), "10.1.2.0/24");
+        assert!(
+            "10.1.0.0/16".parse::<AllowedSource>().is_err(),
+            "wider than /24"
+        );
+        assert!(
+            "2001:db8::/32".parse::<AllowedSource>().is_err(),
+            "wider than /56"
+        );
         let b: AllowedSource = "::ffff:192.0.2.1".parse().unwrap();
         assert_eq!(b.to_string(), "192.0.2.1");
         assert_eq!(
-            "2001:db8::/32"
+            "2001:db8:0:100::/56"
                 .parse::<AllowedSource>()
                 .unwrap()
                 .to_string(),
-            "2001:db8::/32"
+            "2001:db8:0:100::/56"
         );
         assert!(
-            "10.1.2.3/16".parse::<AllowedSource>().is_err(),
+            "10.1.2.3/24".parse::<AllowedSource>().is_err(),
             "host bits set"
         );
         assert!("10.1.0.0/33".parse::<AllowedSource>().is_err());
         assert!("example.org".parse::<AllowedSource>().is_err());
-        assert!(entry_contains("10.1.0.0/16", "10.1.200.7".parse().unwrap()));
-        assert!(!entry_contains("10.1.0.0/16", "10.2.0.1".parse().unwrap()));
+        assert!(entry_contains("10.1.2.0/24", "10.1.2.200".parse().unwrap()));
+        assert!(!entry_contains("10.1.2.0/24", "10.1.3.1".parse().unwrap()));
         assert!(entry_contains(
             "198.51.100.7",
             "198.51.100.7".parse().unwrap()
@@ -201,16 +219,16 @@ mod tests {
             ..crate::storage::suite::sample_sp(id)
         };
         let index = SourceIndex::from_sps(&[
-            sp("CLI.A", &["10.1.0.0/16"]),
-            sp("CLI.B", &["10.1.2.3", "2001:db8::/32"]),
+            sp("CLI.A", &["10.1.2.0/24"]),
+            sp("CLI.B", &["10.1.2.3", "2001:db8:0:100::/56"]),
         ]);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert!(index.is_registered(ip("10.1.9.9")));
+        assert!(index.is_registered(ip("10.1.2.99")));
         assert_eq!(index.clients(ip("10.1.2.3")), vec!["CLI.A", "CLI.B"]);
-        assert!(index.is_registered(ip("2001:db8::5")));
-        assert!(!index.is_registered(ip("10.2.0.1")));
+        assert!(index.is_registered(ip("2001:db8:0:1ff::5")));
+        assert!(!index.is_registered(ip("10.1.3.1")));
         index.remove("CLI.A");
-        assert!(!index.is_registered(ip("10.1.9.9")));
+        assert!(!index.is_registered(ip("10.1.2.99")));
         assert!(index.is_registered(ip("10.1.2.3")));
     }
 }

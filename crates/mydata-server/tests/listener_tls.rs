@@ -169,7 +169,7 @@ async fn an_sp_with_certificate_pins_polls_only_with_its_certificate() {
             purpose: "testing".into(),
             return_url: RETURN.into(),
             sp_api_url: w.sp_api_url.clone(),
-            allowed_ips: vec!["127.0.0.0/8".parse().unwrap()],
+            allowed_ips: vec!["127.0.0.0/24".parse().unwrap()],
             client_cert_sha256: pins,
             resources: ids.iter().map(|i| i.parse().unwrap()).collect(),
             ..NewSp::default()

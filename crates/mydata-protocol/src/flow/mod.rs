@@ -55,5 +55,5 @@ pub use retention::{
 };
 pub use return_to_sp::return_url;
 pub use service::{Lifecycle, MaintenanceWindow, ServiceStatus, ServiceView};
-pub use source::{TrustedProxies, source_ip};
+pub use source::{TrustedProxies, forwarded_for, source_ip};
 pub use sp_api::{SpApiBody, SpApiDelivery};

@@ -69,6 +69,33 @@ pub fn source_ip(peer: IpAddr, forwarded_for: &[&str], trusted: &TrustedProxies)
     source
 }
 
+/// The `for=` addresses of RFC 7239 `Forwarded` header values, in order, as
+/// [`source_ip`] takes `X-Forwarded-For` hops: quotes, IPv6 brackets and ports removed. A node
+/// that is not an address (`unknown`, an obfuscated `_name`) is kept as written, so that
+/// [`source_ip`] stops there.
+pub fn forwarded_for<'a>(values: &[&'a str]) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    for element in values.iter().flat_map(|v| v.split(',')) {
+        for pair in element.split(';') {
+            let Some((name, value)) = pair.trim().split_once('=') else {
+                continue;
+            };
+            if !name.trim().eq_ignore_ascii_case("for") {
+                continue;
+            }
+            let v = value.trim().trim_matches('"');
+            let node = match v.strip_prefix('[') {
+                Some(rest) => rest.split(']').next().unwrap_or(rest),
+                // `a.b.c.d:port`; a bare IPv6 address is not valid here but taken whole.
+                None if v.matches(':').count() == 1 => v.split(':').next().unwrap_or(v),
+                None => v,
+            };
+            out.push(node);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +163,24 @@ mod tests {
             Err("proxy.local".into())
         );
         assert!(TrustedProxies::parse([]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn forwarded_header_nodes_are_read_like_x_forwarded_for() {
+        let v = [
+            "for=192.0.2.43, for=\"[2001:db8:cafe::17]:4711\";proto=https",
+            "For=\"198.51.100.7:8443\";by=203.0.113.1, for=unknown",
+        ];
+        assert_eq!(
+            forwarded_for(&v),
+            ["192.0.2.43", "2001:db8:cafe::17", "198.51.100.7", "unknown"]
+        );
+        let proxies = TrustedProxies::parse(["10.0.0.0/8"]).unwrap();
+        let hops = forwarded_for(&["for=203.0.113.9, for=10.0.0.5"]);
+        assert_eq!(
+            source_ip(ip("10.0.0.1"), &hops, &proxies),
+            ip("203.0.113.9")
+        );
+        assert!(forwarded_for(&["proto=https;by=10.0.0.1"]).is_empty());
     }
 }

@@ -22,17 +22,24 @@ pub type State = web::Data<Platform>;
 
 /// The source IP of a request (spec D26): the TCP peer (an IPv4 client of a dual-stack listener
 /// as its IPv4 address), or behind a trusted proxy the right-most untrusted address in
-/// `X-Forwarded-For` ([`mydata_protocol::flow::source_ip`]). `None` without a peer address.
+/// `X-Forwarded-For`, or in RFC 7239 `Forwarded` when that is absent
+/// ([`mydata_protocol::flow::source_ip`]). `None` without a peer address.
 pub fn source_ip(p: &Platform, req: &actix_web::HttpRequest) -> Option<std::net::IpAddr> {
     let peer = req.peer_addr()?.ip();
     if p.trusted_proxies.is_empty() {
         return Some(peer.to_canonical());
     }
-    let forwarded: Vec<&str> = req
-        .headers()
-        .get_all("x-forwarded-for")
-        .filter_map(|v| v.to_str().ok())
-        .collect();
+    let header = |name: &str| -> Vec<&str> {
+        req.headers()
+            .get_all(name)
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    };
+    // `X-Forwarded-For`, or when a proxy sends none, RFC 7239 `Forwarded` (D26).
+    let mut forwarded = header("x-forwarded-for");
+    if forwarded.is_empty() {
+        forwarded = mydata_protocol::flow::forwarded_for(&header("forwarded"));
+    }
     Some(mydata_protocol::flow::source_ip(
         peer,
         &forwarded,
