@@ -28,6 +28,7 @@ fn describe(key: &str) -> &'static str {
         "sandbox_dp_url" => "Where the sandbox DP listens [http://127.0.0.1:8081]",
         "sandbox_sp_url" => "Base URL of the sandbox SPs [http://127.0.0.1:8090]",
         "sandbox_clock" => "Sandbox only: POST /sandbox/clock moves the clock",
+        "sandbox_tls" => "Sandbox only: every hop on HTTPS with the sandbox TLS PKI",
         "smtp_url" => "SMTP server of e-mailed one-time passwords",
         "smtp_from" => "Sender of e-mailed one-time passwords",
         "sms_webhook" => "HTTP(S) gateway of texted one-time passwords",

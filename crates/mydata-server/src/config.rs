@@ -62,6 +62,11 @@ pub struct Config {
     /// advances (spec `conformance-platform.md`). Only valid with `sandbox` (`mydata serve`
     /// refuses it otherwise). Never for production.
     pub sandbox_clock: bool,
+    /// Sandbox only: every hop on HTTPS with the sandbox TLS PKI (`fixtures/pki/tls/`, spec
+    /// D50): the listener serves the sandbox `platform` certificate unless `tls_cert` is set, the
+    /// sandbox DP serves HTTPS, the default `sandbox_dp_url` and `sandbox_sp_url` are `https://`,
+    /// and outgoing calls trust the sandbox TLS root. `MYDATA_SANDBOX_TLS`, `--sandbox-tls`.
+    pub sandbox_tls: bool,
     /// Base URL that replaces `http://127.0.0.1:8090` in the sandbox SPs' `return_url` and
     /// `sp_api_url` when they are registered (`fixtures/sandbox.json`).
     pub sandbox_sp_url: String,
@@ -153,6 +158,7 @@ impl Default for Config {
             sms_webhook: String::new(),
             registry: String::new(),
             sandbox_clock: false,
+            sandbox_tls: false,
             sandbox_sp_url: "http://127.0.0.1:8090".into(),
             write_behind_ms: 10,
             package_memory_mb: 64,

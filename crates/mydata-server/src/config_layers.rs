@@ -49,9 +49,10 @@ impl Config {
         format!("{}://{}", self.listen_scheme(), local_addr(self.listen))
     }
 
-    /// `https` when the listener serves TLS itself (`tls_cert`), else `http`.
+    /// `https` when the listener serves TLS itself (`tls_cert`, or the sandbox's certificate
+    /// with `sandbox_tls`), else `http`.
     pub fn listen_scheme(&self) -> &'static str {
-        if self.tls_cert.is_some() {
+        if self.tls_cert.is_some() || (self.sandbox && self.sandbox_tls) {
             "https"
         } else {
             "http"
@@ -73,6 +74,7 @@ pub const KEYS: &[&str] = &[
     "sandbox_dp_url",
     "sandbox_sp_url",
     "sandbox_clock",
+    "sandbox_tls",
     "smtp_url",
     "smtp_from",
     "sms_webhook",
@@ -337,6 +339,20 @@ pub(crate) fn load(
     let mut config = Config::deserialize(Value::Object(merged))
         .map_err(|e| ServerError::Config(e.to_string()))?;
     let mut problems = Vec::new();
+    // The sandbox on HTTPS: its default addresses too (an address set anywhere stays as set).
+    if config.sandbox && config.sandbox_tls {
+        for (key, url) in [
+            ("sandbox_dp_url", &mut config.sandbox_dp_url),
+            ("sandbox_sp_url", &mut config.sandbox_sp_url),
+        ] {
+            if sources.get(key) == Some(&Source::Default)
+                && let Some(rest) = url.strip_prefix("http://")
+            {
+                *url = format!("https://{rest}");
+                sources.insert(key.into(), Source::Derived);
+            }
+        }
+    }
     if sources.get("public_url") == Some(&Source::Default) {
         config.public_url = format!("{}://{}", config.listen_scheme(), local_addr(config.listen));
         sources.insert("public_url".into(), Source::Derived);
@@ -443,7 +459,7 @@ pub fn check(c: &Config) -> Vec<Problem> {
             ("sandbox_sp_url", &c.sandbox_sp_url),
         ] {
             match url::Url::parse(value) {
-                Ok(u) if u.scheme() == "http" && u.host().is_some() => {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
                     if let Some(port) = loopback_port(&u) {
                         if port == c.listen.port() && listens_on_loopback(c.listen) {
                             err(
@@ -458,7 +474,7 @@ pub fn check(c: &Config) -> Vec<Problem> {
                         ports.push((key, port));
                     }
                 }
-                _ => err(key, format!("{value:?} is not an http URL with a host")),
+                _ => err(key, format!("{value:?} is not an http(s) URL with a host")),
             }
         }
         if let [(_, a), (_, b)] = ports.as_slice()
@@ -470,6 +486,12 @@ pub fn check(c: &Config) -> Vec<Problem> {
             );
         }
     } else {
+        if c.sandbox_tls {
+            err(
+                "sandbox_tls",
+                "only valid with sandbox (--sandbox-tls needs --sandbox)".into(),
+            );
+        }
         if c.sandbox_clock {
             err(
                 "sandbox_clock",
@@ -498,7 +520,7 @@ pub fn check(c: &Config) -> Vec<Problem> {
         (None, Some(_)) => err("tls_cert", "tls_key is set without a certificate".into()),
         _ => {}
     }
-    if c.tls_client_ca.is_some() && c.tls_cert.is_none() {
+    if c.tls_client_ca.is_some() && c.listen_scheme() == "http" {
         err(
             "tls_client_ca",
             "client certificates need the listener to serve TLS itself (tls_cert, tls_key)".into(),
@@ -515,7 +537,7 @@ pub fn check(c: &Config) -> Vec<Problem> {
         );
     }
     if !c.sandbox
-        && c.tls_cert.is_none()
+        && c.listen_scheme() == "http"
         && let Ok(u) = url::Url::parse(&c.public_url)
         && u.scheme() == "http"
         && loopback_port(&u).is_none()

@@ -270,3 +270,18 @@ fn certificate_and_key_that_do_not_match_stop_the_server_with_the_files_named() 
         .to_string();
     assert!(e.contains("tls_key") && e.contains("missing.key"), "{e}");
 }
+
+#[actix_web::test]
+async fn the_sandbox_serves_its_compiled_in_certificate_with_sandbox_tls() {
+    let w = world_custom(&[], None, |c| c.sandbox_tls = true).await;
+    assert!(w.srv.url.starts_with("https://"), "{}", w.srv.url);
+    let port = w.srv.addr.port();
+    let (head, fp) = actix_web::rt::task::spawn_blocking(move || {
+        let mut s = connect(port);
+        (get(&mut s, "/healthz"), peer_fingerprint(&s))
+    })
+    .await
+    .unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(fp, fingerprint_of("platform.pem"));
+}

@@ -8,6 +8,8 @@
 //!   optional CA bundle, an optional client certificate).
 //! - [`acceptor`]: server contexts (certificate and key, TLS 1.2+, optional or required client
 //!   certificates checked against a CA bundle).
+//! - [`sandbox`]: the sandbox TLS PKI, compiled in.
 
 pub mod acceptor;
 pub mod connector;
+pub mod sandbox;

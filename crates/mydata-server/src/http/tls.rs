@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use mydata_protocol::tls::acceptor::{self, ClientCerts, Reloadable, ServerTls};
+use mydata_protocol::tls::sandbox;
 use openssl::ssl::SslAcceptorBuilder;
 use openssl::x509::X509;
 
@@ -35,7 +36,8 @@ type Stamp = Option<(Option<SystemTime>, u64)>;
 
 /// The listener's certificate files and the slot new handshakes take their context from.
 pub struct ListenerTls {
-    paths: Paths,
+    /// `None`: the sandbox's compiled-in certificate (`sandbox_tls`), never reloaded.
+    paths: Option<Paths>,
     slot: Reloadable,
     stamps: Mutex<[Stamp; 3]>,
 }
@@ -43,7 +45,7 @@ pub struct ListenerTls {
 impl std::fmt::Debug for ListenerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ListenerTls")
-            .field("files", &self.paths.describe())
+            .field("files", &self.paths.as_ref().map(Paths::describe))
             .finish_non_exhaustive()
     }
 }
@@ -87,6 +89,9 @@ impl ListenerTls {
     /// its files. Fails, naming the file, when one cannot be read or the certificate and key
     /// do not go together.
     pub fn from_config(c: &Config) -> ServerResult<Option<(SslAcceptorBuilder, Arc<Self>)>> {
+        if c.tls_cert.is_none() && c.sandbox && c.sandbox_tls {
+            return Self::sandbox(c).map(Some);
+        }
         let (Some(cert), Some(key)) = (&c.tls_cert, &c.tls_key) else {
             if c.tls_cert.is_some() || c.tls_key.is_some() || c.tls_client_ca.is_some() {
                 return Err(ServerError::Config(
@@ -104,19 +109,47 @@ impl ListenerTls {
         let (builder, slot) = acceptor::reloadable(&files.tls())
             .map_err(|e| ServerError::Config(format!("{}: {e}", paths.describe())))?;
         let this = Arc::new(ListenerTls {
-            paths,
+            paths: Some(paths),
             slot,
             stamps: Mutex::new(stamps),
         });
         Ok(Some((builder, this)))
     }
 
+    /// The sandbox's compiled-in `platform` certificate (`sandbox_tls` without `tls_cert`),
+    /// with `tls_client_ca` if set.
+    fn sandbox(c: &Config) -> ServerResult<(SslAcceptorBuilder, Arc<Self>)> {
+        let client_ca =
+            match &c.tls_client_ca {
+                Some(p) => Some(std::fs::read(p).map_err(|e| {
+                    ServerError::Config(format!("tls_client_ca {}: {e}", p.display()))
+                })?),
+                None => None,
+            };
+        let files = Files {
+            cert: sandbox::PLATFORM_CERT.to_vec(),
+            key: sandbox::PLATFORM_KEY.to_vec(),
+            client_ca,
+        };
+        let (builder, slot) = acceptor::reloadable(&files.tls())
+            .map_err(|e| ServerError::Config(format!("the sandbox TLS certificate: {e}")))?;
+        let this = Arc::new(ListenerTls {
+            paths: None,
+            slot,
+            stamps: Mutex::new([None, None, None]),
+        });
+        Ok((builder, this))
+    }
+
     /// Reads the files again and makes them the context of new handshakes. On any error the
     /// context in force stays, and the error says why.
     pub fn reload(&self) -> ServerResult<()> {
-        let (stamps, files) = self.paths.read()?;
+        let Some(paths) = &self.paths else {
+            return Ok(());
+        };
+        let (stamps, files) = paths.read()?;
         let ctx = acceptor::context(&files.tls())
-            .map_err(|e| ServerError::Config(format!("{}: {e}", self.paths.describe())))?;
+            .map_err(|e| ServerError::Config(format!("{}: {e}", paths.describe())))?;
         self.slot.replace(ctx);
         *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) = stamps;
         Ok(())
@@ -126,7 +159,10 @@ impl ListenerTls {
     /// last read; a change that fails to load is not tried again until the files change again.
     /// Returns whether a new context is in force.
     pub fn reload_if_changed(&self) -> bool {
-        let now = self.paths.stamps_now();
+        let Some(paths) = &self.paths else {
+            return false;
+        };
+        let now = paths.stamps_now();
         {
             let mut seen = self.stamps.lock().unwrap_or_else(|e| e.into_inner());
             if *seen == now {
@@ -136,7 +172,7 @@ impl ListenerTls {
         }
         match self.reload() {
             Ok(()) => {
-                tracing::warn!(target: "mydata::tls", files = %self.paths.describe(), "listener certificate reloaded");
+                tracing::warn!(target: "mydata::tls", files = %paths.describe(), "listener certificate reloaded");
                 true
             }
             Err(e) => {
@@ -149,6 +185,9 @@ impl ListenerTls {
     /// Looks at the files every [`RELOAD_CHECK`] on a thread of its own, until `self` is
     /// dropped (the server that holds it stopped).
     pub fn watch(self: &Arc<Self>) {
+        if self.paths.is_none() {
+            return;
+        }
         let weak: Weak<Self> = Arc::downgrade(self);
         let spawned = std::thread::Builder::new()
             .name("mydata-tls-watch".into())
