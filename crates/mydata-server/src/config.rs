@@ -119,6 +119,17 @@ pub struct Config {
     /// are then served there only. Unset (the default) = on the main listener.
     /// `MYDATA_ADMIN_LISTEN`, `--admin-listen`.
     pub admin_listen: Option<SocketAddr>,
+    /// Extra CA certificates (a PEM file) trusted for outgoing HTTPS calls (SP-API, DP-API),
+    /// besides the system roots (spec D49). A registration that pins its own CA (`--tls-ca`)
+    /// is verified against that CA alone. Unset (the default): system roots only.
+    /// `MYDATA_TLS_CA_FILE`.
+    pub tls_ca_file: Option<PathBuf>,
+    /// The platform's client certificate chain (PEM file, leaf first), presented to SPs and
+    /// DPs that ask for one (mutual TLS, spec D22, D49); needs `tls_client_key`.
+    /// `MYDATA_TLS_CLIENT_CERT`.
+    pub tls_client_cert: Option<PathBuf>,
+    /// The private key (PEM file) of `tls_client_cert`. `MYDATA_TLS_CLIENT_KEY`.
+    pub tls_client_key: Option<PathBuf>,
 }
 
 /// The largest value of a `*_secs` timeout setting (one day).
@@ -155,6 +166,9 @@ impl Default for Config {
             log_format: crate::observe::logging::LogFormat::Human,
             metrics: true,
             admin_listen: None,
+            tls_ca_file: None,
+            tls_client_cert: None,
+            tls_client_key: None,
         }
     }
 }
