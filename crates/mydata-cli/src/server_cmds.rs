@@ -267,6 +267,10 @@ pub struct SpRegisterArgs {
     /// Why the service needs more than five datasets (required beyond five; brief §4).
     #[arg(long)]
     justification: Option<String>,
+    /// A PEM file of the CA certificates the SP-API's server certificate must chain to; it
+    /// replaces the system roots and `tls_ca_file` for this service (spec D49).
+    #[arg(long, value_name = "FILE.pem")]
+    tls_ca: Option<PathBuf>,
     /// JSON output.
     #[arg(long)]
     json: bool,
@@ -304,6 +308,10 @@ pub struct DpRegisterArgs {
     /// "skeleton": {...}}` or a bare array of items.
     #[arg(long, value_name = "FILE.json")]
     template: Option<PathBuf>,
+    /// A PEM file of the CA certificates the DP-API's server certificate must chain to; it
+    /// replaces the system roots and `tls_ca_file` for this dataset (spec D49).
+    #[arg(long, value_name = "FILE.pem")]
+    tls_ca: Option<PathBuf>,
     /// JSON output.
     #[arg(long)]
     json: bool,
@@ -608,6 +616,7 @@ pub fn sp(cmd: SpCmd) -> CliResult<i32> {
                     .collect::<Result<_, _>>()?
             };
             let (_, creds) = p.register_sp(NewSp {
+                tls_ca: read_tls_ca(a.tls_ca.as_deref())?,
                 name: a.name,
                 purpose: a.purpose,
                 return_url: a.return_url,
@@ -710,6 +719,14 @@ pub fn sp(cmd: SpCmd) -> CliResult<i32> {
     }
 }
 
+/// The text of a `--tls-ca` file (checked as PEM certificates by the registration).
+fn read_tls_ca(path: Option<&std::path::Path>) -> CliResult<Option<String>> {
+    path.map(|p| {
+        std::fs::read_to_string(p).map_err(|e| format!("--tls-ca {}: {e}", p.display()).into())
+    })
+    .transpose()
+}
+
 /// Runs `mydata dp …`.
 pub fn dp(cmd: DpCmd) -> CliResult<i32> {
     match cmd {
@@ -727,6 +744,7 @@ pub fn dp(cmd: DpCmd) -> CliResult<i32> {
             };
             let p = open(load_config(&a.place)?)?;
             let (rec, secret) = p.register_dp(NewDp {
+                tls_ca: read_tls_ca(a.tls_ca.as_deref())?,
                 resource_id: a.resource_id,
                 name: a.name,
                 provider: a.provider,

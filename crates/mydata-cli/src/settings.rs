@@ -49,6 +49,9 @@ fn describe(key: &str) -> &'static str {
         "dp_transport_retry_secs" => "Wait after a DP transport error [30]",
         "sp_api_connect_timeout_secs" => "SP-API connect timeout [15]",
         "sp_api_timeout_secs" => "SP-API call timeout [30]",
+        "tls_ca_file" => "Extra CA PEM trusted for outgoing HTTPS (SP-API, DP-API)",
+        "tls_client_cert" => "Client certificate PEM presented to SPs and DPs (mutual TLS)",
+        "tls_client_key" => "Private key PEM of tls_client_cert",
         _ => "See examples/mydata.toml",
     }
 }

@@ -109,7 +109,7 @@ fn every_status_in_the_readme_table_is_produced() {
             "--scope",
             "x.read",
             "--endpoint",
-            "http://127.0.0.1:9/dp",
+            "https://127.0.0.1:9/dp",
             "--identity-method",
             "PII",
             "--data-dir",
@@ -473,7 +473,7 @@ fn a_closed_pipe_is_a_quiet_end() {
     let dir = tmp.path().join("data");
     let out = bin()
         .args(["dp", "register", "--name", "d", "--provider", "p"])
-        .args(["--scope", "x.read", "--endpoint", "http://127.0.0.1:9/dp"])
+        .args(["--scope", "x.read", "--endpoint", "https://127.0.0.1:9/dp"])
         .args(["--identity-method", "PII", "--data-dir"])
         .arg(&dir)
         .output()

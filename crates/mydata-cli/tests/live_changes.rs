@@ -95,7 +95,9 @@ fn dp_register(p: &Platform, resource_id: &str, endpoint: &str, env: &[(&str, &s
     cmd.args(["dp", "register", "--json", "--name", "即時登錄 live"])
         .args(["--provider", "測試機關", "--scope", "live.registration"])
         .args(["--endpoint", endpoint, "--identity-method", "PII"])
-        .args(["--resource-id", resource_id]);
+        .args(["--resource-id", resource_id])
+        // The running server is the sandbox; its DP is plain HTTP on loopback (D49).
+        .env("MYDATA_SANDBOX", "true");
     common::operator_json(p, cmd, env)
 }
 

@@ -139,7 +139,7 @@ fn operator_register_and_list() {
         "--scope",
         "moi.household.read",
         "--endpoint",
-        "http://127.0.0.1:9/dp",
+        "https://127.0.0.1:9/dp",
         "--identity-method",
         "pii",
     ]);
@@ -265,7 +265,7 @@ fn registration_refuses_what_d3_and_d36_refuse() {
             "--scope",
             "test.read",
             "--endpoint",
-            "http://127.0.0.1:9/dp",
+            "https://127.0.0.1:9/dp",
         ];
         for m in methods {
             args.extend(["--identity-method", m]);

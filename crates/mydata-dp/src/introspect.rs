@@ -270,14 +270,64 @@ impl Audience {
 }
 
 thread_local! {
-    static CLIENT: awc::Client = awc::Client::builder().disable_redirects().finish();
+    /// This thread's clients: the default one (key 0) and one per [`HttpIntrospector::with_tls`]
+    /// configuration.
+    static CLIENTS: std::cell::RefCell<std::collections::HashMap<u64, awc::Client>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Ids of TLS configurations (0 = the default client).
+#[cfg(feature = "tls")]
+static NEXT_TLS_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A client context and the id its thread-local client is cached under.
+#[derive(Clone)]
+struct TlsClient {
+    #[cfg(feature = "tls")]
+    id: u64,
+    #[cfg(feature = "tls")]
+    connector: openssl::ssl::SslConnector,
+}
+
+/// The awc client of `tls` (or the default) on this thread.
+fn http_client(tls: Option<&TlsClient>) -> awc::Client {
+    #[cfg(feature = "tls")]
+    let id = tls.map_or(0, |t| t.id);
+    #[cfg(not(feature = "tls"))]
+    let id = {
+        let _ = tls;
+        0
+    };
+    CLIENTS.with(|c| {
+        c.borrow_mut()
+            .entry(id)
+            .or_insert_with(|| {
+                let connector = awc::Connector::new();
+                #[cfg(feature = "tls")]
+                let connector = match tls {
+                    Some(t) => connector.openssl(t.connector.clone()),
+                    // TLS 1.2 or later with the system roots (D49).
+                    None => match crate::tls::TlsConfig::new().connector() {
+                        Ok(c) => connector.openssl(c),
+                        Err(_) => connector,
+                    },
+                };
+                awc::Client::builder()
+                    .connector(connector)
+                    .disable_redirects()
+                    .finish()
+            })
+            .clone()
+    })
 }
 
 /// The introspection and userinfo client over HTTP (`awc`).
 ///
 /// Must be used on an actix (or tokio `LocalSet`) runtime, as inside actix-web handlers.
-/// One HTTP client with its connection pool is kept per thread. Without the crate's `tls`
-/// feature only `http://` platform URLs can be reached.
+/// One HTTP client with its connection pool is kept per thread (per TLS configuration).
+/// Without the crate's `tls` feature only `http://` platform URLs can be reached; with it
+/// (the default), `https://` with TLS 1.2 or later, the system roots, and what
+/// [`HttpIntrospector::with_tls`] adds (a CA bundle, a client certificate).
 #[derive(Clone)]
 pub struct HttpIntrospector {
     introspect_url: String,
@@ -285,6 +335,7 @@ pub struct HttpIntrospector {
     resource_id: String,
     basic: ResourceSecret,
     timeout: Duration,
+    tls: Option<TlsClient>,
 }
 
 impl fmt::Debug for HttpIntrospector {
@@ -317,7 +368,23 @@ impl HttpIntrospector {
             resource_id: resource_id.to_owned(),
             basic: ResourceSecret(basic_authorization(resource_id, &secret)),
             timeout: Duration::from_secs(10),
+            tls: None,
         }
+    }
+
+    /// HTTPS toward the platform with `tls`: an extra or pinned CA bundle, a client
+    /// certificate the platform may ask for. Fails when the PEM does not parse or the key is
+    /// not the certificate's.
+    #[cfg(feature = "tls")]
+    pub fn with_tls(
+        mut self,
+        tls: &crate::tls::TlsConfig,
+    ) -> Result<Self, crate::tls::ConnectorError> {
+        self.tls = Some(TlsClient {
+            id: NEXT_TLS_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            connector: tls.connector()?,
+        });
+        Ok(self)
     }
 
     /// Sets the per-request timeout.
@@ -332,7 +399,7 @@ impl HttpIntrospector {
     }
 
     async fn do_introspect(&self, token: &str) -> Result<Introspection, IntrospectError> {
-        let client = CLIENT.with(|c| c.clone());
+        let client = http_client(self.tls.as_ref());
         let mut resp = client
             .post(&self.introspect_url)
             .insert_header(("Authorization", self.basic.expose()))
@@ -355,7 +422,7 @@ impl HttpIntrospector {
     }
 
     async fn do_userinfo(&self, token: &str) -> Result<Option<UserInfo>, IntrospectError> {
-        let client = CLIENT.with(|c| c.clone());
+        let client = http_client(self.tls.as_ref());
         let mut resp = client
             .get(&self.userinfo_url)
             .insert_header(("Authorization", format!("Bearer {token}")))

@@ -44,6 +44,8 @@ pub mod jobs;
 pub mod request;
 pub mod sandbox;
 pub mod service;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use answer::{DataFile, Final, HttpAnswer, Outcome};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -56,6 +56,12 @@ pub enum Answer<'a> {
     /// passed (connect, headers or body), or the body broke off before its end. Never a 200 with
     /// an empty body.
     Transport,
+    /// The TLS handshake failed closed (D49): the DP's certificate does not verify (unknown CA,
+    /// expired, another host name), it offers no TLS 1.2 or later, or it refused the platform's
+    /// client certificate; or the endpoint is plain `http://` outside the sandbox. Calling again
+    /// would meet the same certificate: the series ends at once with 504, as an exhausted
+    /// transport budget does.
+    Refused,
 }
 
 /// The next step of a call series.
@@ -109,6 +115,7 @@ impl Series {
     /// call as made.
     pub fn next(&mut self, answer: Answer<'_>, now: UnixTime) -> Step {
         let (wait, code_when_exhausted) = match answer {
+            Answer::Refused => return Step::Done(DatasetCode::DpSystemError),
             Answer::Transport => (
                 self.limits.transport_retry_secs.max(0),
                 DatasetCode::DpSystemError,
@@ -286,6 +293,16 @@ mod tests {
             s.next(Answer::Transport, UnixTime(5380)),
             Step::Done(DatasetCode::DpSystemError)
         );
+    }
+
+    #[test]
+    fn a_tls_refusal_ends_the_series_at_once_with_504() {
+        let mut s = Series::start(UnixTime(0));
+        assert_eq!(
+            s.next(Answer::Refused, UnixTime(1)),
+            Step::Done(DatasetCode::DpSystemError)
+        );
+        assert_eq!(s.calls(), 1);
     }
 
     #[test]

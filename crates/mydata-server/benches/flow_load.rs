@@ -238,6 +238,7 @@ fn serve_child(args: &[String]) -> Result<(), BoxError> {
     platform.load_sandbox_at(dp_base)?;
     for (name, ids) in [("load", load_ids), ("poll", poll_ids)] {
         let (_, c) = platform.register_sp(NewSp {
+            tls_ca: None,
             name: format!("負載測試 Load test ({name})"),
             purpose: "效能量測 / load measurement".into(),
             return_url: RETURN.into(),

@@ -261,8 +261,9 @@ fn run_ours(s: &Settings) -> (Figures, bool) {
         ..Config::default()
     };
     let key = MasterKey::generate().expect("master key");
-    let platform =
-        Platform::new(store, key, Arc::new(SystemClock), config).expect("build platform");
+    let platform = Platform::new(store, key, Arc::new(SystemClock), config)
+        .expect("build platform")
+        .with_plain_http(true);
     let datasets = platform.load_sandbox().expect("load sandbox");
     let catalogue = Catalogue::from_json(SANDBOX_CATALOGUE).expect("catalogue");
     let resource = catalogue.datasets[0].resource_id.clone();

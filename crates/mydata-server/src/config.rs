@@ -136,6 +136,17 @@ pub struct Config {
     /// lets an SP registered with certificate pins (`client_cert_sha256`) use the MyData-API only
     /// with one of them (spec D50). Needs `tls_cert`. `MYDATA_TLS_CLIENT_CA`.
     pub tls_client_ca: Option<PathBuf>,
+    /// Extra CA certificates (a PEM file) trusted for outgoing HTTPS calls (SP-API, DP-API),
+    /// besides the system roots (spec D49). A registration that pins its own CA (`--tls-ca`)
+    /// is verified against that CA alone. Unset (the default): system roots only.
+    /// `MYDATA_TLS_CA_FILE`.
+    pub tls_ca_file: Option<PathBuf>,
+    /// The platform's client certificate chain (PEM file, leaf first), presented to SPs and
+    /// DPs that ask for one (mutual TLS, spec D22, D49); needs `tls_client_key`.
+    /// `MYDATA_TLS_CLIENT_CERT`.
+    pub tls_client_cert: Option<PathBuf>,
+    /// The private key (PEM file) of `tls_client_cert`. `MYDATA_TLS_CLIENT_KEY`.
+    pub tls_client_key: Option<PathBuf>,
 }
 
 /// The largest value of a `*_secs` timeout setting (one day).
@@ -176,6 +187,9 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            tls_ca_file: None,
+            tls_client_cert: None,
+            tls_client_key: None,
         }
     }
 }

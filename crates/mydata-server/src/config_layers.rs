@@ -95,6 +95,9 @@ pub const KEYS: &[&str] = &[
     "dp_transport_retry_secs",
     "sp_api_connect_timeout_secs",
     "sp_api_timeout_secs",
+    "tls_ca_file",
+    "tls_client_cert",
+    "tls_client_key",
 ];
 
 /// List keys whose environment and flag text is separated by commas, not by `:` as paths are
@@ -525,6 +528,18 @@ pub fn check(c: &Config) -> Vec<Problem> {
             "tls_client_ca",
             "client certificates need the listener to serve TLS itself (tls_cert, tls_key)".into(),
         );
+    }
+    // The platform's client certificate for mutual TLS toward SPs and DPs (D49): both or none.
+    match (&c.tls_client_cert, &c.tls_client_key) {
+        (Some(_), None) => err(
+            "tls_client_key",
+            "required with tls_client_cert (the certificate's private key, PEM)".into(),
+        ),
+        (None, Some(_)) => err(
+            "tls_client_cert",
+            "required with tls_client_key (the client certificate chain, PEM)".into(),
+        ),
+        _ => {}
     }
     let postgres = ["postgres://", "postgresql://"];
     if !c.database_url.is_empty() && !postgres.iter().any(|p| c.database_url.starts_with(p)) {

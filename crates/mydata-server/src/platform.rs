@@ -73,6 +73,9 @@ pub struct NewSp {
     /// Why the service needs more than five datasets (brief §4, D3): required beyond five,
     /// written to the log with the registration.
     pub justification: Option<String>,
+    /// The CA bundle (PEM) the SP-API's certificate must chain to, alone (D49); `None` = the
+    /// system roots and `tls_ca_file`.
+    pub tls_ca: Option<String>,
 }
 
 /// The most datasets a service is registered for without a justification (brief §4, D3).
@@ -148,6 +151,9 @@ pub struct Platform {
     pub packages: Packages,
     /// The Prometheus metrics (`GET /metrics`; counting off with `metrics = false`).
     pub metrics: crate::observe::Metrics,
+    /// TLS of outgoing calls: `tls_ca_file`, the client certificate, the sandbox's plain HTTP
+    /// (D49).
+    pub outbound: crate::engine::outbound::Outbound,
     /// SP secrets opened, by `client_id`, with the sealed values they were opened from.
     opened: Mutex<HashMap<String, (SealedSecrets, SpSecrets)>>,
     /// Transaction locks, striped by id ([`Platform::tx_lock`]).
@@ -264,6 +270,9 @@ pub struct NewDp {
     pub identity_methods: Vec<String>,
     /// DP-API request template (D28); `None` = the plain call.
     pub template: Option<Template>,
+    /// The CA bundle (PEM) the DP-API's certificate must chain to, alone (D49); `None` = the
+    /// system roots and `tls_ca_file`.
+    pub tls_ca: Option<String>,
 }
 
 impl Platform {
@@ -297,7 +306,9 @@ impl Platform {
             config.package_memory_mb.saturating_mul(1 << 20),
         );
         let metrics = crate::observe::Metrics::new(config.metrics);
+        let outbound = crate::engine::outbound::Outbound::from_config(&config)?;
         Ok(Platform {
+            outbound,
             store,
             auth,
             clock,
@@ -313,6 +324,14 @@ impl Platform {
             fetching: Arc::new(AtomicUsize::new(0)),
             metrics,
         })
+    }
+
+    /// The platform with plain `http://` SP-API and DP endpoints allowed or refused whatever
+    /// the sandbox says ([`Outbound::with_plain_http`](crate::engine::outbound::Outbound::with_plain_http)):
+    /// for tests of production rules against loopback HTTP peers.
+    pub fn with_plain_http(mut self, allowed: bool) -> Self {
+        self.outbound = self.outbound.with_plain_http(allowed);
+        self
     }
 
     /// How many transactions have DP calls or packaging running now (every series ended and
@@ -431,6 +450,16 @@ impl Platform {
         if !matches!(endpoint.scheme(), "http" | "https") {
             return Err(ServerError::Invalid("endpoint: http or https only".into()));
         }
+        crate::engine::outbound::check_scheme(
+            self.outbound.plain_http(),
+            "endpoint",
+            &new.endpoint,
+        )
+        .map_err(ServerError::Invalid)?;
+        if let Some(pem) = &new.tls_ca {
+            crate::engine::outbound::check_pinned_ca("tls_ca", pem)
+                .map_err(ServerError::Invalid)?;
+        }
         if endpoint.fragment().is_some() {
             return Err(ServerError::Invalid("endpoint: no #fragment".into()));
         }
@@ -457,6 +486,7 @@ impl Platform {
             }
         }
         let record = DpRecord {
+            tls_ca: new.tls_ca,
             secret_hash: self
                 .auth
                 .hash_resource_secret(resource_id.as_str(), &secret),
@@ -492,6 +522,7 @@ impl Platform {
                 continue;
             }
             self.register_dp(NewDp {
+                tls_ca: None,
                 secret: Some(sandbox_resource_secret(&d.resource_id)),
                 endpoint: format!("{base}/dp/{}", d.resource_id),
                 resource_id: Some(d.resource_id),
@@ -611,6 +642,17 @@ impl Platform {
                 return Err(ServerError::Invalid(format!("{what}: http or https only")));
             }
         }
+        // The SP-API is a server-to-server call (D49); the return URL is the citizen's browser.
+        crate::engine::outbound::check_scheme(
+            self.outbound.plain_http(),
+            "sp_api_url",
+            &new.sp_api_url,
+        )
+        .map_err(ServerError::Invalid)?;
+        if let Some(pem) = &new.tls_ca {
+            crate::engine::outbound::check_pinned_ca("tls_ca", pem)
+                .map_err(ServerError::Invalid)?;
+        }
         if new.resources.is_empty() {
             return Err(ServerError::Invalid(
                 "a service needs at least one dataset".into(),
@@ -633,6 +675,7 @@ impl Platform {
         }
         let id = client_id.as_str();
         let record = SpRecord {
+            tls_ca: new.tls_ca,
             client_id: id.to_string(),
             name: new.name,
             purpose: new.purpose,
@@ -736,6 +779,7 @@ impl Platform {
                 None => u,
             };
             self.register_sp_unchecked(NewSp {
+                tls_ca: None,
                 client_id: Some(sp.client_id),
                 name: sp.name,
                 purpose: sp.purpose,

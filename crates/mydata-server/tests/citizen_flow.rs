@@ -408,6 +408,7 @@ async fn poll_racing_the_sp_api_acknowledgement_gets_429() {
     actix_web::rt::spawn(srv.run());
     let creds =
         w.p.register_sp(mydata_server::platform::NewSp {
+            tls_ca: None,
             name: "Eager SP".into(),
             purpose: "testing".into(),
             return_url: RETURN.into(),
@@ -606,6 +607,7 @@ async fn every_outcome_leaves_a_transfer_record_with_its_code() {
     let (url, _, _) = common::start_sp_api_answering(500);
     let failing =
         w.p.register_sp(mydata_server::platform::NewSp {
+            tls_ca: None,
             name: "failing".into(),
             return_url: RETURN.into(),
             sp_api_url: url,

@@ -412,6 +412,7 @@ async fn datasets_are_shown_by_name_not_by_internal_code() {
     let w = world().await;
     let mut ids = pii_datasets(2);
     w.p.register_dp(NewDp {
+        tls_ca: None,
         resource_id: Some("API.NONAME0001".parse().unwrap()),
         name: String::new(),
         provider: "沙盒".into(),
@@ -587,6 +588,7 @@ async fn every_page_has_aa_contrast_in_headless_chromium() {
     let w = world().await;
     // The identity page with both methods: a dataset that two documents and OTP unlock.
     w.p.register_dp(NewDp {
+        tls_ca: None,
         resource_id: Some("API.PAGESOTP01".parse().unwrap()),
         name: "頁面測試資料".into(),
         provider: "沙盒".into(),

@@ -49,6 +49,7 @@ fn slow_sp_api(delay: Duration) -> (String, Arc<AtomicU16>, Arc<Mutex<Vec<Value>
 
 fn register(w: &World, sp_api_url: &str, ids: &[String]) -> SpCredentials {
     w.p.register_sp(NewSp {
+        tls_ca: None,
         name: "Slow SP".into(),
         purpose: "testing".into(),
         return_url: RETURN.into(),

@@ -253,6 +253,7 @@ async fn a_return_url_with_control_characters_is_refused_at_the_redirect() {
     ] {
         let e =
             w.p.register_sp(NewSp {
+                tls_ca: None,
                 name: "bad".into(),
                 return_url: ret.into(),
                 sp_api_url: api.into(),

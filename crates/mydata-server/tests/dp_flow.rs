@@ -81,7 +81,9 @@ async fn platform_calls_the_sandbox_dp_which_introspects_at_the_platform() {
                 ..Config::default()
             },
         )
-        .unwrap(),
+        .unwrap()
+        // Production rules (D35) against loopback HTTP peers (D49).
+        .with_plain_http(true),
     );
     let platform = spawn(p.clone()).unwrap();
 

@@ -251,6 +251,7 @@ fn trust() -> Option<Arc<TrustAnchors>> {
 
 fn dp_record(endpoint: &str) -> DpRecord {
     DpRecord {
+        tls_ca: None,
         resource_id: RID.into(),
         name: "不穩定的 DP".into(),
         provider: "測試".into(),
@@ -315,6 +316,7 @@ fn register(w: &World, endpoint: &str, sp_api_url: &str) -> String {
 /// Registers dataset [`RID`] at `endpoint`.
 fn register_dp(w: &World, endpoint: &str) {
     w.p.register_dp(NewDp {
+        tls_ca: None,
         resource_id: Some(RID.parse().unwrap()),
         name: "不穩定的 DP".into(),
         provider: "測試".into(),
@@ -332,6 +334,7 @@ fn register_dp(w: &World, endpoint: &str) {
 /// Registers an SP for [`RID`] whose SP-API is `sp_api_url`; its `client_id`.
 fn register_sp(w: &World, sp_api_url: &str) -> String {
     w.p.register_sp(NewSp {
+        tls_ca: None,
         name: "測試服務".into(),
         purpose: "測試".into(),
         return_url: common::RETURN.into(),

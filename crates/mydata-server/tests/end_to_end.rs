@@ -70,6 +70,7 @@ async fn start_sp(w: &World, mode: PackagingMode, jwe: JweMode, resources: &[Str
     let (recorder, recorded) = start_recorder(format!("{base}/sp-api"));
     let (_, creds) =
         w.p.register_sp(NewSp {
+            tls_ca: None,
             name: "範例服務 Example SP".into(),
             purpose: "端對端測試 / end-to-end test".into(),
             return_url: format!("{base}/return"),

@@ -101,6 +101,7 @@ async fn consent_fetch_package_take_and_purge() {
     let (sp_url, seen, sp_h) = start_sp(200);
     let register = |name: &str, mode: PackagingMode, url: &str| {
         p.register_sp(NewSp {
+            tls_ca: None,
             name: name.into(),
             return_url: "http://127.0.0.1:1/return".into(),
             sp_api_url: url.into(),

@@ -59,7 +59,9 @@ async fn authlib_and_requests_against_the_running_server() {
         Arc::new(SystemClock),
         config,
     )
-    .unwrap();
+    .unwrap()
+    // Production rules (D35) against loopback HTTP peers (D49).
+    .with_plain_http(true);
     p.load_sandbox().unwrap();
     let p = Arc::new(p);
     let c = Catalogue::from_json(SANDBOX_CATALOGUE).unwrap();

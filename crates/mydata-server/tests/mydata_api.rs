@@ -157,6 +157,7 @@ async fn jwe_random_iv_makes_the_cbc_content_iv_random() {
         let ids = common::pii_datasets(1);
         let (_, creds) =
             w.p.register_sp(NewSp {
+                tls_ca: None,
                 name: "CBC".into(),
                 return_url: common::RETURN.into(),
                 sp_api_url: w.sp_api_url.clone(),
@@ -211,6 +212,7 @@ async fn behind_balancer(ids: &[String], trusted: &[&str]) -> common::World {
     .await;
     let (_, creds) =
         w.p.register_sp(mydata_server::platform::NewSp {
+            tls_ca: None,
             name: "behind a balancer".into(),
             return_url: "http://127.0.0.1:1/return".into(),
             sp_api_url: w.sp_api_url.clone(),

@@ -310,6 +310,7 @@ async fn server_flow(db: &ScratchDb) {
     let (sp_url, seen, sp_h) = start_sp();
     let (sp_b, creds) = p
         .register_sp(NewSp {
+            tls_ca: None,
             name: "B".into(),
             return_url: "http://127.0.0.1:1/return".into(),
             sp_api_url: sp_url,

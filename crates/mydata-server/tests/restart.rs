@@ -71,6 +71,7 @@ async fn interrupted_dp_calls_and_a_lost_package_are_fetched_again_after_a_resta
     let (sp_api_url, seen) = start_sp_api();
     let (sp_rec, creds) = p1
         .register_sp(NewSp {
+            tls_ca: None,
             name: "restart".into(),
             return_url: "http://127.0.0.1:1/return".into(),
             sp_api_url,

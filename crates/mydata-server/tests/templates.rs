@@ -109,7 +109,12 @@ fn platform(dir: &std::path::Path, clock: SharedClock) -> Arc<Platform> {
         ..Config::default()
     };
     let store = Arc::new(SqliteStore::open(&dir.join("mydata.sqlite")).unwrap());
-    Arc::new(Platform::new(store, MasterKey::generate().unwrap(), clock, config).unwrap())
+    Arc::new(
+        Platform::new(store, MasterKey::generate().unwrap(), clock, config)
+            .unwrap()
+            // Production rules (D35) against loopback HTTP peers (D49).
+            .with_plain_http(true),
+    )
 }
 
 fn real_now() -> UnixTime {
@@ -123,6 +128,7 @@ fn real_now() -> UnixTime {
 
 fn new_dp(id: &str, endpoint: String, method: DpMethod, template: Option<&str>) -> NewDp {
     NewDp {
+        tls_ca: None,
         resource_id: Some(id.parse().unwrap()),
         name: "車籍資料".into(),
         provider: "交通部".into(),
@@ -515,6 +521,7 @@ async fn consent_calls_the_dp_with_the_citizens_claims_and_names_the_dataset() {
     .unwrap();
     let (sp_rec, creds) = p
         .register_sp(NewSp {
+            tls_ca: None,
             name: "Template SP".into(),
             return_url: "http://127.0.0.1:1/return".into(),
             sp_api_url: sp_url,
@@ -612,6 +619,7 @@ fn data_checks_the_source_ip_against_the_index() {
     .unwrap();
     let (a, _) = p
         .register_sp(NewSp {
+            tls_ca: None,
             name: "A".into(),
             return_url: "http://127.0.0.1:1/return".into(),
             sp_api_url: "http://127.0.0.1:1/sp-api".into(),

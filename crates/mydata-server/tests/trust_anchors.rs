@@ -49,7 +49,9 @@ fn platform(dir: &Path, clock: &ManualClock, anchors: Vec<PathBuf>) -> Arc<Platf
             Arc::new(clock.clone()),
             config,
         )
-        .unwrap(),
+        .unwrap()
+        // Production rules (D35) against loopback HTTP peers (D49).
+        .with_plain_http(true),
     )
 }
 
@@ -146,6 +148,7 @@ async fn outside_the_sandbox_a_self_signed_dp_package_fails_with_its_dataset_cod
     let c = Catalogue::from_json(SANDBOX_CATALOGUE).unwrap();
     let register = |d: &mydata_protocol::catalogue::Dataset, base: &str| {
         p.register_dp(NewDp {
+            tls_ca: None,
             resource_id: Some(d.resource_id.clone()),
             name: d.name.clone(),
             provider: d.provider.clone(),
@@ -169,6 +172,7 @@ async fn outside_the_sandbox_a_self_signed_dp_package_fails_with_its_dataset_cod
     let (sp_url, seen) = start_sp_api();
     let (sp, creds) = p
         .register_sp(NewSp {
+            tls_ca: None,
             name: "trust".into(),
             return_url: "http://127.0.0.1:1/return".into(),
             sp_api_url: sp_url,

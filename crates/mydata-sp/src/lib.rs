@@ -53,6 +53,8 @@ pub mod package;
 pub mod poll;
 pub mod receiver;
 pub mod redirect;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use config::SpConfig;
 pub use error::SpError;

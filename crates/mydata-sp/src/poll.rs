@@ -222,10 +222,38 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 }
 
 /// A MyData-API client for one platform. `Send + Sync`; each poll makes its own HTTP client.
+/// With the `tls` feature (the default) `https://` platforms are reached with TLS 1.2 or later
+/// and the system roots, plus what [`MyDataApi::with_tls`] adds (a CA bundle, the SP's client
+/// certificate for a MyData-API that requires one).
 #[derive(Debug, Clone)]
 pub struct MyDataApi {
     data_url: String,
     opts: PollOptions,
+    tls: Option<TlsClient>,
+}
+
+/// The default client context (system roots, TLS 1.2+), built once: building one reads the
+/// system's CA files.
+#[cfg(feature = "tls")]
+fn default_connector() -> Option<openssl::ssl::SslConnector> {
+    static DEFAULT: std::sync::OnceLock<Option<openssl::ssl::SslConnector>> =
+        std::sync::OnceLock::new();
+    DEFAULT
+        .get_or_init(|| crate::tls::TlsConfig::new().connector().ok())
+        .clone()
+}
+
+/// The client context of [`MyDataApi::with_tls`].
+#[derive(Clone)]
+struct TlsClient {
+    #[cfg(feature = "tls")]
+    connector: openssl::ssl::SslConnector,
+}
+
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsClient")
+    }
 }
 
 impl MyDataApi {
@@ -234,7 +262,22 @@ impl MyDataApi {
         MyDataApi {
             data_url: format!("{}/service/data", platform_url.trim_end_matches('/')),
             opts,
+            tls: None,
         }
+    }
+
+    /// HTTPS toward the platform with `tls`: an extra or pinned CA bundle, and the SP's client
+    /// certificate (`sp-client`) for a MyData-API that requires mutual TLS. Fails when the PEM
+    /// does not parse or the key is not the certificate's.
+    #[cfg(feature = "tls")]
+    pub fn with_tls(
+        mut self,
+        tls: &crate::tls::TlsConfig,
+    ) -> Result<Self, crate::tls::ConnectorError> {
+        self.tls = Some(TlsClient {
+            connector: tls.connector()?,
+        });
+        Ok(self)
     }
 
     /// The URL polled.
@@ -248,7 +291,20 @@ impl MyDataApi {
     }
 
     fn client(&self) -> awc::Client {
+        let connector = awc::Connector::new();
+        #[cfg(feature = "tls")]
+        let connector = match &self.tls {
+            Some(t) => connector.openssl(t.connector.clone()),
+            // TLS 1.2 or later with the system roots (D49).
+            None => match default_connector() {
+                Some(c) => connector.openssl(c),
+                None => connector,
+            },
+        };
+        #[cfg(not(feature = "tls"))]
+        let _ = &self.tls;
         awc::Client::builder()
+            .connector(connector)
             .timeout(self.opts.request_timeout)
             .disable_redirects()
             .finish()

@@ -55,13 +55,16 @@ async fn example_dp_serves_the_platform() {
                 ..Config::default()
             },
         )
-        .unwrap(),
+        .unwrap()
+        // Production rules (D35) against loopback HTTP peers (D49).
+        .with_plain_http(true),
     );
     let platform = spawn(p.clone()).unwrap();
     let port = free_port();
     let endpoint = format!("http://127.0.0.1:{port}/dp/household-transcript");
     let (rec, secret) = p
         .register_dp(NewDp {
+            tls_ca: None,
             resource_id: None,
             name: "戶籍謄本".into(),
             provider: "內政部戶政司".into(),

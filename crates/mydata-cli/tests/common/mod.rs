@@ -610,7 +610,9 @@ pub fn register_with(
         .arg("--sp-api-url")
         .arg(format!("http://127.0.0.1:{sp_port}/sp-api"))
         .args(["--dataset", rid, "--allow-ip", "127.0.0.1"])
-        .args(["--packaging", packaging, "--jwe", jwe]);
+        .args(["--packaging", packaging, "--jwe", jwe])
+        // The server runs as the sandbox and the SP stub is plain HTTP on loopback (D49).
+        .env("MYDATA_SANDBOX", "true");
     operator_json(p, cmd, env)
 }
 

@@ -133,7 +133,11 @@ impl Notifier {
             Channel::Mobile if self.sms.is_some() => {
                 let url = self.sms.as_deref().unwrap_or_default();
                 let body = serde_json::json!({ "to": to, "text": text });
+                // An https:// gateway: TLS 1.2 or later, system roots, host name checked (D49).
+                let tls = mydata_protocol::tls::connector::connector(&Default::default())
+                    .map_err(|e| ServerError::Internal(format!("SMS gateway TLS: {e}")))?;
                 let r = awc::Client::builder()
+                    .connector(awc::Connector::new().openssl(tls))
                     .timeout(Duration::from_secs(15))
                     .disable_redirects()
                     .finish()

@@ -120,6 +120,39 @@ async fn call_dataset(
             return Ok(Some((rid.into(), dp.name, DatasetCode::DpError, None, 0)));
         }
     };
+    let limits = dpcall::CallLimits::from_config(&p.config);
+    // HTTPS toward the DP, against its pinned CA or the system roots and `tls_ca_file`, with
+    // the platform's client certificate; plain http only in the sandbox (D49). Either refusal
+    // ends the dataset with 504 without a call.
+    let checked =
+        crate::engine::outbound::check_scheme(p.outbound.plain_http(), "endpoint", &dp.endpoint)
+            .and_then(|()| {
+                let timing = crate::engine::outbound::Timing {
+                    connect: limits.connect,
+                    total: dpcall::CALL_TIMEOUT,
+                    keep_alive: dpcall::IDLE_KEEP,
+                };
+                p.outbound
+                    .client(timing, dp.tls_ca.as_deref())
+                    .map_err(|e| format!("the TLS settings of this dataset do not build: {e}"))
+            });
+    let client = match checked {
+        Ok(c) => c,
+        Err(why) => {
+            tracing::warn!(
+                target: crate::engine::outbound::TLS_TARGET,
+                resource_id = %rid,
+                "DP-API call not made: {why}; the dataset ends with 504 (D49)"
+            );
+            return Ok(Some((
+                rid.into(),
+                dp.name,
+                DatasetCode::DpSystemError,
+                None,
+                0,
+            )));
+        }
+    };
     let transaction_uid = PermissionTicket::generate()?.as_str().to_string();
     let token = {
         // Under the transaction's lock: a purge either happened before (no token is issued)
@@ -135,8 +168,6 @@ async fn call_dataset(
     // Citizen-entered parameters (D28 `{{param:KEY}}`) are not collected yet: they render
     // empty.
     let values = dpcall::values_for(&dp, &transaction_uid, citizen, Default::default());
-    let limits = dpcall::CallLimits::from_config(&p.config);
-    let client = dpcall::shared_client_for(limits.connect);
     let r = dpcall::run_series_limited(
         &client,
         &p.clock,

@@ -19,6 +19,7 @@ use mydata_protocol::template::{self, TemplateError, Values};
 use crate::auth::CitizenClaims;
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::engine::outbound::{TLS_TARGET, tls_refusal};
 use crate::storage::{DpMethod, DpRecord};
 
 /// Connect timeout of one call (spec §9.3, D29).
@@ -101,6 +102,22 @@ pub fn client_with(connect: Duration) -> awc::Client {
             awc::Connector::new()
                 .timeout(connect)
                 .conn_keep_alive(IDLE_KEEP),
+        )
+        .disable_redirects()
+        .finish()
+}
+
+/// A new HTTP client for DP-API calls whose HTTPS uses `tls` (a context from
+/// [`mydata_protocol::tls::connector`]: a pinned CA, the platform's client certificate).
+pub fn client_tls(connect: Duration, tls: openssl::ssl::SslConnector) -> awc::Client {
+    awc::Client::builder()
+        .timeout(CALL_TIMEOUT)
+        .connector(
+            awc::Connector::new()
+                .timeout(connect)
+                .handshake_timeout(connect)
+                .conn_keep_alive(IDLE_KEEP)
+                .openssl(tls),
         )
         .disable_redirects()
         .finish()
@@ -334,7 +351,17 @@ pub async fn run_series_limited(
         )
         .await
         .unwrap_or(Received::Transport("the call's total time ran out"));
+        let mut refused = false;
         let (answer_status, retry_after, body) = match received {
+            Received::Refused(why) => {
+                tracing::warn!(
+                    target: TLS_TARGET,
+                    resource_id = %dp.resource_id,
+                    "DP-API call refused by TLS: {why}; the dataset ends with 504 (D49)"
+                );
+                refused = true;
+                (None, None, None)
+            }
             Received::Transport(why) => {
                 log::warn!(
                     "DP-API call {} of {}: {why}; a transport error",
@@ -363,6 +390,7 @@ pub async fn run_series_limited(
             .unwrap_or(false);
         }
         let answer = match answer_status {
+            None if refused => Answer::Refused,
             None => Answer::Transport,
             Some(status) => Answer::Status {
                 status,
@@ -390,6 +418,8 @@ enum Received {
     /// No complete answer (the reason, for the log): refused, reset, timed out, or a body that
     /// broke off. Never an empty body.
     Transport(&'static str),
+    /// The TLS handshake failed closed (the cause, for the log): not called again (D49).
+    Refused(String),
     /// An answer. `body` is read for 200 only, and is `None` when it exceeds the limit.
     Status {
         status: u16,
@@ -408,10 +438,19 @@ async fn call_once(req: awc::ClientRequest, body: Option<Bytes>, max_body: u64) 
     let mut resp = match sent {
         Ok(r) => r,
         Err(awc::error::SendRequestError::Timeout) => return Received::Transport("timed out"),
+        Err(e) if tls_refusal(&e).is_some() => {
+            return Received::Refused(tls_refusal(&e).unwrap_or_default());
+        }
         Err(awc::error::SendRequestError::Connect(_)) => {
             return Received::Transport("could not connect");
         }
-        Err(_) => return Received::Transport("no answer"),
+        Err(e) => {
+            // TLS 1.3: a refused client certificate shows at the first read.
+            if let Some(why) = tls_refusal(&e) {
+                return Received::Refused(why);
+            }
+            return Received::Transport("no answer");
+        }
     };
     let status = resp.status().as_u16();
     let retry_after = resp

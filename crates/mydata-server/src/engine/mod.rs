@@ -23,6 +23,7 @@ use crate::storage::SpRecord;
 pub mod dp_calls;
 pub mod dpcall;
 pub mod mydata_api;
+pub mod outbound;
 pub mod outcome;
 pub mod retention;
 pub mod sp_api;

@@ -11,8 +11,8 @@ use mydata_protocol::ids::{PermissionTicket, ResourceId, SecretKey};
 use mydata_protocol::param::ParamCipher;
 
 use crate::auth::CitizenClaims;
-use crate::config::Config;
 use crate::engine::dp_calls::spawn_fetch;
+use crate::engine::outbound::{TLS_TARGET, Timing, check_scheme, tls_refusal};
 use crate::engine::outcome::{end, forget, record_outcome};
 use crate::engine::param_mode;
 use crate::error::{ServerError, ServerResult};
@@ -87,7 +87,7 @@ pub async fn consent(
     // Committed before the SP holds the ticket (D47): a crash after the call must not forget a
     // ticket that is out. The wait is off the HTTP worker.
     flush_off_worker(&p).await?;
-    let acknowledged = post_sp_api(&p.config, &sp, &body).await;
+    let acknowledged = post_sp_api(&p, &sp, &body).await;
     tracing::info!(
         target: TX,
         event = "sp_api",
@@ -139,41 +139,40 @@ async fn flush_off_worker(p: &Arc<Platform>) -> ServerResult<()> {
 /// has just closed would end the transaction with 410.
 pub const SP_API_IDLE_KEEP: Duration = Duration::from_secs(2);
 
-thread_local! {
-    static SP_API_CLIENT: std::cell::RefCell<Option<(Duration, awc::Client)>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// This worker thread's SP-API client with this connect timeout (a new pool when the thread's
-/// client has another). It follows no redirect (D22).
-fn sp_api_client(connect: Duration) -> awc::Client {
-    SP_API_CLIENT.with(|slot| {
-        let mut slot = slot.borrow_mut();
-        match &*slot {
-            Some((c, client)) if *c == connect => client.clone(),
-            _ => {
-                let client = awc::Client::builder()
-                    .timeout(SP_API_TOTAL)
-                    .connector(
-                        awc::Connector::new()
-                            .timeout(connect)
-                            .conn_keep_alive(SP_API_IDLE_KEEP),
-                    )
-                    .disable_redirects()
-                    .finish();
-                *slot = Some((connect, client.clone()));
-                client
-            }
-        }
-    })
-}
-
 /// Posts an SP-API body (§7); whether the SP answered 200 or 201 (D22), within the
 /// configured connect timeout (`sp_api_connect_timeout_secs`) and total time
 /// (`sp_api_timeout_secs`). The worker thread's client keeps an SP's connection for the next
-/// transaction ([`SP_API_IDLE_KEEP`]).
-async fn post_sp_api(config: &Config, sp: &SpRecord, body: &SpApiBody) -> bool {
-    let client = sp_api_client(Duration::from_secs(config.sp_api_connect_timeout_secs));
+/// transaction ([`SP_API_IDLE_KEEP`]). Over HTTPS the SP's certificate is verified against
+/// its pinned CA, or the system roots and `tls_ca_file`, and the platform's client certificate
+/// is presented when the SP asks; plain `http://` is refused outside the sandbox (D49). A TLS
+/// refusal is a failed call: 410 for a consent call (D22).
+async fn post_sp_api(p: &Platform, sp: &SpRecord, body: &SpApiBody) -> bool {
+    let config = &p.config;
+    if let Err(why) = check_scheme(p.outbound.plain_http(), "sp_api_url", &sp.sp_api_url) {
+        tracing::warn!(
+            target: TLS_TARGET,
+            client_id = %sp.client_id,
+            "SP-API call not made: {why}; the call fails (410 after consent)"
+        );
+        return false;
+    }
+    let connect = Duration::from_secs(config.sp_api_connect_timeout_secs);
+    let timing = Timing {
+        connect,
+        total: SP_API_TOTAL,
+        keep_alive: SP_API_IDLE_KEEP,
+    };
+    let client = match p.outbound.client(timing, sp.tls_ca.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(
+                target: TLS_TARGET,
+                client_id = %sp.client_id,
+                "SP-API call not made: the TLS settings of this service do not build: {e}"
+            );
+            return false;
+        }
+    };
     let total = Duration::from_secs(config.sp_api_timeout_secs);
     let deadline = Instant::now() + total;
     loop {
@@ -207,6 +206,13 @@ async fn post_sp_api(config: &Config, sp: &SpRecord, body: &SpApiBody) -> bool {
                 actix_web::rt::time::sleep(FD_RETRY_WAIT).await;
             }
             Err(e) => {
+                if let Some(why) = tls_refusal(&e) {
+                    tracing::warn!(
+                        target: TLS_TARGET,
+                        client_id = %sp.client_id,
+                        "SP-API call refused by TLS: {why}; the call fails (410 after consent)"
+                    );
+                }
                 log::warn!(
                     "SP-API call of {} failed: {e}; the transaction ends with 410",
                     sp.client_id
@@ -276,7 +282,7 @@ pub async fn undeliverable(
         permission_ticket: ticket,
         delivery: SpApiDelivery::UnableToDeliver(unable.to_vec()),
     };
-    tx.sp_api_ack = post_sp_api(&p.config, sp, &body).await;
+    tx.sp_api_ack = post_sp_api(p, sp, &body).await;
     tracing::info!(
         target: TX,
         event = "sp_api",

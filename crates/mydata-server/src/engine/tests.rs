@@ -61,6 +61,7 @@ fn fixture() -> Fixture {
         .clone();
     let register = |name: &str| {
         p.register_sp(NewSp {
+            tls_ca: None,
             name: name.into(),
             return_url: "http://127.0.0.1:1/return".into(),
             sp_api_url: "http://127.0.0.1:1/sp-api".into(),

@@ -63,6 +63,10 @@ pub struct DpRecord {
     /// `Authorization` and `Accept` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<Template>,
+    /// The CA bundle (PEM) the DP-API's server certificate must chain to, replacing the system
+    /// roots and `tls_ca_file` for this dataset (spec D49, `--tls-ca`); `None`: those.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<String>,
 }
 
 /// A registered SP service.
@@ -99,6 +103,10 @@ pub struct SpRecord {
     pub packaging_mode: PackagingMode,
     /// `active` or `suspended`.
     pub status: String,
+    /// The CA bundle (PEM) the SP-API's server certificate must chain to, replacing the system
+    /// roots and `tls_ca_file` for this service (spec D22, D49, `--tls-ca`); `None`: those.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<String>,
 }
 
 /// One online-service transaction as stored.

@@ -10,6 +10,7 @@ use crate::error::ServerError;
 /// A sample dataset registration.
 pub fn sample_dp(id: &str) -> DpRecord {
     DpRecord {
+        tls_ca: None,
         resource_id: id.into(),
         name: "個人戶籍資料".into(),
         provider: "內政部".into(),
@@ -27,6 +28,7 @@ pub fn sample_dp(id: &str) -> DpRecord {
 /// A sample SP registration.
 pub fn sample_sp(id: &str) -> SpRecord {
     SpRecord {
+        tls_ca: None,
         client_id: id.into(),
         name: "Sandbox SP".into(),
         purpose: "Testing".into(),

@@ -289,6 +289,7 @@ pub async fn world_custom(
     p.load_sandbox_at(&dp.base_url()).unwrap();
     // A dataset that OTP unlocks (no sandbox catalogue dataset lists OTP).
     p.register_dp(NewDp {
+        tls_ca: None,
         resource_id: Some("API.OTPDEMO001".parse().unwrap()),
         name: "OTP 示範資料".into(),
         provider: "沙盒".into(),
@@ -360,6 +361,7 @@ impl World {
     ) -> SpCredentials {
         self.p
             .register_sp(NewSp {
+                tls_ca: None,
                 name: "測試服務 Test service".into(),
                 purpose: "申請測試 / testing".into(),
                 return_url: return_url.into(),
