@@ -478,10 +478,13 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
             .ok_or("sandbox_dp_url: no address")?;
         // The DP in this process calls the listener itself, whatever public_url says (a
         // proxy in front of the platform need not be reachable from here).
-        let cfg = sandbox_config(addr, &platform.config.local_url(), &[], None)?;
+        let mut cfg = sandbox_config(addr, &platform.config.local_url(), &[], None)?;
+        // An https:// sandbox_dp_url (`sandbox_tls` derives one) serves the sandbox DP's
+        // certificate of the sandbox TLS PKI (spec D50).
+        cfg.tls = dp_url.scheme() == "https";
         let t = mydata_dp::sandbox::spawn_thread(cfg)
             .map_err(|e| runtime(format!("sandbox DP on {addr} (sandbox_dp_url): {e}")))?;
-        tracing::info!(target: "mydata::serve", "sandbox DP on http://{}", t.addr());
+        tracing::info!(target: "mydata::serve", "sandbox DP on {}://{}", dp_url.scheme(), t.addr());
         Some(t)
     } else {
         None

@@ -243,6 +243,10 @@ pub struct SandboxConfig {
     pub jobs: JobStoreConfig,
     /// The clock (default: the system clock).
     pub clock: Arc<dyn Clock>,
+    /// Serve HTTPS with the sandbox DP certificate of the sandbox TLS PKI, and trust the
+    /// sandbox TLS root (besides the system roots) toward an `https://` platform (default
+    /// false; needs the `tls` feature). `mydata serve --sandbox --sandbox-tls` sets it.
+    pub tls: bool,
 }
 
 impl fmt::Debug for SandboxConfig {
@@ -293,6 +297,7 @@ impl SandboxConfig {
             cache: CacheConfig::default(),
             jobs: JobStoreConfig::default(),
             clock: Arc::new(SystemClock),
+            tls: false,
         })
     }
 
@@ -522,12 +527,22 @@ impl SandboxDp {
         let mut behaviours = Vec::new();
         for (index, d) in config.catalogue.datasets.iter().enumerate() {
             let behaviour = config.behaviour(d);
-            let service = DpService::builder(d.resource_id.as_str())
+            let builder = DpService::builder(d.resource_id.as_str())
                 .scopes([d.scope.as_str()])
                 .platform(
                     &config.platform_url,
                     ResourceSecret::new(sandbox_resource_secret(&d.resource_id)),
+                );
+            #[cfg(feature = "tls")]
+            let builder = if config.tls {
+                builder.platform_tls(
+                    crate::tls::TlsConfig::new()
+                        .with_extra_ca(mydata_protocol::tls::sandbox::ROOT_CA),
                 )
+            } else {
+                builder
+            };
+            let service = builder
                 .clock(config.clock.clone())
                 .cache(config.cache)
                 .jobs(config.jobs)
@@ -649,13 +664,41 @@ fn server(
     if !signals {
         http = http.disable_signals();
     }
-    let http = http.bind(config.listen).map_err(SandboxError::Server)?;
+    #[cfg(feature = "tls")]
+    let http = if config.tls {
+        http.bind_openssl(config.listen, sandbox_acceptor()?)
+    } else {
+        http.bind(config.listen)
+    };
+    #[cfg(not(feature = "tls"))]
+    let http = if config.tls {
+        return Err(SandboxError::Server(std::io::Error::other(
+            "HTTPS needs the mydata-dp feature `tls`",
+        )));
+    } else {
+        http.bind(config.listen)
+    };
+    let http = http.map_err(SandboxError::Server)?;
     let addr = http
         .addrs()
         .first()
         .copied()
         .ok_or_else(|| SandboxError::Server(std::io::Error::other("not bound")))?;
     Ok((http.run(), addr))
+}
+
+/// The acceptor of the sandbox DP on HTTPS (`tls`): its certificate of the sandbox TLS PKI.
+#[cfg(feature = "tls")]
+fn sandbox_acceptor() -> Result<openssl::ssl::SslAcceptorBuilder, SandboxError> {
+    use mydata_protocol::tls::acceptor::{self, ClientCerts, ServerTls};
+    use mydata_protocol::tls::sandbox;
+    acceptor::acceptor(&ServerTls {
+        cert_chain_pem: sandbox::DP_CERT,
+        key_pem: sandbox::DP_KEY,
+        client_ca_pem: None,
+        client_certs: ClientCerts::None,
+    })
+    .map_err(|e| SandboxError::Server(std::io::Error::other(e.to_string())))
 }
 
 /// Runs the sandbox DP until the process gets Ctrl-C / SIGTERM (blocking; starts its own
@@ -668,7 +711,8 @@ pub fn run(config: SandboxConfig) -> Result<(), SandboxError> {
 pub async fn serve(config: SandboxConfig) -> Result<(), SandboxError> {
     let dp = Arc::new(SandboxDp::new(&config)?);
     let (server, addr) = server(&config, dp, true)?;
-    log::info!("sandbox DP listening on http://{addr}");
+    let scheme = if config.tls { "https" } else { "http" };
+    log::info!("sandbox DP listening on {scheme}://{addr}");
     server.await.map_err(SandboxError::Server)
 }
 
@@ -678,6 +722,7 @@ pub struct SandboxServer {
     addr: SocketAddr,
     handle: ServerHandle,
     dp: Arc<SandboxDp>,
+    tls: bool,
 }
 
 impl SandboxServer {
@@ -686,9 +731,14 @@ impl SandboxServer {
         self.addr
     }
 
-    /// `http://{addr}`.
+    /// `http://{addr}`, or `https://localhost:{port}` on HTTPS (the name its certificate
+    /// carries).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.tls {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
     }
 
     /// The full URL of a dataset's endpoint.
@@ -715,7 +765,12 @@ pub async fn spawn(config: SandboxConfig) -> Result<SandboxServer, SandboxError>
     let (server, addr) = server(&config, dp.clone(), false)?;
     let handle = server.handle();
     actix_web::rt::spawn(server);
-    Ok(SandboxServer { addr, handle, dp })
+    Ok(SandboxServer {
+        addr,
+        handle,
+        dp,
+        tls: config.tls,
+    })
 }
 
 /// A sandbox DP running on its own thread and runtime (see [`spawn_thread`]). Stopped when

@@ -266,6 +266,10 @@ pub enum ConfigError {
     /// Both an introspector and platform credentials were given.
     #[error("give either an introspector or platform credentials, not both")]
     Conflict,
+    /// The TLS settings toward the platform do not make a client context.
+    #[cfg(feature = "tls")]
+    #[error("TLS toward the platform: {0}")]
+    Tls(#[from] crate::tls::ConnectorError),
 }
 
 /// Builds a [`DpService`].
@@ -281,6 +285,8 @@ pub struct DpServiceBuilder {
     cache: CacheConfig,
     build: BuildOptions,
     timeout: Duration,
+    #[cfg(feature = "tls")]
+    platform_tls: Option<crate::tls::TlsConfig>,
 }
 
 impl std::fmt::Debug for DpServiceBuilder {
@@ -319,6 +325,15 @@ impl DpServiceBuilder {
     /// dataset's `resource_id` and `secret`, through a [`CachingIntrospector`].
     pub fn platform(mut self, platform_url: &str, secret: ResourceSecret) -> Self {
         self.platform = Some((platform_url.to_owned(), secret));
+        self
+    }
+
+    /// HTTPS settings of the introspection and userinfo calls (with
+    /// [`DpServiceBuilder::platform`]): an extra or pinned CA, a client certificate. Without
+    /// it, an `https://` platform is verified against the system roots.
+    #[cfg(feature = "tls")]
+    pub fn platform_tls(mut self, tls: crate::tls::TlsConfig) -> Self {
+        self.platform_tls = Some(tls);
         self
     }
 
@@ -371,11 +386,20 @@ impl DpServiceBuilder {
         let introspector: Arc<dyn Introspector> = match (self.introspector, self.platform) {
             (Some(_), Some(_)) => return Err(ConfigError::Conflict),
             (Some(i), None) => i,
-            (None, Some((url, secret))) => Arc::new(CachingIntrospector::new(
-                HttpIntrospector::new(&url, &self.resource_id, secret).with_timeout(self.timeout),
-                self.clock.clone(),
-                self.cache,
-            )),
+            (None, Some((url, secret))) => {
+                let http = HttpIntrospector::new(&url, &self.resource_id, secret)
+                    .with_timeout(self.timeout);
+                #[cfg(feature = "tls")]
+                let http = match &self.platform_tls {
+                    Some(tls) => http.with_tls(tls)?,
+                    None => http,
+                };
+                Arc::new(CachingIntrospector::new(
+                    http,
+                    self.clock.clone(),
+                    self.cache,
+                ))
+            }
             (None, None) => return Err(ConfigError::Missing("introspector or platform")),
         };
         Ok(DpService {
@@ -428,6 +452,8 @@ impl DpService {
             cache: CacheConfig::default(),
             build: BuildOptions::default(),
             timeout: Duration::from_secs(10),
+            #[cfg(feature = "tls")]
+            platform_tls: None,
         }
     }
 
