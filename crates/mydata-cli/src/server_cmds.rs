@@ -541,6 +541,8 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
                 }
             }
         });
+        // The DP heartbeat (spec §9.4, D30), every `heartbeat_interval_secs` (0: none).
+        mydata_server::engine::heartbeat::spawn(platform.clone());
         let srv = mydata_server::http::server_with(platform, listener, sandbox_clock)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         srv.await

@@ -45,6 +45,7 @@ fn describe(key: &str) -> &'static str {
         "dp_transport_retry_secs" => "Wait after a DP transport error [30]",
         "sp_api_connect_timeout_secs" => "SP-API connect timeout [15]",
         "sp_api_timeout_secs" => "SP-API call timeout [30]",
+        "heartbeat_interval_secs" => "Seconds between DP heartbeats [300; 0: none]",
         _ => "See examples/mydata.toml",
     }
 }

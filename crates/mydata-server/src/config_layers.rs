@@ -81,6 +81,7 @@ pub const KEYS: &[&str] = &[
     "dp_transport_retry_secs",
     "sp_api_connect_timeout_secs",
     "sp_api_timeout_secs",
+    "heartbeat_interval_secs",
 ];
 
 /// List keys whose environment and flag text is separated by commas, not by `:` as paths are

@@ -143,6 +143,9 @@ pub struct Platform {
     pub packages: Packages,
     /// The Prometheus metrics (`GET /metrics`; counting off with `metrics = false`).
     pub metrics: crate::observe::Metrics,
+    /// The DP endpoints' heartbeat state (spec §9.4, D30), kept by
+    /// [`crate::engine::heartbeat`] and read by §5.3 step 10, `/readyz` and `/metrics`.
+    pub dp_health: crate::dp_health::DpHealth,
     /// SP secrets opened, by `client_id`, with the sealed values they were opened from.
     opened: Mutex<HashMap<String, (SealedSecrets, SpSecrets)>>,
     /// Transaction locks, striped by id ([`Platform::tx_lock`]).
@@ -292,6 +295,7 @@ impl Platform {
             config.package_memory_mb.saturating_mul(1 << 20),
         );
         let metrics = crate::observe::Metrics::new(config.metrics);
+        let config_interval = config.heartbeat_interval_secs;
         Ok(Platform {
             store,
             auth,
@@ -307,6 +311,7 @@ impl Platform {
             delivering: Arc::new(Mutex::new(HashSet::new())),
             fetching: Arc::new(AtomicUsize::new(0)),
             metrics,
+            dp_health: crate::dp_health::DpHealth::new(config_interval),
         })
     }
 
