@@ -407,7 +407,8 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
     let config = loaded.config;
     // Logs through `tracing` (the `log` macros bridged), filtered by RUST_LOG (spec
     // operations.md).
-    mydata_server::observe::logging::init(
+    // The guard flushes the log writer thread when `serve` returns.
+    let _log = mydata_server::observe::logging::init(
         config.log_format,
         mydata_server::observe::logging::DEFAULT_FILTER,
     )?;

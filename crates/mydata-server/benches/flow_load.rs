@@ -212,14 +212,18 @@ fn serve_child(args: &[String]) -> Result<(), BoxError> {
     // Logging and metrics as `mydata serve` has them, or neither (MYDATA_FLOW_OBSERVE=0).
     let observe = std::env::var("MYDATA_FLOW_OBSERVE").map_or(true, |v| v.trim() != "0");
     config.metrics = observe;
-    if observe {
+    // As `mydata serve` writes: through the log writer thread, flushed when this function
+    // returns.
+    let _log = if observe {
         let log = std::fs::File::create(dir.join("server.log"))?;
-        mydata_server::observe::logging::init_with_writer(
+        Some(mydata_server::observe::logging::init_to(
             mydata_server::observe::logging::LogFormat::Json,
             mydata_server::observe::logging::DEFAULT_FILTER,
-            Mutex::new(log),
-        )?;
-    }
+            log,
+        )?)
+    } else {
+        None
+    };
     let store = mydata_server::storage::open_server(&config)?;
     let platform = Platform::new(store, MasterKey::generate()?, Arc::new(SystemClock), config)?;
     let say = |line: String| -> std::io::Result<()> {

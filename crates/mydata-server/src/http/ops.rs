@@ -92,44 +92,40 @@ async fn metrics_text(state: State) -> HttpResponse {
         .body(text)
 }
 
-/// What a request is, taken before it is handled: the method, the path without its query
-/// string, and when it started.
+/// When a request arrived; the rest of its access line is read from the answer's request.
 pub struct Seen {
-    method: actix_web::http::Method,
-    path: String,
     start: Instant,
 }
 
 impl Seen {
     /// Notes a request as it arrives.
-    pub fn of(req: &ServiceRequest) -> Self {
+    pub fn of(_req: &ServiceRequest) -> Self {
         Seen {
-            method: req.method().clone(),
-            path: req.path().to_string(),
             start: Instant::now(),
         }
     }
 
-    /// Counts the answer and writes its access log line (never a header or the query).
+    /// Counts the answer and writes its access log line (never a header or the query): the
+    /// method and path are borrowed from the request, nothing is copied for the line.
     pub fn answered<B: MessageBody>(self, res: &ServiceResponse<B>) {
         let took = self.start.elapsed();
         let status = res.status().as_u16();
-        let route = res.request().match_pattern();
+        let req = res.request();
+        let route = req.match_pattern();
         let route = route.as_deref().unwrap_or("unmatched");
-        if let Some(p) = res.request().app_data::<State>() {
-            p.metrics.request(route, self.method.as_str(), status, took);
+        let method = req.method().as_str();
+        if let Some(p) = req.app_data::<State>() {
+            p.metrics.request(route, method, status, took);
         }
+        let path = req.path();
         tracing::info!(
             target: ACCESS,
-            method = %self.method,
-            path = %self.path,
+            method,
+            path,
             route,
             status,
             duration_ms = took.as_secs_f64() * 1000.0,
-            "{} {} {}",
-            self.method,
-            self.path,
-            status
+            "{method} {path} {status}"
         );
     }
 }
