@@ -1322,7 +1322,7 @@ fn run() -> Result<bool, BoxError> {
     if let Some((took, bytes)) = scrape_metrics(&base) {
         println!(
             "  GET /metrics with {} transactions stored: median {:.2} ms of 5 ({bytes} bytes)",
-            rec.ok + s.warmup,
+            rec.ok + s.warmup as u64,
             took.as_secs_f64() * 1000.0
         );
     }

@@ -4,16 +4,15 @@
 //!
 //! Cost (spec `operations.md`, measured with the `flow_load` bench): an event is formatted on
 //! the thread that emits it into a per-thread buffer ([`JsonLine`] writes JSON without an
-//! intermediate value), then handed as one line to a writer thread ([`Background`]), which
-//! writes whatever has queued through one buffer and flushes when the queue is empty. Request
-//! threads never wait for the terminal or the disk, only for a full queue: at most
-//! [`QUEUE_LINES`] lines wait, and beyond that the emitting thread blocks until the writer
-//! catches up. Lines are never dropped (the transaction steps are the operator's record).
+//! intermediate value), then appended to a queue that a writer thread ([`Background`]) empties
+//! in batches, one write each. Request threads never wait for the terminal or the disk and make
+//! no system call for a line, only wait for a full queue: at most [`QUEUE_BYTES`] wait, and
+//! beyond that the emitting thread blocks until the writer catches up. Lines are never dropped
+//! (the transaction steps are the operator's record).
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::str::FromStr;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use tracing::{Event, Subscriber};
@@ -66,23 +65,49 @@ pub fn filter(default: &str) -> ServerResult<EnvFilter> {
     }
 }
 
-/// At most this many log lines wait for the writer thread; an event emitted when the queue is
-/// full waits for room (lines are never dropped).
-pub const QUEUE_LINES: usize = 16_384;
+/// At most this many bytes of log lines (about 13,000 JSON lines) wait for the writer thread;
+/// an event emitted when they are full waits for room (lines are never dropped).
+pub const QUEUE_BYTES: usize = 4 << 20;
 
-/// The writer thread's buffer: lines are written in batches of up to this many bytes.
-const WRITE_BUFFER: usize = 64 * 1024;
+/// After the first line that finds the writer thread idle, it waits this long for more before
+/// it writes, so that a burst is one write and one wake-up, not one per line.
+const GATHER: Duration = Duration::from_millis(1);
 
-enum Msg {
-    Line(Vec<u8>),
-    Flush(SyncSender<()>),
+#[derive(Default)]
+struct Pending {
+    /// Lines not written yet.
+    bytes: Vec<u8>,
+    /// The writer thread waits for lines (an emitter that adds the first line wakes it).
+    writer_idle: bool,
+    /// Threads waiting for room or for a flush.
+    waiting: usize,
+    /// Flushes asked for, and done (the writer's count of the asked ones it has written).
+    flush_asked: u64,
+    flushed: u64,
 }
 
-/// A [`MakeWriter`] that hands each formatted event to a writer thread, which writes it to the
-/// output it owns (standard error, a file). Cloning shares the thread.
+#[derive(Default)]
+struct Queue {
+    pending: Mutex<Pending>,
+    /// The writer thread waits here for lines or a flush request.
+    wake: Condvar,
+    /// Emitters wait here for room, flushers for their flush.
+    room: Condvar,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A [`MakeWriter`] that appends each formatted event to a queue that a writer thread empties
+/// into the output it owns (standard error, a file): one lock and one copy per line on the
+/// emitting thread, no system call; the writer thread is woken only by the first line after it
+/// went idle, and writes what gathered in one call. Cloning shares the thread.
 #[derive(Clone)]
 pub struct Background {
-    tx: SyncSender<Msg>,
+    queue: Arc<Queue>,
 }
 
 impl std::fmt::Debug for Background {
@@ -100,7 +125,7 @@ pub struct LogGuard {
 
 impl LogGuard {
     /// Waits (at most `limit`) until every line queued so far is written and flushed; false
-    /// when the writer did not answer in time.
+    /// when the writer did not finish in time.
     pub fn flush(&self, limit: Duration) -> bool {
         self.writer.flush(limit)
     }
@@ -115,59 +140,107 @@ impl Drop for LogGuard {
 impl Background {
     /// Starts the writer thread over `out`; the guard flushes it when dropped.
     pub fn start<W: std::io::Write + Send + 'static>(out: W) -> std::io::Result<(Self, LogGuard)> {
-        let (tx, rx) = sync_channel(QUEUE_LINES);
+        let queue = Arc::new(Queue::default());
+        let q = queue.clone();
         std::thread::Builder::new()
             .name("mydata-log".into())
-            .spawn(move || write_loop(rx, out))?;
-        let writer = Background { tx };
-        Ok((
-            writer.clone(),
-            LogGuard {
-                writer,
-            },
-        ))
+            .spawn(move || write_loop(&q, out))?;
+        let writer = Background { queue };
+        Ok((writer.clone(), LogGuard { writer }))
+    }
+
+    /// Appends one formatted line, waiting while the queue is full.
+    fn push(&self, line: &[u8]) {
+        let q = &self.queue;
+        let mut p = q.lock();
+        while p.bytes.len() >= QUEUE_BYTES {
+            p.waiting += 1;
+            p = q.room.wait(p).unwrap_or_else(|e| e.into_inner());
+            p.waiting -= 1;
+        }
+        p.bytes.extend_from_slice(line);
+        if p.writer_idle {
+            p.writer_idle = false;
+            drop(p);
+            q.wake.notify_one();
+        }
     }
 
     fn flush(&self, limit: Duration) -> bool {
-        let (done, wait) = sync_channel(1);
-        self.tx.send(Msg::Flush(done)).is_ok() && wait.recv_timeout(limit).is_ok()
+        let q = &self.queue;
+        let deadline = std::time::Instant::now() + limit;
+        let mut p = q.lock();
+        p.flush_asked += 1;
+        let target = p.flush_asked;
+        if p.writer_idle {
+            p.writer_idle = false;
+            q.wake.notify_one();
+        }
+        while p.flushed < target {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            p.waiting += 1;
+            p = q
+                .room
+                .wait_timeout(p, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            p.waiting -= 1;
+        }
+        true
     }
 }
 
-fn write_loop<W: std::io::Write>(rx: Receiver<Msg>, out: W) {
-    let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, out);
-    let mut waiting: Vec<SyncSender<()>> = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        // Everything queued now goes out in one batch, then one flush.
-        while let Some(m) = next {
-            match m {
-                Msg::Line(l) => {
-                    let _ = out.write_all(&l);
-                }
-                Msg::Flush(done) => waiting.push(done),
+fn write_loop<W: std::io::Write>(q: &Queue, mut out: W) {
+    let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
+    loop {
+        {
+            let mut p = q.lock();
+            while p.bytes.is_empty() && p.flush_asked == p.flushed {
+                p.writer_idle = true;
+                p = q.wake.wait(p).unwrap_or_else(|e| e.into_inner());
             }
-            next = rx.try_recv().ok();
+            p.writer_idle = false;
         }
+        // Lines that come meanwhile join this batch without waking anyone.
+        std::thread::sleep(GATHER);
+        let (asked, waiting) = {
+            let mut p = q.lock();
+            std::mem::swap(&mut p.bytes, &mut batch);
+            (p.flush_asked, p.waiting)
+        };
+        if waiting > 0 {
+            q.room.notify_all();
+        }
+        // Errors are dropped: there is nowhere left to report them.
+        let _ = out.write_all(&batch);
         let _ = out.flush();
-        for done in waiting.drain(..) {
-            let _ = done.send(());
+        batch.clear();
+        if batch.capacity() > QUEUE_BYTES {
+            batch = Vec::with_capacity(64 * 1024);
+        }
+        let mut p = q.lock();
+        if asked > p.flushed {
+            p.flushed = asked;
+            if p.waiting > 0 {
+                drop(p);
+                q.room.notify_all();
+            }
         }
     }
-    let _ = out.flush();
 }
 
 /// One event's line on its way to the writer thread.
 #[derive(Debug)]
 pub struct LineWriter<'a> {
-    tx: &'a SyncSender<Msg>,
+    writer: &'a Background,
 }
 
 impl std::io::Write for LineWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.tx
-            .send(Msg::Line(buf.to_vec()))
-            .map_err(|_| std::io::Error::other("the log writer thread stopped"))?;
+        self.writer.push(buf);
         Ok(buf.len())
     }
 
@@ -180,7 +253,7 @@ impl<'a> MakeWriter<'a> for Background {
     type Writer = LineWriter<'a>;
 
     fn make_writer(&'a self) -> Self::Writer {
-        LineWriter { tx: &self.tx }
+        LineWriter { writer: self }
     }
 }
 
@@ -444,6 +517,34 @@ mod tests {
         assert_eq!(f["odd"], "quote \" back\\ nl\n tab\t bell\u{7} 中文");
         let ts = v["timestamp"].as_str().unwrap();
         assert_eq!((ts.len(), &ts[10..11], &ts[26..]), (27, "T", "Z"), "{ts}");
+    }
+
+    #[test]
+    fn lines_from_many_threads_come_out_whole_and_all_of_them() {
+        let out = Shared::default();
+        let (writer, guard) = Background::start(out.clone()).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let w = writer.clone();
+                std::thread::spawn(move || {
+                    for i in 0..2_000 {
+                        let line = format!("{{\"t\":{t},\"i\":{i},\"pad\":\"{}\"}}\n", "x".repeat(i % 300));
+                        std::io::Write::write_all(&mut w.make_writer(), line.as_bytes()).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(guard.flush(Duration::from_secs(10)));
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(seen.insert((v["t"].as_u64(), v["i"].as_u64())), "{line}");
+        }
+        assert_eq!(seen.len(), 8_000);
     }
 
     #[test]
