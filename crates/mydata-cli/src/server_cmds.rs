@@ -587,7 +587,14 @@ impl Registration {
     }
 
     /// Prints `{id_key: id, key: value}` (or `id: what`) as the outcome of a command.
-    fn done(self, a: &IdArgs, id: String, key: &str, value: serde_json::Value, what: &str) -> CliResult<i32> {
+    fn done(
+        self,
+        a: &IdArgs,
+        id: String,
+        key: &str,
+        value: serde_json::Value,
+        what: &str,
+    ) -> CliResult<i32> {
         let mut v = serde_json::Map::new();
         v.insert(self.id_key().into(), id.into());
         v.insert(key.into(), value);

@@ -1490,7 +1490,8 @@ fn scrape_metrics(base: &str) -> Option<(Duration, usize)> {
     for _ in 0..5 {
         let start = Instant::now();
         let mut c = std::net::TcpStream::connect(addr).ok()?;
-        c.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n").ok()?;
+        c.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+            .ok()?;
         let mut answer = Vec::new();
         c.read_to_end(&mut answer).ok()?;
         times.push(start.elapsed());

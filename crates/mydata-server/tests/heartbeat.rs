@@ -60,7 +60,10 @@ async fn readyz(base: &str) -> (u16, String) {
         .await
         .unwrap();
     let body = r.body().await.unwrap();
-    (r.status().as_u16(), String::from_utf8_lossy(&body).into_owned())
+    (
+        r.status().as_u16(),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
 }
 
 async fn metrics(base: &str) -> String {
@@ -78,13 +81,19 @@ async fn wait_listed(base: &str, endpoint: &str, listed: bool) -> String {
     let line = format!("dp_unreachable {endpoint}\n");
     for _ in 0..240 {
         let (status, body) = readyz(base).await;
-        assert_eq!(status, 200, "an unreachable DP does not make the platform unready");
+        assert_eq!(
+            status, 200,
+            "an unreachable DP does not make the platform unready"
+        );
         if body.contains(&line) == listed {
             return body;
         }
         actix_web::rt::time::sleep(Duration::from_millis(250)).await;
     }
-    panic!("{endpoint} never became {}", if listed { "unreachable" } else { "reachable" });
+    panic!(
+        "{endpoint} never became {}",
+        if listed { "unreachable" } else { "reachable" }
+    );
 }
 
 #[actix_web::test]
@@ -122,9 +131,15 @@ async fn an_unreachable_dp_is_answered_504_until_a_heartbeat_succeeds() {
     let calls = w.sp_api_calls();
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0]["unable_to_deliver"], serde_json::json!([ids[0]]));
-    assert_eq!(dp.calls.load(Ordering::SeqCst), 0, "the DP itself is never called");
+    assert_eq!(
+        dp.calls.load(Ordering::SeqCst),
+        0,
+        "the DP itself is never called"
+    );
     // A redirect for the other dataset alone is accepted.
-    let a = b.get(&w.redirect(&creds, &ids[1..], "tx-hb-2", CITIZEN)).await;
+    let a = b
+        .get(&w.redirect(&creds, &ids[1..], "tx-hb-2", CITIZEN))
+        .await;
     assert!(
         !a.location.as_deref().unwrap_or("").starts_with(RETURN),
         "{a:?}"

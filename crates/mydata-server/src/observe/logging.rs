@@ -528,7 +528,10 @@ mod tests {
                 let w = writer.clone();
                 std::thread::spawn(move || {
                     for i in 0..2_000 {
-                        let line = format!("{{\"t\":{t},\"i\":{i},\"pad\":\"{}\"}}\n", "x".repeat(i % 300));
+                        let line = format!(
+                            "{{\"t\":{t},\"i\":{i},\"pad\":\"{}\"}}\n",
+                            "x".repeat(i % 300)
+                        );
                         std::io::Write::write_all(&mut w.make_writer(), line.as_bytes()).unwrap();
                     }
                 })

@@ -387,7 +387,10 @@ mod tests {
         assert!(text.contains("mydata_transactions_final_total{code=\"201\"} 1"));
         assert!(text.contains("mydata_write_behind_pending 3"));
         assert!(text.contains("mydata_write_behind_commits_total 2"));
-        assert!(text.contains("mydata_transactions_stored{state=\"ready\"} 4"), "{text}");
+        assert!(
+            text.contains("mydata_transactions_stored{state=\"ready\"} 4"),
+            "{text}"
+        );
         assert!(text.contains("mydata_transactions_stored{state=\"taken\"} 0"));
         assert!(text.contains("mydata_dp_endpoints{state=\"reachable\"} 5"));
         assert!(text.contains("mydata_dp_endpoints{state=\"unreachable\"} 1"));

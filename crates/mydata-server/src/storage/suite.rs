@@ -174,13 +174,12 @@ fn transactions(s: &dyn Store) {
         TxPhase::ALL.to_vec()
     );
     for (phase, n) in &counts {
-        assert_eq!(
-            *n,
-            s.txs_in_state(*phase).unwrap().len() as u64,
-            "{phase}"
-        );
+        assert_eq!(*n, s.txs_in_state(*phase).unwrap().len() as u64, "{phase}");
     }
-    assert_eq!(counts.iter().find(|(p, _)| *p == TxPhase::Taken).unwrap().1, 1);
+    assert_eq!(
+        counts.iter().find(|(p, _)| *p == TxPhase::Taken).unwrap().1,
+        1
+    );
     s.delete_tx("t-a").unwrap();
     assert!(s.get_tx("t-a").unwrap().is_none());
     s.delete_tx("t-c").unwrap();
