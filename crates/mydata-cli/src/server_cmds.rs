@@ -420,7 +420,8 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
     let config = loaded.config;
     // Logs through `tracing` (the `log` macros bridged), filtered by RUST_LOG (spec
     // operations.md).
-    mydata_server::observe::logging::init(
+    // The guard flushes the log writer thread when `serve` returns.
+    let _log = mydata_server::observe::logging::init(
         config.log_format,
         mydata_server::observe::logging::DEFAULT_FILTER,
     )?;
@@ -557,6 +558,8 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
                 }
             }
         });
+        // The DP heartbeat (spec §9.4, D30), every `heartbeat_interval_secs` (0: none).
+        mydata_server::engine::heartbeat::spawn(platform.clone());
         let srv = mydata_server::http::server_with(platform, listener, sandbox_clock)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         srv.await
@@ -581,24 +584,64 @@ fn done(a: &IdArgs, v: serde_json::Value, what: &str) -> CliResult<i32> {
     Ok(0)
 }
 
-fn sp_status(a: IdArgs, suspend: bool) -> CliResult<i32> {
-    let p = open(load_config(&a.place)?)?;
-    let sp = mydata_server::lifecycle::set_sp_suspended(&p, &a.id, suspend)?;
-    done(
-        &a,
-        json!({"client_id": sp.client_id, "status": sp.status}),
-        &sp.status,
-    )
+/// The kind of registration a lifecycle command (`suspend`, `resume`, `delete`) acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Registration {
+    /// An SP (`mydata sp …`), named by its `client_id`.
+    Sp,
+    /// A dataset (`mydata dp …`), named by its `resource_id`.
+    Dp,
 }
 
-fn dp_status(a: IdArgs, stop: bool) -> CliResult<i32> {
-    let p = open(load_config(&a.place)?)?;
-    let dp = mydata_server::lifecycle::set_dp_stopped(&p, &a.id, stop)?;
-    done(
-        &a,
-        json!({"resource_id": dp.resource_id, "status": dp.status}),
-        &dp.status,
-    )
+impl Registration {
+    /// The JSON key of its id.
+    fn id_key(self) -> &'static str {
+        match self {
+            Registration::Sp => "client_id",
+            Registration::Dp => "resource_id",
+        }
+    }
+
+    /// Prints `{id_key: id, key: value}` (or `id: what`) as the outcome of a command.
+    fn done(
+        self,
+        a: &IdArgs,
+        id: String,
+        key: &str,
+        value: serde_json::Value,
+        what: &str,
+    ) -> CliResult<i32> {
+        let mut v = serde_json::Map::new();
+        v.insert(self.id_key().into(), id.into());
+        v.insert(key.into(), value);
+        done(a, serde_json::Value::Object(v), what)
+    }
+
+    /// `suspend` (`off`) or `resume`: prints the registration's status after it.
+    fn set_status(self, a: IdArgs, off: bool) -> CliResult<i32> {
+        let p = open(load_config(&a.place)?)?;
+        let (id, status) = match self {
+            Registration::Sp => {
+                let sp = mydata_server::lifecycle::set_sp_suspended(&p, &a.id, off)?;
+                (sp.client_id, sp.status)
+            }
+            Registration::Dp => {
+                let dp = mydata_server::lifecycle::set_dp_stopped(&p, &a.id, off)?;
+                (dp.resource_id, dp.status)
+            }
+        };
+        self.done(&a, id, "status", status.clone().into(), &status)
+    }
+
+    /// `delete`.
+    fn delete(self, a: IdArgs) -> CliResult<i32> {
+        let p = open(load_config(&a.place)?)?;
+        match self {
+            Registration::Sp => mydata_server::lifecycle::delete_sp(&p, &a.id)?,
+            Registration::Dp => mydata_server::lifecycle::delete_dp(&p, &a.id)?,
+        }
+        self.done(&a, a.id.clone(), "deleted", true.into(), "deleted")
+    }
 }
 
 /// Runs `mydata sp …`.
@@ -658,13 +701,9 @@ pub fn sp(cmd: SpCmd) -> CliResult<i32> {
             }
             Ok(0)
         }
-        SpCmd::Suspend(a) => sp_status(a, true),
-        SpCmd::Resume(a) => sp_status(a, false),
-        SpCmd::Delete(a) => {
-            let p = open(load_config(&a.place)?)?;
-            mydata_server::lifecycle::delete_sp(&p, &a.id)?;
-            done(&a, json!({"client_id": a.id, "deleted": true}), "deleted")
-        }
+        SpCmd::Suspend(a) => Registration::Sp.set_status(a, true),
+        SpCmd::Resume(a) => Registration::Sp.set_status(a, false),
+        SpCmd::Delete(a) => Registration::Sp.delete(a),
         SpCmd::Rotate(a) => {
             let p = open(load_config(&a.place)?)?;
             let creds = mydata_server::lifecycle::rotate_sp(&p, &a.id)?;
@@ -776,13 +815,9 @@ pub fn dp(cmd: DpCmd) -> CliResult<i32> {
             }
             Ok(0)
         }
-        DpCmd::Suspend(a) => dp_status(a, true),
-        DpCmd::Resume(a) => dp_status(a, false),
-        DpCmd::Delete(a) => {
-            let p = open(load_config(&a.place)?)?;
-            mydata_server::lifecycle::delete_dp(&p, &a.id)?;
-            done(&a, json!({"resource_id": a.id, "deleted": true}), "deleted")
-        }
+        DpCmd::Suspend(a) => Registration::Dp.set_status(a, true),
+        DpCmd::Resume(a) => Registration::Dp.set_status(a, false),
+        DpCmd::Delete(a) => Registration::Dp.delete(a),
         DpCmd::Rotate(a) => {
             let p = open(load_config(&a.place)?)?;
             let secret = mydata_server::lifecycle::rotate_dp(&p, &a.id)?;

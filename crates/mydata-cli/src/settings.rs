@@ -52,6 +52,7 @@ fn describe(key: &str) -> &'static str {
         "tls_ca_file" => "Extra CA PEM trusted for outgoing HTTPS (SP-API, DP-API)",
         "tls_client_cert" => "Client certificate PEM presented to SPs and DPs (mutual TLS)",
         "tls_client_key" => "Private key PEM of tls_client_cert",
+        "heartbeat_interval_secs" => "Seconds between DP heartbeats [300; 0: none]",
         _ => "See examples/mydata.toml",
     }
 }

@@ -20,9 +20,12 @@ mod common;
 
 use common::*;
 
-/// The JSON lines of the server's log; every line must be one JSON object.
+/// The JSON lines of the server's log; every line must be one JSON object. A last line without
+/// its newline is still being written (the log has its own writer thread) and is left out.
 fn json_log(p: &Platform) -> Vec<Value> {
-    p.log()
+    let text = p.log();
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    complete
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
@@ -443,6 +446,31 @@ fn metrics_move_with_a_flow_and_readyz_follows_the_database() {
     assert!(back.contains("code=200"), "{back}");
     let body = wait_for_body(&seen, 0);
     fetch(&p, &creds, &body, work.path(), "a");
+    // Transactions by stored state (a gauge counted at scrape time): none before the flow, the
+    // one taken now, none once the purge has deleted it.
+    let stored = |s: &[(String, serde_json::Map<String, Value>, f64)], state: &str| {
+        sum(s, "mydata_transactions_stored", &[("state", state)])
+    };
+    assert_eq!(stored(&before, "taken"), 0.0);
+    assert!(
+        before
+            .iter()
+            .any(|(n, l, _)| n == "mydata_transactions_stored"
+                && l.get("state").and_then(Value::as_str) == Some("fetching")),
+        "every state is listed, 0 included"
+    );
+    // The take is recorded once the package's last byte is served: a few scrapes may precede it.
+    let mut taken = 0.0;
+    for _ in 0..100 {
+        let mid = scrape(&p.url);
+        taken = stored(&mid, "taken");
+        if taken == 1.0 {
+            assert_eq!(sum(&mid, "mydata_transactions_stored", &[]), 1.0);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(taken, 1.0, "the taken transaction is counted");
     post_json(&p.url, "/sandbox/clock", r#"{"advance_secs": 32400}"#);
 
     let after = scrape(&p.url);
@@ -462,6 +490,13 @@ fn metrics_move_with_a_flow_and_readyz_follows_the_database() {
     moved("mydata_purged_transactions_total", &[]);
     moved("mydata_http_requests_total", &[("method", "GET")]);
     moved("mydata_http_request_duration_seconds_count", &[]);
+    assert_eq!(stored(&after, "taken"), 0.0, "purged");
+    // The sandbox DP's endpoints are known to the heartbeat, none unreachable.
+    assert_eq!(
+        sum(&after, "mydata_dp_endpoints", &[("state", "unreachable")]),
+        0.0
+    );
+    assert!(sum(&after, "mydata_dp_endpoints", &[("state", "reachable")]) > 0.0);
     // Requests are counted by route pattern, never by raw path.
     let routes: Vec<&str> = after
         .iter()
@@ -503,7 +538,7 @@ fn metrics_move_with_a_flow_and_readyz_follows_the_database() {
         !r.body.contains("mydata.sqlite"),
         "the reason is logged, not answered: {r:?}"
     );
-    let log = p.log();
+    let log = p.log_with("readyz: not ready");
     assert!(
         log.contains("readyz: not ready") && log.contains("mydata.sqlite"),
         "{log}"
@@ -554,7 +589,7 @@ fn admin_listen_moves_the_operator_endpoints() {
         http("GET", &format!("{admin_url}{meta}"), None, None).status,
         404
     );
-    let log = p.log();
+    let log = p.log_with("GET /metrics 404");
     assert!(log.contains("GET /metrics 404"), "{log}");
     assert!(!log.contains("mydata serve started"), "{log}");
 }

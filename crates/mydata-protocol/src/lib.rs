@@ -23,6 +23,7 @@ pub mod date;
 pub mod dpapi;
 pub mod error;
 pub mod flow;
+pub mod heartbeat;
 pub mod ids;
 pub mod jwe;
 pub mod package;

@@ -113,6 +113,10 @@ pub struct Config {
     /// Total time of the SP-API call, in seconds, from connect to the SP's status (spec §7,
     /// D22; default 30). `MYDATA_SP_API_TIMEOUT_SECS`.
     pub sp_api_timeout_secs: u64,
+    /// Seconds between two heartbeats of each DP endpoint (`GET {endpoint}?heartbeat=true`,
+    /// spec §9.4, D30; default 300); 0 = no heartbeat (every endpoint then counts as
+    /// reachable). `MYDATA_HEARTBEAT_INTERVAL_SECS`.
+    pub heartbeat_interval_secs: u64,
     /// How `mydata serve` writes its log lines to standard error: `human` (the default) or
     /// `json` (one object per line; spec `operations.md`). `RUST_LOG` filters them.
     /// `MYDATA_LOG_FORMAT`, `--log-format`.
@@ -181,6 +185,7 @@ impl Default for Config {
             dp_transport_retry_secs: 30,
             sp_api_connect_timeout_secs: 15,
             sp_api_timeout_secs: 30,
+            heartbeat_interval_secs: mydata_protocol::heartbeat::INTERVAL_SECS,
             log_format: crate::observe::logging::LogFormat::Human,
             metrics: true,
             admin_listen: None,
@@ -217,6 +222,11 @@ impl Config {
                     "{name}: from 1 to {MAX_TIMEOUT_SECS} seconds"
                 )));
             }
+        }
+        if self.heartbeat_interval_secs > MAX_TIMEOUT_SECS {
+            return Err(ServerError::Config(format!(
+                "heartbeat_interval_secs: from 0 (no heartbeat) to {MAX_TIMEOUT_SECS} seconds"
+            )));
         }
         self.public_url = self.public_url.trim_end_matches('/').to_string();
         self.sandbox_sp_url = self.sandbox_sp_url.trim_end_matches('/').to_string();

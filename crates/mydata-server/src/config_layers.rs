@@ -98,6 +98,7 @@ pub const KEYS: &[&str] = &[
     "tls_ca_file",
     "tls_client_cert",
     "tls_client_key",
+    "heartbeat_interval_secs",
 ];
 
 /// List keys whose environment and flag text is separated by commas, not by `:` as paths are

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod config_layers;
 pub mod datadir;
+pub mod dp_health;
 
 pub mod engine;
 pub mod error;

@@ -154,6 +154,9 @@ pub struct Platform {
     /// TLS of outgoing calls: `tls_ca_file`, the client certificate, the sandbox's plain HTTP
     /// (D49).
     pub outbound: crate::engine::outbound::Outbound,
+    /// The DP endpoints' heartbeat state (spec §9.4, D30), kept by
+    /// [`crate::engine::heartbeat`] and read by §5.3 step 10, `/readyz` and `/metrics`.
+    pub dp_health: crate::dp_health::DpHealth,
     /// SP secrets opened, by `client_id`, with the sealed values they were opened from.
     opened: Mutex<HashMap<String, (SealedSecrets, SpSecrets)>>,
     /// Transaction locks, striped by id ([`Platform::tx_lock`]).
@@ -307,6 +310,7 @@ impl Platform {
         );
         let metrics = crate::observe::Metrics::new(config.metrics);
         let outbound = crate::engine::outbound::Outbound::from_config(&config)?;
+        let config_interval = config.heartbeat_interval_secs;
         Ok(Platform {
             outbound,
             store,
@@ -323,6 +327,7 @@ impl Platform {
             delivering: Arc::new(Mutex::new(HashSet::new())),
             fetching: Arc::new(AtomicUsize::new(0)),
             metrics,
+            dp_health: crate::dp_health::DpHealth::new(config_interval),
         })
     }
 

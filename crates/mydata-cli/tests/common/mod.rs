@@ -385,6 +385,19 @@ impl Platform {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log once it holds `needle` (lines reach the file a moment after their event: the
+    /// server writes them from a thread of its own), or as it is after 10 s.
+    pub fn log_with(&self, needle: &str) -> String {
+        for _ in 0..100 {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        self.log()
+    }
+
     /// Stops the server with SIGTERM (its graceful shutdown) and waits up to 30 s for it to
     /// exit; its exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {

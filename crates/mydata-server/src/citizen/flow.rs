@@ -322,6 +322,10 @@ pub async fn start(
         existing_facts.as_ref(),
         mode,
         |id| match dps.get(id.as_str()) {
+            // Three failed heartbeats in a row (§9.4, D30): 504 (D21).
+            Some(d) if d.status == "active" && !p.dp_health.is_reachable(&d.endpoint) => {
+                Availability::Unreachable
+            }
             Some(d) if d.status == "active" => Availability::Available,
             _ => Availability::Stopped,
         },

@@ -8,6 +8,7 @@
 //! | MyData-API | [`mydata_api`] | [`data`] ([`data_decide`] + [`prepare`]), [`Delivered::complete`], [`status`] |
 //! | Ending and transfer records | [`outcome`] | [`end`], [`forget`] |
 //! | Retention | [`retention`] | [`purge`], [`resume`], [`reported_state`] |
+//! | DP heartbeat (§9.4) | [`heartbeat`] | [`heartbeat::spawn`] |
 //!
 //! The transaction's stored state is [`TxPhase`](crate::storage::TxPhase); its one conversion
 //! to the core's [`flow::TxState`](mydata_protocol::flow::TxState) is
@@ -22,6 +23,7 @@ use crate::storage::SpRecord;
 
 pub mod dp_calls;
 pub mod dpcall;
+pub mod heartbeat;
 pub mod mydata_api;
 pub mod outbound;
 pub mod outcome;

@@ -193,7 +193,8 @@ pub struct Spawned {
     pub url: String,
 }
 
-/// Starts `platform` on 127.0.0.1 with an ephemeral port in the current actix/tokio runtime.
+/// Starts `platform` on 127.0.0.1 with an ephemeral port in the current actix/tokio runtime,
+/// with its DP heartbeat task ([`crate::engine::heartbeat::spawn`]).
 pub fn spawn(platform: Arc<Platform>) -> ServerResult<Spawned> {
     spawn_with(platform, None)
 }
@@ -209,9 +210,11 @@ pub fn spawn_with(
         .local_addr()
         .map_err(|e| ServerError::Config(format!("bind: {e}")))?;
     let scheme = platform.config.listen_scheme();
-    let srv = server_with(platform, listener, sandbox_clock)?;
+    let srv = server_with(platform.clone(), listener, sandbox_clock)?;
     let handle = srv.handle();
     actix_web::rt::spawn(srv);
+    // The DP heartbeat (§9.4), as `mydata serve` runs it.
+    crate::engine::heartbeat::spawn(platform);
     Ok(Spawned {
         addr,
         handle,

@@ -1,5 +1,6 @@
 //! The operator's endpoints (spec `operations.md`): `GET /healthz` (the process answers),
-//! `GET /readyz` (the database answers and its schema is current) and `GET /metrics`
+//! `GET /readyz` (the database answers and its schema is current; unreachable DP endpoints
+//! listed) and `GET /metrics`
 //! (Prometheus text format); and the access log and request metrics of every request.
 
 use std::time::Instant;
@@ -32,7 +33,7 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: State) -> HttpResponse {
-    let p = state.into_inner();
+    let p = state.clone().into_inner();
     let checked = web::block(move || p.store.ready()).await;
     // The reason goes to the log only: the answer may be public (no `admin_listen`), and a
     // database error can name hosts and users.
@@ -41,16 +42,24 @@ async fn readyz(state: State) -> HttpResponse {
         Ok(Err(e)) => Some(e.to_string()),
         Err(e) => Some(format!("blocking pool: {e}")),
     };
-    let (status, body) = match reason {
-        None => (actix_web::http::StatusCode::OK, "ready\n"),
+    let (status, mut body) = match reason {
+        None => (actix_web::http::StatusCode::OK, String::from("ready\n")),
         Some(why) => {
             tracing::warn!(target: "mydata::ops", event = "not_ready", reason = %why, "readyz: not ready: {why}");
             (
                 actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                "not ready\n",
+                String::from("not ready\n"),
             )
         }
     };
+    // DP endpoints that failed three heartbeats in a row (§9.4, D30) are listed, and do not
+    // make the platform unready: the other datasets still work, and a redirect asking for
+    // theirs is answered 504 (spec operations.md).
+    for endpoint in state.dp_health.unreachable() {
+        body.push_str("dp_unreachable ");
+        body.push_str(&endpoint);
+        body.push('\n');
+    }
     HttpResponse::build(status)
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .content_type("text/plain; charset=utf-8")
@@ -58,51 +67,65 @@ async fn readyz(state: State) -> HttpResponse {
 }
 
 async fn metrics_text(state: State) -> HttpResponse {
-    let text = state.metrics.render(state.store.write_behind());
+    // One aggregate query (GROUP BY state) per scrape, off the worker thread; the write-behind
+    // store commits its queue first, so live transactions are counted.
+    let p = state.clone().into_inner();
+    let tx_states = match web::block(move || p.store.count_txs_by_state()).await {
+        Ok(Ok(v)) => Some(v.into_iter().map(|(s, n)| (s.as_str(), n)).collect()),
+        Ok(Err(e)) => {
+            tracing::warn!(target: "mydata::ops", event = "metrics_partial", error = %e, "metrics: transactions not counted: {e}");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(target: "mydata::ops", event = "metrics_partial", error = %e, "metrics: blocking pool: {e}");
+            None
+        }
+    };
+    let text = state.metrics.render(&crate::observe::Scrape {
+        write_behind: state.store.write_behind(),
+        tx_states,
+        dp_endpoints: state.dp_health.counts(),
+    });
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(text)
 }
 
-/// What a request is, taken before it is handled: the method, the path without its query
-/// string, and when it started.
+/// When a request arrived; the rest of its access line is read from the answer's request.
 pub struct Seen {
-    method: actix_web::http::Method,
-    path: String,
     start: Instant,
 }
 
 impl Seen {
     /// Notes a request as it arrives.
-    pub fn of(req: &ServiceRequest) -> Self {
+    pub fn of(_req: &ServiceRequest) -> Self {
         Seen {
-            method: req.method().clone(),
-            path: req.path().to_string(),
             start: Instant::now(),
         }
     }
 
-    /// Counts the answer and writes its access log line (never a header or the query).
+    /// Counts the answer and writes its access log line (never a header or the query): the
+    /// method and path are borrowed from the request, nothing is copied for the line.
     pub fn answered<B: MessageBody>(self, res: &ServiceResponse<B>) {
         let took = self.start.elapsed();
         let status = res.status().as_u16();
-        let route = res.request().match_pattern();
+        let req = res.request();
+        let route = req.match_pattern();
         let route = route.as_deref().unwrap_or("unmatched");
-        if let Some(p) = res.request().app_data::<State>() {
-            p.metrics.request(route, self.method.as_str(), status, took);
+        let method = req.method().as_str();
+        if let Some(p) = req.app_data::<State>() {
+            p.metrics.request(route, method, status, took);
         }
+        let path = req.path();
         tracing::info!(
             target: ACCESS,
-            method = %self.method,
-            path = %self.path,
+            method,
+            path,
             route,
             status,
             duration_ms = took.as_secs_f64() * 1000.0,
-            "{} {} {}",
-            self.method,
-            self.path,
-            status
+            "{method} {path} {status}"
         );
     }
 }

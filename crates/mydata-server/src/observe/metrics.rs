@@ -46,6 +46,24 @@ struct StatusLabels {
     status: u16,
 }
 
+/// Labels of a gauge by state: a transaction's stored state, or an endpoint's reachability.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+/// The figures taken at scrape time, beside the counters (`GET /metrics`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scrape {
+    /// The write-behind store's figures ([`crate::storage::Store::write_behind`]).
+    pub write_behind: Option<WriteBehindStats>,
+    /// Transactions stored, by state ([`crate::storage::Store::count_txs_by_state`]); `None`
+    /// when the count failed (the gauge then keeps its last values).
+    pub tx_states: Option<Vec<(&'static str, u64)>>,
+    /// DP endpoints known to the heartbeat: (reachable, unreachable).
+    pub dp_endpoints: (usize, usize),
+}
+
 /// What the write-behind store reports for `/metrics` ([`crate::storage::hot::HotStore`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct WriteBehindStats {
@@ -74,6 +92,8 @@ pub struct Metrics {
     orphans: Counter,
     resumed: Counter,
     wb_pending: Gauge,
+    tx_states: Family<StateLabels, Gauge>,
+    dp_endpoints: Family<StateLabels, Gauge>,
     wb_commits: Counter,
     wb_commit_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     /// The write-behind totals last rendered, to turn totals into counter increments.
@@ -118,6 +138,8 @@ impl Metrics {
             orphans: Counter::default(),
             resumed: Counter::default(),
             wb_pending: Gauge::default(),
+            tx_states: Family::default(),
+            dp_endpoints: Family::default(),
             wb_commits: Counter::default(),
             wb_commit_seconds: Counter::default(),
             wb_seen: Mutex::new(WriteBehindStats::default()),
@@ -197,6 +219,16 @@ impl Metrics {
             "write_behind_commit_seconds",
             "Time spent committing write-behind batches",
             m.wb_commit_seconds.clone(),
+        );
+        registry.register(
+            "transactions_stored",
+            "Transactions stored, by state (counted at scrape time; taken and ended ones stay until the purge)",
+            m.tx_states.clone(),
+        );
+        registry.register(
+            "dp_endpoints",
+            "DP endpoints by heartbeat state (reachable, unreachable after 3 failed heartbeats)",
+            m.dp_endpoints.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -290,17 +322,34 @@ impl Metrics {
     }
 
     /// The text exposition format (`text/plain; version=0.0.4` compatible, OpenMetrics
-    /// `# EOF` included), with the write-behind figures taken now.
-    pub fn render(&self, wb: Option<WriteBehindStats>) -> String {
-        if let Some(now) = wb {
+    /// `# EOF` included), with the figures of `now` taken at scrape time.
+    pub fn render(&self, now: &Scrape) -> String {
+        if let Some(wb) = now.write_behind {
             let mut seen = self.wb_seen.lock().unwrap_or_else(|e| e.into_inner());
             self.wb_pending
-                .set(i64::try_from(now.pending).unwrap_or(i64::MAX));
+                .set(i64::try_from(wb.pending).unwrap_or(i64::MAX));
             self.wb_commits
-                .inc_by(now.commits.saturating_sub(seen.commits));
-            let more = now.commit_time.saturating_sub(seen.commit_time);
+                .inc_by(wb.commits.saturating_sub(seen.commits));
+            let more = wb.commit_time.saturating_sub(seen.commit_time);
             self.wb_commit_seconds.inc_by(more.as_secs_f64());
-            *seen = now;
+            *seen = wb;
+        }
+        if let Some(states) = &now.tx_states {
+            for (state, n) in states {
+                self.tx_states
+                    .get_or_create(&StateLabels {
+                        state: (*state).to_string(),
+                    })
+                    .set(i64::try_from(*n).unwrap_or(i64::MAX));
+            }
+        }
+        let (up, down) = now.dp_endpoints;
+        for (state, n) in [("reachable", up), ("unreachable", down)] {
+            self.dp_endpoints
+                .get_or_create(&StateLabels {
+                    state: state.to_string(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
@@ -320,11 +369,15 @@ mod tests {
         m.request("/service/data", "GET", 429, Duration::from_millis(3));
         m.dp_call("API.x", 200);
         m.taken();
-        let text = m.render(Some(WriteBehindStats {
-            pending: 3,
-            commits: 2,
-            commit_time: Duration::from_millis(5),
-        }));
+        let text = m.render(&Scrape {
+            write_behind: Some(WriteBehindStats {
+                pending: 3,
+                commits: 2,
+                commit_time: Duration::from_millis(5),
+            }),
+            tx_states: Some(vec![("ready", 4), ("taken", 0)]),
+            dp_endpoints: (5, 1),
+        });
         assert!(
             text.contains(
                 "mydata_http_requests_total{route=\"/service/data\",method=\"GET\",status=\"429\"} 1"
@@ -334,12 +387,22 @@ mod tests {
         assert!(text.contains("mydata_transactions_final_total{code=\"201\"} 1"));
         assert!(text.contains("mydata_write_behind_pending 3"));
         assert!(text.contains("mydata_write_behind_commits_total 2"));
+        assert!(
+            text.contains("mydata_transactions_stored{state=\"ready\"} 4"),
+            "{text}"
+        );
+        assert!(text.contains("mydata_transactions_stored{state=\"taken\"} 0"));
+        assert!(text.contains("mydata_dp_endpoints{state=\"reachable\"} 5"));
+        assert!(text.contains("mydata_dp_endpoints{state=\"unreachable\"} 1"));
         // Totals become increments: the same totals again add nothing.
-        let text = m.render(Some(WriteBehindStats {
-            pending: 0,
-            commits: 2,
-            commit_time: Duration::from_millis(5),
-        }));
+        let text = m.render(&Scrape {
+            write_behind: Some(WriteBehindStats {
+                pending: 0,
+                commits: 2,
+                commit_time: Duration::from_millis(5),
+            }),
+            ..Scrape::default()
+        });
         assert!(text.contains("mydata_write_behind_commits_total 2"));
     }
 
@@ -348,7 +411,7 @@ mod tests {
         let m = Metrics::new(false);
         m.request("/", "GET", 200, Duration::ZERO);
         m.taken();
-        let text = m.render(None);
+        let text = m.render(&Scrape::default());
         assert!(!text.contains("route=\"/\""));
         assert!(!text.contains("mydata_packages_taken_total 1"));
     }

@@ -8,7 +8,7 @@
 pub mod logging;
 pub mod metrics;
 
-pub use metrics::{Metrics, WriteBehindStats};
+pub use metrics::{Metrics, Scrape, WriteBehindStats};
 
 /// The target of transaction step events (`RUST_LOG=mydata::tx=info`).
 pub const TX: &str = "mydata::tx";

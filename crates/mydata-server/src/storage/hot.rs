@@ -840,6 +840,13 @@ impl Store for HotStore {
         Ok(self.state().overlay(db, |r| r.state == state))
     }
 
+    /// Counted by the database once every write accepted so far is committed (a flush: at most
+    /// `write_behind_ms` of waiting), so the figures include the live transactions.
+    fn count_txs_by_state(&self) -> ServerResult<Vec<(TxPhase, u64)>> {
+        self.flush()?;
+        self.inner().count_txs_by_state()
+    }
+
     fn delete_tx(&self, id: &str) -> ServerResult<()> {
         let first = self.state().put(id, None, Write::DeleteTx(id.to_string()));
         self.wake(first);
@@ -1200,6 +1207,9 @@ mod tests {
         }
         fn txs_in_state(&self, s: TxPhase) -> ServerResult<Vec<TxRecord>> {
             self.0.txs_in_state(s)
+        }
+        fn count_txs_by_state(&self) -> ServerResult<Vec<(TxPhase, u64)>> {
+            self.0.count_txs_by_state()
         }
         fn delete_tx(&self, id: &str) -> ServerResult<()> {
             self.0.delete_tx(id)

@@ -256,6 +256,10 @@ pub trait Store: Send + Sync + 'static {
     fn txs_due(&self, now: UnixTime) -> ServerResult<Vec<TxRecord>>;
     /// Transactions in flow state `state` (a scan; for start-up, [`crate::engine::resume`]).
     fn txs_in_state(&self, state: TxPhase) -> ServerResult<Vec<TxRecord>>;
+    /// How many transactions are stored in each state, every state of [`TxPhase::ALL`] listed in
+    /// that order (0 for none): one aggregate query, for the `mydata_transactions` gauge of
+    /// `/metrics`.
+    fn count_txs_by_state(&self) -> ServerResult<Vec<(TxPhase, u64)>>;
     /// Deletes a transaction row.
     fn delete_tx(&self, id: &str) -> ServerResult<()>;
     /// Appends a transfer record.
@@ -431,6 +435,18 @@ impl TxPhase {
         TxPhase::Ended,
         TxPhase::Undeliverable,
     ];
+
+    /// Every state of [`TxPhase::ALL`] with its count in `counted` (pairs in any order, a
+    /// state absent from them counted 0).
+    pub fn tally(counted: impl IntoIterator<Item = (TxPhase, u64)>) -> Vec<(TxPhase, u64)> {
+        let mut out: Vec<(TxPhase, u64)> = TxPhase::ALL.iter().map(|p| (*p, 0)).collect();
+        for (phase, n) in counted {
+            if let Some(slot) = out.iter_mut().find(|(p, _)| *p == phase) {
+                slot.1 += n;
+            }
+        }
+        out
+    }
 
     /// The stored text.
     pub const fn as_str(self) -> &'static str {

@@ -269,6 +269,18 @@ macro_rules! store_impl {
                         .map_err(db)
                 }
 
+                fn count_txs_by_state(&self) -> ServerResult<Vec<(TxPhase, u64)>> {
+                    let rows: Vec<(TxPhase, i64)> = transactions::table
+                        .group_by(transactions::state)
+                        .select((transactions::state, diesel::dsl::count_star()))
+                        .load(&mut self.$read()?)
+                        .map_err(db)?;
+                    Ok(TxPhase::tally(
+                        rows.into_iter()
+                            .map(|(p, n)| (p, u64::try_from(n).unwrap_or(0))),
+                    ))
+                }
+
                 $crate::storage::registrations::registration_queries!($write);
 
                 fn delete_tx(&self, id: &str) -> ServerResult<()> {

@@ -170,6 +170,19 @@ fn transactions(s: &dyn Store) {
     assert_eq!(taken, vec!["t-a"]);
     assert_eq!(s.txs_in_state(TxPhase::Redirected).unwrap().len(), 1);
     assert!(s.txs_in_state(TxPhase::Fetching).unwrap().is_empty());
+    // The count by state agrees with the rows: every state listed, in flow order.
+    let counts = s.count_txs_by_state().unwrap();
+    assert_eq!(
+        counts.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+        TxPhase::ALL.to_vec()
+    );
+    for (phase, n) in &counts {
+        assert_eq!(*n, s.txs_in_state(*phase).unwrap().len() as u64, "{phase}");
+    }
+    assert_eq!(
+        counts.iter().find(|(p, _)| *p == TxPhase::Taken).unwrap().1,
+        1
+    );
     s.delete_tx("t-a").unwrap();
     assert!(s.get_tx("t-a").unwrap().is_none());
     s.delete_tx("t-c").unwrap();
