@@ -82,6 +82,12 @@ impl Outbound {
                 Some(read("tls_client_cert", cert)?),
                 Some(read("tls_client_key", key)?),
             ),
+            // The sandbox on HTTPS presents the sandbox's platform client certificate, so
+            // that sandbox SPs and DPs may require mutual TLS (spec D50, `sandbox_tls`).
+            (None, None) if c.sandbox && c.sandbox_tls => (
+                Some(mydata_protocol::tls::sandbox::PLATFORM_CLIENT_CERT.to_vec()),
+                Some(mydata_protocol::tls::sandbox::PLATFORM_CLIENT_KEY.to_vec()),
+            ),
             (None, None) => (None, None),
             (Some(_), None) => {
                 return Err(ServerError::Config(

@@ -78,9 +78,19 @@ pub fn open_delivery(
     client_id: &str,
     at: UnixTime,
 ) -> Vec<mydata_protocol::package::sp::DatasetReport> {
+    open_delivery_in(jwe_text, key, client_id, at, JweMode::Cbc)
+}
+
+/// [`open_delivery`] for a JWE of either mode.
+pub fn open_delivery_in(
+    jwe_text: &str,
+    key: &mydata_protocol::ids::SecretKey,
+    client_id: &str,
+    at: UnixTime,
+    mode: JweMode,
+) -> Vec<mydata_protocol::package::sp::DatasetReport> {
     let client_id: mydata_protocol::ids::ClientId = client_id.parse().unwrap();
-    let zip = mydata_protocol::jwe::decrypt_package(jwe_text, key, JweMode::Cbc, Some(&client_id))
-        .unwrap();
+    let zip = mydata_protocol::jwe::decrypt_package(jwe_text, key, mode, Some(&client_id)).unwrap();
     let trust = mydata_protocol::package::dp::TrustAnchors::from_pem(&[
         mydata_server::platform::SANDBOX_ROOT_CA,
     ])
@@ -136,6 +146,61 @@ pub fn start_sp_api() -> (String, Seen) {
 
 /// An SP receiver (`/sp-api` answering `status`, `/return`) on 127.0.0.1: its SP-API URL, the
 /// bodies received, and its handle.
+/// An HTTPS client that trusts the sandbox TLS root (and nothing else), following no redirect.
+pub fn sandbox_https_client() -> awc::Client {
+    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client()).unwrap();
+    let mut store = openssl::x509::store::X509StoreBuilder::new().unwrap();
+    store
+        .add_cert(openssl::x509::X509::from_pem(mydata_protocol::tls::sandbox::ROOT_CA).unwrap())
+        .unwrap();
+    b.set_verify_cert_store(store.build()).unwrap();
+    b.set_alpn_protos(b"\x08http/1.1").unwrap();
+    awc::Client::builder()
+        .connector(awc::Connector::new().openssl(b.build()))
+        .disable_redirects()
+        .finish()
+}
+
+/// The SP-API on HTTPS with the `example-sp` certificate of the sandbox TLS PKI, requiring
+/// (when `require_platform`) the platform's client certificate, pinned to `platform-client`.
+pub fn start_sp_api_tls(require_platform: bool) -> (String, Seen) {
+    use mydata_protocol::tls::{acceptor, pin, sandbox};
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let tls = if require_platform {
+        let platform = openssl::x509::X509::from_pem(sandbox::PLATFORM_CLIENT_CERT).unwrap();
+        pin::acceptor_requiring_client(
+            sandbox::SP_CERT,
+            sandbox::SP_KEY,
+            sandbox::ROOT_CA,
+            vec![acceptor::fingerprint(&platform)],
+        )
+        .unwrap()
+    } else {
+        acceptor::acceptor(&acceptor::ServerTls {
+            cert_chain_pem: sandbox::SP_CERT,
+            key_pem: sandbox::SP_KEY,
+            client_ca_pem: None,
+            client_certs: acceptor::ClientCerts::None,
+        })
+        .unwrap()
+    };
+    let srv = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(s2.clone()))
+            .app_data(web::Data::new(Answering(200)))
+            .route("/sp-api", web::post().to(sp_api))
+            .route("/return", web::get().to(sp_return))
+    })
+    .workers(1)
+    .bind_openssl("127.0.0.1:0", tls)
+    .unwrap();
+    let addr = srv.addrs()[0];
+    let srv = srv.run();
+    actix_web::rt::spawn(srv);
+    (format!("https://localhost:{}/sp-api", addr.port()), seen)
+}
+
 pub fn start_sp_api_answering(status: u16) -> (String, Seen, actix_web::dev::ServerHandle) {
     let seen: Seen = Arc::new(Mutex::new(Vec::new()));
     let s2 = seen.clone();
@@ -279,6 +344,8 @@ pub async fn world_custom(
     );
     let srv = spawn(p.clone()).unwrap();
     let mut dp_cfg = SandboxConfig::embedded(&srv.url).unwrap();
+    // A platform on HTTPS gets its sandbox DP on HTTPS too (`sandbox_tls`, spec D50).
+    dp_cfg.tls = srv.url.starts_with("https://");
     if let Some(text) = citizens {
         dp_cfg.citizens = sandbox::Citizens::from_json(text).unwrap();
     }
@@ -499,7 +566,11 @@ impl Browser {
         Browser {
             base: base.into(),
             cookies: Default::default(),
-            client: awc::Client::builder().disable_redirects().finish(),
+            client: if base.starts_with("https://") {
+                sandbox_https_client()
+            } else {
+                awc::Client::builder().disable_redirects().finish()
+            },
         }
     }
 
