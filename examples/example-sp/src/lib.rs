@@ -101,6 +101,10 @@ pub struct Config {
     pub workers: usize,
     /// Mark the session cookie `Secure` (set it when serving over HTTPS).
     pub secure_cookie: bool,
+    /// The sandbox on HTTPS (`mydata serve --sandbox --sandbox-tls`, spec D50): serve HTTPS with
+    /// the `example-sp` certificate of the sandbox TLS PKI, and poll the platform trusting the
+    /// sandbox TLS root while presenting the `sp-client` certificate.
+    pub sandbox_tls: bool,
 }
 
 fn sandbox(n: u8, mode: JweMode, packaging: PackagingMode) -> Config {
@@ -135,6 +139,7 @@ fn sandbox(n: u8, mode: JweMode, packaging: PackagingMode) -> Config {
         verify_at: None,
         workers: 1,
         secure_cookie: false,
+        sandbox_tls: false,
     }
 }
 
@@ -178,6 +183,7 @@ struct State {
     api: MyDataApi,
     verify_at: Option<UnixTime>,
     secure_cookie: bool,
+    sandbox_tls: bool,
     store: Store,
     cancel: CancelToken,
 }
@@ -206,7 +212,8 @@ impl Running {
 
     /// `http://{addr}`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.state.sandbox_tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The return URL this SP sends in its redirects.
@@ -272,8 +279,19 @@ pub async fn spawn_on(listener: std::net::TcpListener, cfg: Config) -> io::Resul
 fn launch(cfg: Config, listener: Option<std::net::TcpListener>) -> io::Result<Running> {
     let trust = TrustAnchors::from_pem(&[&cfg.trust_anchors_pem])
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let mut api = MyDataApi::new(&cfg.sp.platform_url, cfg.poll);
+    if cfg.sandbox_tls {
+        use mydata_protocol::tls::sandbox;
+        let tls = mydata_sp::tls::TlsConfig::new()
+            .with_extra_ca(sandbox::ROOT_CA)
+            .with_client_certificate(sandbox::SP_CLIENT_CERT, sandbox::SP_CLIENT_KEY);
+        api = api
+            .with_tls(&tls)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    }
+    let sandbox_tls = cfg.sandbox_tls;
     let state = Arc::new(State {
-        api: MyDataApi::new(&cfg.sp.platform_url, cfg.poll),
+        api,
         sp: cfg.sp,
         service_name: cfg.service_name,
         trust,
@@ -281,6 +299,7 @@ fn launch(cfg: Config, listener: Option<std::net::TcpListener>) -> io::Result<Ru
         default_datasets: cfg.default_datasets,
         verify_at: cfg.verify_at,
         secure_cookie: cfg.secure_cookie,
+        sandbox_tls,
         store: Store::default(),
         cancel: CancelToken::new(),
     });
@@ -301,9 +320,28 @@ fn launch(cfg: Config, listener: Option<std::net::TcpListener>) -> io::Result<Ru
     })
     .workers(cfg.workers.max(1))
     .disable_signals();
-    let server = match listener {
-        Some(l) => server.listen(l)?,
-        None => server.bind(cfg.listen)?,
+    let server = if sandbox_tls {
+        use mydata_protocol::tls::sandbox;
+        // The pages and the SP-API share this listener, so no client certificate is asked for
+        // (a citizen's browser has none); the SP-API call is authenticated by its API key.
+        let tls = mydata_protocol::tls::acceptor::acceptor(
+            &mydata_protocol::tls::acceptor::ServerTls {
+                cert_chain_pem: sandbox::SP_CERT,
+                key_pem: sandbox::SP_KEY,
+                client_ca_pem: None,
+                client_certs: mydata_protocol::tls::acceptor::ClientCerts::None,
+            },
+        )
+        .map_err(|e| io::Error::other(e.to_string()))?;
+        match listener {
+            Some(l) => server.listen_openssl(l, tls)?,
+            None => server.bind_openssl(cfg.listen, tls)?,
+        }
+    } else {
+        match listener {
+            Some(l) => server.listen(l)?,
+            None => server.bind(cfg.listen)?,
+        }
     };
     let addr = server
         .addrs()

@@ -67,6 +67,10 @@ struct Args {
     /// Mark the session cookie Secure (when served over HTTPS).
     #[arg(long, env = "EXAMPLE_SP_SECURE_COOKIE")]
     secure_cookie: bool,
+    /// The sandbox on HTTPS (`mydata serve --sandbox --sandbox-tls`): serve HTTPS with the sandbox
+    /// TLS PKI, poll https://127.0.0.1:8080 trusting its root, with the sp-client certificate.
+    #[arg(long, env = "EXAMPLE_SP_SANDBOX_TLS")]
+    sandbox_tls: bool,
 }
 
 fn config(a: Args) -> Result<Config, String> {
@@ -75,7 +79,12 @@ fn config(a: Args) -> Result<Config, String> {
     } else {
         Config::sandbox001()
     };
-    c = c.with_listen(a.listen).with_platform_url(a.platform_url);
+    let platform_url = match a.platform_url.strip_prefix("http://") {
+        // The default platform, on HTTPS in the HTTPS sandbox.
+        Some(rest) if a.sandbox_tls => format!("https://{rest}"),
+        _ => a.platform_url,
+    };
+    c = c.with_listen(a.listen).with_platform_url(platform_url);
     if let Some(v) = a.client_id {
         c.sp.client_id = v.parse().map_err(|e| format!("--client-id: {e}"))?;
     }
@@ -105,7 +114,10 @@ fn config(a: Args) -> Result<Config, String> {
     }
     match a.return_url {
         Some(u) => c.sp.return_url = u,
-        None if a.listen.port() != 0 => c = c.with_public_url(&format!("http://{}", a.listen)),
+        None if a.listen.port() != 0 => {
+            let scheme = if a.sandbox_tls { "https" } else { "http" };
+            c = c.with_public_url(&format!("{scheme}://{}", a.listen));
+        }
         None => {}
     }
     if let Some(p) = a.trust_anchors {
@@ -119,7 +131,8 @@ fn config(a: Args) -> Result<Config, String> {
             .map(|d| d.trim().parse().map_err(|e| format!("--datasets {d}: {e}")))
             .collect::<Result<_, _>>()?;
     }
-    c.secure_cookie = a.secure_cookie;
+    c.secure_cookie = a.secure_cookie || a.sandbox_tls;
+    c.sandbox_tls = a.sandbox_tls;
     Ok(c)
 }
 
