@@ -34,7 +34,8 @@
 //! Environment: `MYDATA_TLS_THREADS` (2 × cores), `MYDATA_TLS_SECS=10`, `MYDATA_TLS_ROUNDS=3`,
 //! `MYDATA_TLS_WARMUP_MS=500` (per round, not recorded), `MYDATA_BENCH_WORKERS=2` (HTTP
 //! workers of each listener), `MYDATA_TLS_HANDSHAKE_SECS=10`, `MYDATA_TLS_HANDSHAKE_THEN=close`,
-//! `MYDATA_TLS_OPENSSL=1` (0 skips the `openssl` CLI), `MYDATA_TLS_ONLY=all|poll|handshake`.
+//! `MYDATA_TLS_OPENSSL=1` (0 skips the `openssl` CLI), `MYDATA_TLS_ONLY=all|poll|handshake`
+//! (or `plain`, `https`: that polling mode alone, to profile it).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -83,6 +84,8 @@ struct Settings {
     openssl_cli: bool,
     poll: bool,
     handshake: bool,
+    /// The polling modes run (both unless `MYDATA_TLS_ONLY=plain|https`, for profiling one).
+    modes: Vec<Mode>,
 }
 
 impl Settings {
@@ -108,7 +111,12 @@ impl Settings {
             },
             openssl_cli: var("MYDATA_TLS_OPENSSL", 1) != 0,
             poll: only != "handshake",
-            handshake: only != "poll",
+            handshake: !matches!(only.as_str(), "poll" | "plain" | "https"),
+            modes: match only.as_str() {
+                "plain" => vec![Mode::Plain],
+                "https" => vec![Mode::Https],
+                _ => vec![Mode::Plain, Mode::Https],
+            },
         }
     }
 }
@@ -307,7 +315,8 @@ fn tls_connect(c: &SslConnector, addr: SocketAddr) -> Result<SslStream<TcpStream
     let tcp = TcpStream::connect(addr)?;
     tcp.set_nodelay(true)?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
-    Ok(c.connect("localhost", tcp)?)
+    c.connect("localhost", tcp)
+        .map_err(|e| format!("TLS handshake: {e}").into())
 }
 
 fn plain_connect(addr: SocketAddr) -> Result<TcpStream, BoxError> {
@@ -634,8 +643,10 @@ fn openssl_version() -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// `openssl s_time` against `addr`: its two summary lines and the connections per real second.
-fn s_time(addr: SocketAddr, secs: u64) -> Result<(Vec<String>, Option<f64>), String> {
+/// `openssl s_time` against `addr`: its summary lines, its connection count, and the wall
+/// time of the command as measured here (`s_time` prints whole seconds only).
+fn s_time(addr: SocketAddr, secs: u64) -> Result<(Vec<String>, Option<u64>, f64), String> {
+    let t0 = Instant::now();
     let out = Command::new("openssl")
         .args(["s_time", "-connect"])
         .arg(addr.to_string())
@@ -646,18 +657,18 @@ fn s_time(addr: SocketAddr, secs: u64) -> Result<(Vec<String>, Option<f64>), Str
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| format!("openssl s_time: {e}"))?;
+    let wall = t0.elapsed().as_secs_f64();
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<String> = text
         .lines()
-        .filter(|l| l.contains("connections"))
+        .filter(|l| l.contains("connections in"))
         .map(|l| l.trim().to_string())
         .collect();
     // "N connections in T real seconds, B bytes read per connection"
-    let rate = lines.iter().find_map(|l| {
+    let count = lines.iter().find_map(|l| {
         let (n, rest) = l.split_once(" connections in ")?;
-        let (t, _) = rest.split_once(" real seconds")?;
-        let (n, t): (f64, f64) = (n.trim().parse().ok()?, t.trim().parse().ok()?);
-        (t > 0.0).then(|| n / t)
+        rest.contains("real seconds")
+            .then(|| n.trim().parse().ok())?
     });
     if lines.is_empty() {
         return Err(format!(
@@ -666,7 +677,7 @@ fn s_time(addr: SocketAddr, secs: u64) -> Result<(Vec<String>, Option<f64>), Str
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    Ok((lines, rate))
+    Ok((lines, count, wall))
 }
 
 /// The last `n` numbers of the first line of `text` containing `key`.
@@ -852,7 +863,7 @@ fn main() {
         );
         header();
         for round in 1..=s.rounds {
-            for mode in [Mode::Plain, Mode::Https] {
+            for &mode in &s.modes {
                 let (f, seen) = poll_round(&s, &srv, mode);
                 row(&format!("round {round} {}", mode.name()), &f);
                 valid &= check(&format!("round {round} {}", mode.name()), &seen, &f);
@@ -861,8 +872,10 @@ fn main() {
                     Mode::Https => https_runs.push(f),
                 }
             }
-            let (p, h) = (plain_runs[round - 1], https_runs[round - 1]);
-            if p.rps > 0.0 {
+            if let (Some(p), Some(h)) = (plain_runs.last(), https_runs.last())
+                && s.modes.len() == 2
+                && p.rps > 0.0
+            {
                 println!(
                     "round {round} ratio https/plain: {:.1} %",
                     h.rps / p.rps * 100.0
@@ -885,7 +898,7 @@ fn main() {
         header();
         row("plain http", &mp);
         row("https", &mh);
-        if mp.rps > 0.0 {
+        if mp.rps > 0.0 && mh.rps > 0.0 {
             let ratio = mh.rps / mp.rps;
             println!(
                 "HTTPS/plain requests/s: {:.1} % (target >= {:.0} %: {})",
@@ -949,15 +962,17 @@ fn main() {
                     srv.https, s.hs_secs
                 );
                 match s_time(srv.https, s.hs_secs) {
-                    Ok((lines, rate)) => {
+                    Ok((lines, count, wall)) => {
                         println!("s_time:         {cmd}");
                         for l in &lines {
                             println!("  s_time | {l}");
                         }
-                        if let Some(r) = rate {
+                        if let Some(n) = count {
+                            let r = n as f64 / wall;
                             println!(
                                 "s_time (1 connection at a time, handshake then close): {r:.0} \
-                                 handshakes per real second; ours with 1 thread: {:.0} ({:.0} %)",
+                                 handshakes/s ({n} in {wall:.2} s of wall time, measured here); \
+                                 ours with 1 thread: {:.0} ({:.0} % of s_time)",
                                 ours[0].1.rps,
                                 ours[0].1.rps / r * 100.0
                             );
@@ -978,7 +993,7 @@ fn main() {
                             show(sp.x25519)
                         );
                         if let Some(sign) = sp.ecdsa_sign {
-                            let (n, f) = &ours[ours.len() - 1];
+                            let (n, f) = ours.last().expect("two handshake runs");
                             println!(
                                 "a full handshake costs the server at least one ECDSA sign: \
                                  ours {:.0} hs/s with {n} threads is {:.1} % of one core's \
