@@ -130,43 +130,33 @@ fn pki(name: &str) -> PathBuf {
 // ------------------------------------------------------------------------------------------
 // CPU readings (/proc)
 
-/// utime + stime (clock ticks) of a `/proc/.../stat` file.
-fn stat_ticks(path: &Path) -> u64 {
-    let s = std::fs::read_to_string(path).unwrap_or_default();
-    let after = s.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // After "pid (comm)" the state is field 3; utime is field 14 and stime 15.
-    let get = |i: usize| {
-        f.get(i - 3)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    get(14) + get(15)
-}
-
-fn clock_ticks_per_sec() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
+/// The CPU time a task has run, in nanoseconds: the first field of its `schedstat` (exact, where
+/// `stat`'s utime and stime are ticks).
+fn schedstat_ns(path: &Path) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
-/// CPU ticks of this process (every thread, ended ones included) and of its live threads other
-/// than the client threads (the HTTP workers and acceptors, main).
-fn own_ticks() -> (u64, u64) {
-    let mut server = 0;
+/// The calling thread's CPU time in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    schedstat_ns(Path::new("/proc/thread-self/schedstat"))
+}
+
+/// The CPU time of this process's live threads other than the client threads (the HTTP
+/// workers and acceptors of both listeners, the write-behind store, main), in nanoseconds.
+fn server_cpu_ns() -> u64 {
+    let mut ns = 0;
     if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
         for e in dir.flatten() {
             let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
             if !comm.starts_with(CLIENT_THREAD) {
-                server += stat_ticks(&e.path().join("stat"));
+                ns += schedstat_ns(&e.path().join("schedstat"));
             }
         }
     }
-    (stat_ticks(Path::new("/proc/self/stat")), server)
+    ns
 }
 
 // ------------------------------------------------------------------------------------------
@@ -303,11 +293,16 @@ impl Mode {
     }
 }
 
-/// A client context that trusts the sandbox TLS root and never resumes a session.
+/// A client context that trusts the sandbox TLS root and never resumes a session. With
+/// `MYDATA_TLS_CLIENT_READ_AHEAD=1` it reads ahead (a record in one `recv`, not its 5-byte
+/// header and then its body), to see what the second `recv` of each record costs.
 fn connector() -> Result<SslConnector, BoxError> {
     let mut b = SslConnector::builder(SslMethod::tls_client())?;
     b.set_ca_file(pki("tls-root-ca.pem"))?;
     b.set_session_cache_mode(SslSessionCacheMode::OFF);
+    if std::env::var("MYDATA_TLS_CLIENT_READ_AHEAD").is_ok_and(|v| v == "1") {
+        b.set_read_ahead(true);
+    }
     Ok(b.build())
 }
 
@@ -395,14 +390,21 @@ struct Seen {
     bad: u64,
     errors: Vec<String>,
     reused: u64,
+    /// This client thread's CPU time over the recorded window.
+    cpu_ns: u64,
 }
 
 /// Polls on one open connection until `end`, after `warm` unrecorded.
 fn poll_on<S: Read + Write>(s: &mut S, req: &[u8], warm: Instant, end: Instant, seen: &mut Seen) {
     let mut buf = Vec::with_capacity(4096);
+    let mut cpu0 = None;
     loop {
         let t0 = Instant::now();
+        if t0 >= warm && cpu0.is_none() {
+            cpu0 = Some(thread_cpu_ns());
+        }
         if t0 >= end {
+            seen.cpu_ns = thread_cpu_ns().saturating_sub(cpu0.unwrap_or(0));
             return;
         }
         match exchange(s, req, &mut buf) {
@@ -484,18 +486,16 @@ where
                 .expect("spawn a client thread"),
         );
     }
-    let hz = clock_ticks_per_sec();
     gate.connected.wait();
     let warm = Instant::now() + warmup;
     let end = warm + Duration::from_secs(secs);
     let _ = gate.window.set((warm, end));
     gate.go.wait();
     std::thread::sleep(warm.saturating_duration_since(Instant::now()));
-    let (total0, server0) = own_ticks();
+    let server0 = server_cpu_ns();
     let t0 = Instant::now();
-    // The server threads' ticks, read as the clients end.
     std::thread::sleep(end.saturating_duration_since(Instant::now()));
-    let (_, server1) = own_ticks();
+    let server1 = server_cpu_ns();
     let elapsed = t0.elapsed().as_secs_f64();
     let mut all = Seen::default();
     let mut lat = Vec::new();
@@ -507,13 +507,13 @@ where
         lat.extend(s.latencies);
         all.bad += s.bad;
         all.reused += s.reused;
+        all.cpu_ns += s.cpu_ns;
         all.errors.extend(s.errors);
     }
-    let (total1, _) = own_ticks();
     lat.sort_unstable();
     let count = lat.len() as u64;
-    let server = (server1 - server0) as f64 / hz;
-    let client = (total1 - total0) as f64 / hz - server;
+    let server = server1.saturating_sub(server0) as f64 / 1e9;
+    let client = all.cpu_ns as f64 / 1e9;
     let per = |cpu: f64| {
         if count == 0 {
             0.0
@@ -529,7 +529,7 @@ where
         p99_ms: percentile(&lat, 0.99),
         server_us: per(server),
         client_us: per(client),
-        cores_busy: (total1 - total0) as f64 / hz / elapsed,
+        cores_busy: (server + client) / elapsed,
     };
     all.latencies = lat;
     (f, all)
@@ -596,9 +596,11 @@ fn handshake_run(s: &Settings, srv: &Servers, threads: usize) -> (Figures, Seen)
         };
         let (warm, end) = gate.ready();
         let mut buf = Vec::with_capacity(4096);
+        let cpu0 = thread_cpu_ns();
         loop {
             let t0 = Instant::now();
             if t0 >= end {
+                seen.cpu_ns = thread_cpu_ns().saturating_sub(cpu0);
                 return seen;
             }
             match tls_connect(&c, addr) {
