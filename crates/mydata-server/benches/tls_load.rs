@@ -245,9 +245,8 @@ fn start_servers(workers: usize) -> Result<Servers, BoxError> {
         .name("tls-bench-system".into())
         .spawn(move || {
             actix_web::rt::System::new().block_on(async move {
-                let started = mydata_server::http::spawn(plain).and_then(|p| {
-                    mydata_server::http::spawn(https).map(|h| (p, h))
-                });
+                let started = mydata_server::http::spawn(plain)
+                    .and_then(|p| mydata_server::http::spawn(https).map(|h| (p, h)));
                 match started {
                     Ok((p, h)) => {
                         let _ = tx_addr.send(Ok((p.addr, h.addr, h.url.clone())));
@@ -411,9 +410,9 @@ fn poll_on<S: Read + Write>(s: &mut S, req: &[u8], warm: Instant, end: Instant, 
             Ok(ok) => {
                 if t0 >= warm {
                     seen.latencies.push(t0.elapsed().as_nanos() as u64);
-                    if !ok {
-                        seen.bad += 1;
-                    }
+                }
+                if !ok {
+                    seen.bad += 1;
                 }
             }
             Err(e) => {
@@ -460,7 +459,10 @@ impl Gate {
     fn ready(&self) -> (Instant, Instant) {
         self.connected.wait();
         self.go.wait();
-        *self.window.get().expect("the window is set before the release")
+        *self
+            .window
+            .get()
+            .expect("the window is set before the release")
     }
 }
 
@@ -609,9 +611,11 @@ fn handshake_run(s: &Settings, srv: &Servers, threads: usize) -> (Figures, Seen)
                         seen.reused += 1;
                     }
                     if then == Then::Get {
-                        match st.write_all(&health).map_err(BoxError::from).and_then(|()| {
-                            read_answer(&mut st, &mut buf)
-                        }) {
+                        match st
+                            .write_all(&health)
+                            .map_err(BoxError::from)
+                            .and_then(|()| read_answer(&mut st, &mut buf))
+                        {
                             Ok((200, _)) => {}
                             Ok(_) => seen.bad += 1,
                             Err(e) => {
@@ -766,11 +770,17 @@ fn check(what: &str, seen: &Seen, f: &Figures) -> bool {
         ok = false;
     }
     if seen.bad > 0 {
-        println!("INVALID ({what}): {} answers were not 200 with a code", seen.bad);
+        println!(
+            "INVALID ({what}): {} answers were not 200 with a code",
+            seen.bad
+        );
         ok = false;
     }
     if seen.reused > 0 {
-        println!("INVALID ({what}): {} handshakes resumed a session", seen.reused);
+        println!(
+            "INVALID ({what}): {} handshakes resumed a session",
+            seen.reused
+        );
         ok = false;
     }
     if let Some(e) = seen.errors.first() {
@@ -942,7 +952,10 @@ fn main() {
         let mut ours = Vec::new();
         for threads in [1, s.threads] {
             let (f, seen) = handshake_run(&s, &srv, threads);
-            let name = format!("ours {threads} thread{}", if threads == 1 { "" } else { "s" });
+            let name = format!(
+                "ours {threads} thread{}",
+                if threads == 1 { "" } else { "s" }
+            );
             row(&name, &f);
             valid &= check(&name, &seen, &f);
             ours.push((threads, f));
@@ -984,7 +997,8 @@ fn main() {
                 }
                 match speed() {
                     Ok(sp) => {
-                        let show = |v: Option<f64>| v.map_or("?".to_string(), |x| format!("{x:.0}"));
+                        let show =
+                            |v: Option<f64>| v.map_or("?".to_string(), |x| format!("{x:.0}"));
                         println!(
                             "openssl speed -seconds 3 ecdsap256 ecdhp256 (one core): ECDSA P-256 \
                              sign/s {}, verify/s {}; ECDH P-256 ops/s {}; (ecdhx25519) X25519 \
