@@ -15,8 +15,9 @@
 //!    an `openssl` `SslStream` that trusts `tls-root-ca.pem`), all connected and handshaken
 //!    before the clock starts, then poll as fast as answers come for `MYDATA_TLS_SECS`. Every
 //!    answer is read in full and must be 200 with a `code`. Per round and as the median of the
-//!    rounds: requests/s, p50, p99, the CPU this process spent per request (server threads and
-//!    client threads apart), and the HTTPS/plain ratio against the 80 % target;
+//!    rounds: requests/s, p50, p99, the CPU spent per request (the client threads' own, exact,
+//!    from `schedstat`; the server's: the rest of the process, in clock ticks), and the
+//!    HTTPS/plain ratio against the 80 % target;
 //! 3. full handshakes: client threads connect, do a full handshake (the client's session cache
 //!    off, no ticket offered: never a resumption, checked) and close the connection without a
 //!    request (`MYDATA_TLS_HANDSHAKE_THEN=close`, the default, as `openssl s_time -new` without
@@ -59,7 +60,7 @@ use openssl::ssl::{SslConnector, SslMethod, SslSessionCacheMode, SslStream};
 const TARGET_RATIO: f64 = 0.80;
 /// The transaction polled.
 const TX_ID: &str = "tls-bench-tx-1";
-/// Client threads carry this prefix, so that their CPU is told apart from the server's.
+/// Client threads carry this prefix (to tell them apart in `perf` and `top -H`).
 const CLIENT_THREAD: &str = "tls-bench-c";
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -144,19 +145,30 @@ fn thread_cpu_ns() -> u64 {
     schedstat_ns(Path::new("/proc/thread-self/schedstat"))
 }
 
-/// The CPU time of this process's live threads other than the client threads (the HTTP
-/// workers and acceptors of both listeners, the write-behind store, main), in nanoseconds.
-fn server_cpu_ns() -> u64 {
-    let mut ns = 0;
-    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
-        for e in dir.flatten() {
-            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-            if !comm.starts_with(CLIENT_THREAD) {
-                ns += schedstat_ns(&e.path().join("schedstat"));
-            }
-        }
-    }
-    ns
+/// The CPU time of this process, every thread counted, ended ones included (the server's
+/// blocking-pool threads come and go), in nanoseconds: utime + stime of `/proc/self/stat`, in
+/// clock ticks (1 % of a 10 s window at 100 Hz).
+fn process_cpu_ns(ticks_per_sec: f64) -> u64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // After "pid (comm)" the state is field 3; utime is field 14 and stime 15.
+    let get = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    ((get(14) + get(15)) as f64 / ticks_per_sec * 1e9) as u64
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -488,16 +500,16 @@ where
                 .expect("spawn a client thread"),
         );
     }
+    let hz = clock_ticks_per_sec();
     gate.connected.wait();
     let warm = Instant::now() + warmup;
     let end = warm + Duration::from_secs(secs);
     let _ = gate.window.set((warm, end));
     gate.go.wait();
     std::thread::sleep(warm.saturating_duration_since(Instant::now()));
-    let server0 = server_cpu_ns();
+    let total0 = process_cpu_ns(hz);
     let t0 = Instant::now();
     std::thread::sleep(end.saturating_duration_since(Instant::now()));
-    let server1 = server_cpu_ns();
     let elapsed = t0.elapsed().as_secs_f64();
     let mut all = Seen::default();
     let mut lat = Vec::new();
@@ -512,10 +524,12 @@ where
         all.cpu_ns += s.cpu_ns;
         all.errors.extend(s.errors);
     }
+    // Everything this process ran over the window, less the client threads' own (exact).
+    let total1 = process_cpu_ns(hz);
     lat.sort_unstable();
     let count = lat.len() as u64;
-    let server = server1.saturating_sub(server0) as f64 / 1e9;
     let client = all.cpu_ns as f64 / 1e9;
+    let server = (total1.saturating_sub(total0) as f64 / 1e9 - client).max(0.0);
     let per = |cpu: f64| {
         if count == 0 {
             0.0
