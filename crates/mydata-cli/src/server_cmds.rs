@@ -494,7 +494,8 @@ pub fn serve(a: ServeArgs) -> CliResult<i32> {
     let listener = TcpListener::bind(listen)
         .map_err(|e| runtime(format!("listen on {listen} (listen): {e}")))?;
     tracing::info!(target: "mydata::serve",
-        "listening on http://{listen} (public URL {}, data in {})",
+        "listening on {}://{listen} (public URL {}, data in {})",
+        platform.config.listen_scheme(),
         platform.config.public_url,
         platform.config.data_dir.display()
     );

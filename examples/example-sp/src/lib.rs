@@ -212,7 +212,11 @@ impl Running {
 
     /// `http://{addr}`.
     pub fn url(&self) -> String {
-        let scheme = if self.state.sandbox_tls { "https" } else { "http" };
+        let scheme = if self.state.sandbox_tls {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://{}", self.addr)
     }
 
@@ -324,15 +328,14 @@ fn launch(cfg: Config, listener: Option<std::net::TcpListener>) -> io::Result<Ru
         use mydata_protocol::tls::sandbox;
         // The pages and the SP-API share this listener, so no client certificate is asked for
         // (a citizen's browser has none); the SP-API call is authenticated by its API key.
-        let tls = mydata_protocol::tls::acceptor::acceptor(
-            &mydata_protocol::tls::acceptor::ServerTls {
+        let tls =
+            mydata_protocol::tls::acceptor::acceptor(&mydata_protocol::tls::acceptor::ServerTls {
                 cert_chain_pem: sandbox::SP_CERT,
                 key_pem: sandbox::SP_KEY,
                 client_ca_pem: None,
                 client_certs: mydata_protocol::tls::acceptor::ClientCerts::None,
-            },
-        )
-        .map_err(|e| io::Error::other(e.to_string()))?;
+            })
+            .map_err(|e| io::Error::other(e.to_string()))?;
         match listener {
             Some(l) => server.listen_openssl(l, tls)?,
             None => server.bind_openssl(cfg.listen, tls)?,
