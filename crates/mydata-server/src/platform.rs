@@ -455,16 +455,7 @@ impl Platform {
         if !matches!(endpoint.scheme(), "http" | "https") {
             return Err(ServerError::Invalid("endpoint: http or https only".into()));
         }
-        crate::engine::outbound::check_scheme(
-            self.outbound.plain_http(),
-            "endpoint",
-            &new.endpoint,
-        )
-        .map_err(ServerError::Invalid)?;
-        if let Some(pem) = &new.tls_ca {
-            crate::engine::outbound::check_pinned_ca("tls_ca", pem)
-                .map_err(ServerError::Invalid)?;
-        }
+        self.check_outbound("endpoint", &new.endpoint, new.tls_ca.as_deref())?;
         if endpoint.fragment().is_some() {
             return Err(ServerError::Invalid("endpoint: no #fragment".into()));
         }
@@ -543,6 +534,18 @@ impl Platform {
         }
         added += self.load_sandbox_sps()?;
         Ok(added)
+    }
+
+    /// A registration's outgoing URL and pinned CA, as the calls will need them (D49): https
+    /// (plain http only in the sandbox), and a CA bundle that parses.
+    fn check_outbound(&self, what: &str, url: &str, tls_ca: Option<&str>) -> ServerResult<()> {
+        crate::engine::outbound::check_scheme(self.outbound.plain_http(), what, url)
+            .map_err(ServerError::Invalid)?;
+        if let Some(pem) = tls_ca {
+            crate::engine::outbound::check_pinned_ca("tls_ca", pem)
+                .map_err(ServerError::Invalid)?;
+        }
+        Ok(())
     }
 
     /// Registers an SP service; returns the record and its credentials (shown once).
@@ -648,16 +651,7 @@ impl Platform {
             }
         }
         // The SP-API is a server-to-server call (D49); the return URL is the citizen's browser.
-        crate::engine::outbound::check_scheme(
-            self.outbound.plain_http(),
-            "sp_api_url",
-            &new.sp_api_url,
-        )
-        .map_err(ServerError::Invalid)?;
-        if let Some(pem) = &new.tls_ca {
-            crate::engine::outbound::check_pinned_ca("tls_ca", pem)
-                .map_err(ServerError::Invalid)?;
-        }
+        self.check_outbound("sp_api_url", &new.sp_api_url, new.tls_ca.as_deref())?;
         if new.resources.is_empty() {
             return Err(ServerError::Invalid(
                 "a service needs at least one dataset".into(),

@@ -67,9 +67,10 @@ impl Outbound {
             .as_deref()
             .map(|p| read("tls_ca_file", p))
             .transpose()?;
-        // The sandbox trusts its own TLS root besides (spec D50, `sandbox_tls`): its DP and SPs
-        // may serve certificates of the sandbox TLS PKI.
-        if c.sandbox {
+        // The sandbox on HTTPS trusts its own TLS root besides (spec D50, `sandbox_tls`): its
+        // DP and SPs serve certificates of the sandbox TLS PKI. Without `sandbox_tls` the
+        // sandbox trusts what production does.
+        if c.sandbox && c.sandbox_tls {
             let mut pem = ca_pem.unwrap_or_default();
             if !pem.is_empty() && !pem.ends_with(b"\n") {
                 pem.push(b'\n');
