@@ -664,7 +664,7 @@ impl Platform {
         }
         let mut pins = Vec::new();
         for pin in &new.client_cert_sha256 {
-            let p = crate::engine::normalize_pin(pin);
+            let p = mydata_protocol::tls::acceptor::normalize_pin(pin);
             if p.len() != 64 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(ServerError::Invalid(format!(
                     "client certificate pin {pin:?}: a SHA-256 fingerprint is 64 hex digits"

@@ -183,19 +183,27 @@ pub fn fingerprint(cert: &X509Ref) -> String {
         .unwrap_or_default()
 }
 
-/// Whether `cert`'s [`fingerprint`] is one of `pins` (hex, any case, `:` separators allowed).
-/// Compared in constant time per pin.
+/// Whether `cert`'s [`fingerprint`] is one of `pins` ([`pin_matches`]).
 pub fn pinned(cert: &X509Ref, pins: &[String]) -> bool {
-    let fp = fingerprint(cert);
+    pin_matches(&fingerprint(cert), pins)
+}
+
+/// A certificate pin as written (hex, any case, `:` separators allowed) in the form
+/// [`fingerprint`] gives.
+pub fn normalize_pin(pin: &str) -> String {
+    pin.chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// Whether the fingerprint `fp` (as [`fingerprint`] gives it) is one of `pins`, each compared in
+/// constant time after [`normalize_pin`]. Never true for an empty fingerprint.
+pub fn pin_matches(fp: &str, pins: &[String]) -> bool {
     !fp.is_empty()
-        && pins.iter().any(|p| {
-            let norm: String = p
-                .chars()
-                .filter(|c| *c != ':')
-                .map(|c| c.to_ascii_lowercase())
-                .collect();
-            crate::constant_time_eq(norm.as_bytes(), fp.as_bytes())
-        })
+        && pins
+            .iter()
+            .any(|p| crate::constant_time_eq(normalize_pin(p).as_bytes(), fp.as_bytes()))
 }
 
 #[cfg(test)]

@@ -76,20 +76,9 @@ pub(crate) fn allows(sp: &SpRecord, caller: &Caller) -> bool {
         .any(|a| crate::sources::entry_contains(a, caller.ip));
     let cert_ok = sp.client_cert_sha256.is_empty()
         || caller.cert_sha256.as_deref().is_some_and(|fp| {
-            sp.client_cert_sha256.iter().any(|pin| {
-                mydata_protocol::constant_time_eq(normalize_pin(pin).as_bytes(), fp.as_bytes())
-            })
+            mydata_protocol::tls::acceptor::pin_matches(fp, &sp.client_cert_sha256)
         });
     ip_ok && cert_ok
-}
-
-/// A certificate pin as stored (hex, any case, `:` separators allowed) in the form
-/// [`Caller::cert_sha256`] has.
-pub fn normalize_pin(pin: &str) -> String {
-    pin.chars()
-        .filter(|c| *c != ':')
-        .map(|c| c.to_ascii_lowercase())
-        .collect()
 }
 
 /// The parameter cipher mode of a registration (the same algorithm family as its JWE).
