@@ -65,7 +65,7 @@ enum Cmd {
     /// Check the configuration of `mydata serve` (operator).
     #[command(subcommand)]
     Config(ConfigCmd),
-    /// Run a conformance suite against a platform or an SP implementation.
+    /// Run a conformance suite against a platform, an SP or a DP implementation.
     #[command(subcommand)]
     Conformance(ConformanceCmd),
 }
@@ -89,6 +89,12 @@ enum ConformanceCmd {
         after_help = "Example:\n  mydata conformance sp --sp http://127.0.0.1:8090 --listen 127.0.0.1:8099 --junit sp.xml"
     )]
     Sp(crate::conformance_sp::Args),
+    /// Play the platform toward a DP (its authorization server and its DP-API calls) and check
+    /// tokens, transaction_uid handling, answers and packages.
+    #[command(
+        after_help = "Example:\n  mydata conformance dp --profile dp-profile.json --junit dp.xml\n  mydata conformance dp --sandbox --dp-url http://127.0.0.1:8081 --platform-url http://127.0.0.1:9100"
+    )]
+    Dp(crate::conformance_dp::Args),
 }
 
 #[derive(Subcommand, Debug)]
@@ -287,6 +293,7 @@ pub fn run(cli: Cli) -> CliResult<i32> {
         Cmd::Config(ConfigCmd::Check(a)) => crate::server_cmds::config_check(a),
         Cmd::Conformance(ConformanceCmd::Platform(a)) => crate::conformance_platform::run(a),
         Cmd::Conformance(ConformanceCmd::Sp(a)) => crate::conformance_sp::run(a),
+        Cmd::Conformance(ConformanceCmd::Dp(a)) => crate::conformance_dp::run(a),
         Cmd::Package(PackageCmd::Build(a)) => package_build(a),
         Cmd::Package(PackageCmd::BuildSp(a)) => package_build_sp(a),
         Cmd::Package(PackageCmd::Verify(a)) => package_verify(a),

@@ -15,6 +15,7 @@ macro_rules! outln {
 }
 
 mod commands;
+mod conformance_dp;
 mod conformance_platform;
 mod conformance_sp;
 mod exit;

@@ -84,6 +84,9 @@ pub struct SandboxDpArgs {
     /// Time scale of slow datasets (catalogue delivery seconds × scale; 0 = all instant).
     #[arg(long)]
     time_scale: Option<f64>,
+    /// How long an active introspection answer is reused (seconds, default 30).
+    #[arg(long, value_name = "SECONDS")]
+    introspection_cache_secs: Option<u64>,
 }
 
 fn sandbox_config(
@@ -111,7 +114,10 @@ fn sandbox_config(
 
 /// Runs `mydata sandbox-dp` until interrupted.
 pub fn sandbox_dp(a: SandboxDpArgs) -> CliResult<i32> {
-    let cfg = sandbox_config(a.listen, &a.platform, &a.behaviours, a.time_scale)?;
+    let mut cfg = sandbox_config(a.listen, &a.platform, &a.behaviours, a.time_scale)?;
+    if let Some(secs) = a.introspection_cache_secs {
+        cfg.cache.ttl_secs = secs;
+    }
     eprintln!(
         "mydata: sandbox DP on http://{} (platform {})",
         a.listen, a.platform

@@ -220,6 +220,37 @@ fn certificate_time_and_chain() {
 }
 
 #[test]
+fn verify_content_judges_everything_but_the_certificate_time_and_chain() {
+    let roots = TrustAnchors::from_pem(&[&pki("sandbox-root-ca.pem")]).unwrap();
+    let opts = VerifyOptions {
+        at: AT,
+        trust: Some(&roots),
+        limits: Limits::default(),
+    };
+    // An expired and an untrusted certificate: refused by `verify`, their content is sound.
+    for name in ["dp-expired", "dp-untrusted"] {
+        let pkg = build_with(&signer(name), BuildOptions::default());
+        assert!(dp::verify(Cursor::new(&pkg), &opts).is_err(), "{name}");
+        let v = dp::verify_content(Cursor::new(&pkg), &opts).unwrap();
+        assert_eq!(v.files.len(), 3, "{name}");
+        assert!(!v.signer.chain_checked, "{name}");
+    }
+    // The signature and the digests are still checked.
+    let other_cert = rezip(&build(), |items| {
+        let cert = items
+            .iter_mut()
+            .find(|i| i.0 == "META-INFO/certificate.cer")
+            .expect("certificate entry");
+        cert.1 = pki("dp-nhi.pem");
+    });
+    let e = dp::verify_content(Cursor::new(&other_cert), &opts).unwrap_err();
+    assert!(matches!(e, Error::BadSignature), "{e}");
+    let tampered = rezip(&build(), |items| items[1].1[0] ^= 1);
+    let e = dp::verify_content(Cursor::new(&tampered), &opts).unwrap_err();
+    assert!(matches!(e, Error::DigestMismatch(_)), "{e}");
+}
+
+#[test]
 fn tampered_file_is_named() {
     let pkg = rezip(&build(), |items| items[1].1[0] ^= 1);
     let e = verify(&pkg).unwrap_err();

@@ -24,7 +24,7 @@ use std::time::Duration;
 use actix_web::{App, HttpServer};
 use clap::Parser;
 use mydata_dp::actix::DpApi;
-use mydata_dp::{DataFile, Deferred, DpService, Outcome, ResourceSecret, from_fn};
+use mydata_dp::{CacheConfig, DataFile, Deferred, DpService, Outcome, ResourceSecret, from_fn};
 use mydata_protocol::package::dp::DpSigner;
 use serde_json::{Value, json};
 
@@ -60,6 +60,10 @@ struct Args {
     /// come back later (429 + Retry-After) meanwhile.
     #[arg(long, value_name = "SECONDS")]
     slow: Option<u64>,
+    /// How long an active introspection answer is reused (seconds, default 30): a token the
+    /// platform ends is refused at the latest this long afterwards.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    introspection_cache_secs: u64,
 }
 
 /// A flag, else an environment variable.
@@ -127,7 +131,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 429/Retry-After for slow work, packaging and signing.
     let service = DpService::builder(&resource_id)
         .platform(&platform, secret)
-        .signer(Arc::new(signer));
+        .signer(Arc::new(signer))
+        .cache(CacheConfig {
+            ttl_secs: args.introspection_cache_secs,
+            ..CacheConfig::default()
+        });
     let service = match args.slow {
         // Slow mode: the lookup runs on a background thread; the first call starts it.
         Some(secs) => service.dataset(Deferred::new(
