@@ -15,8 +15,7 @@ use mydata_conformance::report::Report;
 use mydata_dp::introspect::{BoxFuture, IntrospectError};
 use mydata_dp::{
     CacheConfig, CachingIntrospector, CallContext, DataFile, Dataset, Deferred, DpService,
-    HttpIntrospector, Introspection, Introspector, Outcome, ResourceSecret, SystemClock,
-    UserInfo,
+    HttpIntrospector, Introspection, Introspector, Outcome, ResourceSecret, SystemClock, UserInfo,
 };
 use mydata_protocol::package::dp::DpSigner;
 use serde_json::json;
@@ -165,8 +164,12 @@ impl FaultyIntrospector {
                 .send()
                 .await
                 .map_err(|e| IntrospectError::Transport(e.to_string()))?;
-            let body = r.body().await.map_err(|e| IntrospectError::Transport(e.to_string()))?;
-            return serde_json::from_slice(&body).map_err(|e| IntrospectError::BadAnswer(e.to_string()));
+            let body = r
+                .body()
+                .await
+                .map_err(|e| IntrospectError::Transport(e.to_string()))?;
+            return serde_json::from_slice(&body)
+                .map_err(|e| IntrospectError::BadAnswer(e.to_string()));
         }
         self.http.introspect(token).await
     }
@@ -190,9 +193,7 @@ impl FaultyIntrospector {
         if let Some(ttl) = cached_for {
             let now = std::time::Instant::now();
             if let Some((i, at)) = self.cache.lock().unwrap().get(token).cloned() {
-                let past_exp = i
-                    .exp
-                    .is_some_and(|e| e <= mydata_conformance_now())
+                let past_exp = i.exp.is_some_and(|e| e <= mydata_conformance_now())
                     && self.fault == Fault::CacheForever;
                 if now.duration_since(at) < ttl && !past_exp {
                     return Ok(i);
@@ -265,7 +266,10 @@ impl Introspector for FaultyIntrospector {
             if r.status().as_u16() != 200 {
                 return Ok(None);
             }
-            let body = r.body().await.map_err(|e| IntrospectError::Transport(e.to_string()))?;
+            let body = r
+                .body()
+                .await
+                .map_err(|e| IntrospectError::Transport(e.to_string()))?;
             serde_json::from_slice(&body)
                 .map(Some)
                 .map_err(|e| IntrospectError::BadAnswer(e.to_string()))
@@ -396,8 +400,7 @@ async fn handle(
         if fault == Fault::NoRetryAfter && slow && k.as_str().eq_ignore_ascii_case("retry-after") {
             continue;
         }
-        if fault == Fault::OctetStream && !slow && k.as_str().eq_ignore_ascii_case("content-type")
-        {
+        if fault == Fault::OctetStream && !slow && k.as_str().eq_ignore_ascii_case("content-type") {
             builder.insert_header((k.clone(), "application/octet-stream"));
             continue;
         }
@@ -635,7 +638,12 @@ async fn templates_in_every_location_are_received() {
 #[actix_web::test]
 async fn a_dp_not_reading_its_template_fails() {
     let report = suite(Fault::TemplateIgnored, Some(Where::Header)).await;
-    assert_eq!(failed(&report), ["dp.template.received"], "{}", report.summary());
+    assert_eq!(
+        failed(&report),
+        ["dp.template.received"],
+        "{}",
+        report.summary()
+    );
 }
 
 #[actix_web::test]
@@ -765,12 +773,7 @@ async fn no_dp_fails_every_check_without_hanging_and_a_busy_port_is_a_setup_fail
     let report = run(&p).await;
     // Nothing answers: every check fails but the two with nothing to judge (no userinfo
     // request, no template).
-    assert_eq!(
-        report.failures(),
-        CHECKS.len() - 2,
-        "{}",
-        report.summary()
-    );
+    assert_eq!(report.failures(), CHECKS.len() - 2, "{}", report.summary());
 
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut p = Profile::sandbox(&format!("http://{}", busy.local_addr().unwrap()), &dead);

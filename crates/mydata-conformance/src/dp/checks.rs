@@ -159,14 +159,7 @@ fn values(d: &DatasetProfile, person: &Person, uid: &str) -> Values {
         transaction_uid: uid.to_owned(),
         resource_id: d.resource_id.clone(),
         pid: Some(person.id.to_ascii_uppercase()),
-        pid_type: Some(
-            if person.id.len() == 8 {
-                "BAN"
-            } else {
-                "NID"
-            }
-            .into(),
-        ),
+        pid_type: Some(if person.id.len() == 8 { "BAN" } else { "NID" }.into()),
         birthdate: person
             .birth_date
             .as_deref()
@@ -257,7 +250,9 @@ impl Suite<'_> {
         let token = self
             .platform
             .issue(d, person, &uid, lifetime, Shape::Normal);
-        let a = self.call(d, person, &uid, Some(&token), Build::Full).await?;
+        let a = self
+            .call(d, person, &uid, Some(&token), Build::Full)
+            .await?;
         Ok((uid, token, a))
     }
 
@@ -368,13 +363,17 @@ fn judge_package(bytes: &[u8], ca: &TrustAnchors) -> PackageVerdict {
     let (format, signature) = match &content {
         Ok(_) => (Outcome::Pass, Outcome::Pass),
         Err(ProtocolError::BadSignature) => (
-            Outcome::Skip("the manifest's signature did not verify: see dp.package.signature".into()),
+            Outcome::Skip(
+                "the manifest's signature did not verify: see dp.package.signature".into(),
+            ),
             Outcome::Fail(format!(
                 "the signature does not verify with the key of {CERTIFICATE}"
             )),
         ),
         Err(e) if is_certificate_error(e) => (
-            Outcome::Skip(format!("{CERTIFICATE} could not be read: see dp.package.certificate")),
+            Outcome::Skip(format!(
+                "{CERTIFICATE} could not be read: see dp.package.certificate"
+            )),
             Outcome::Fail(format!("{CERTIFICATE}: {e}")),
         ),
         Err(e) => (

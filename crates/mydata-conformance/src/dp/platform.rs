@@ -179,7 +179,10 @@ impl State {
         a.insert("client_id".into(), Value::String(self.client_id.clone()));
         a.insert("token_type".into(), Value::String("Bearer".into()));
         a.insert("sub".into(), Value::String(sub_of(&t.person.id)));
-        a.insert("uid".into(), Value::String(t.person.id.to_ascii_uppercase()));
+        a.insert(
+            "uid".into(),
+            Value::String(t.person.id.to_ascii_uppercase()),
+        );
         a.insert("iat".into(), Value::from(t.iat));
         a.insert("exp".into(), Value::from(t.exp));
         a.insert("transaction_uid".into(), Value::String(t.uid.clone()));

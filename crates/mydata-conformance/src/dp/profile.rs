@@ -125,9 +125,10 @@ impl Profile {
             } else {
                 ca.clone()
             };
-            p.dp_ca_pem = Some(std::fs::read(&path).map_err(|e| {
-                ProfileError(format!("dp_ca {}: {e}", path.display()))
-            })?);
+            p.dp_ca_pem = Some(
+                std::fs::read(&path)
+                    .map_err(|e| ProfileError(format!("dp_ca {}: {e}", path.display())))?,
+            );
         }
         p.validate()?;
         Ok(p)
@@ -177,10 +178,12 @@ impl Profile {
 
     /// Where the suite listens for the DP's introspection and userinfo requests.
     pub fn listen(&self) -> Result<SocketAddr, ProfileError> {
-        let rest = self
-            .platform_url
-            .strip_prefix("http://")
-            .ok_or_else(|| ProfileError(format!("platform_url {}: expected http://IP:PORT", self.platform_url)))?;
+        let rest = self.platform_url.strip_prefix("http://").ok_or_else(|| {
+            ProfileError(format!(
+                "platform_url {}: expected http://IP:PORT",
+                self.platform_url
+            ))
+        })?;
         rest.trim_end_matches('/').parse().map_err(|_| {
             ProfileError(format!(
                 "platform_url {}: the host must be IP:PORT (the suite listens there)",
@@ -199,16 +202,25 @@ impl Profile {
         self.listen()?;
         for d in self.datasets() {
             if d.resource_id.parse::<ResourceId>().is_err() {
-                return err(format!("{}: not a resource_id (API.XXXXXXXXXX)", d.resource_id));
+                return err(format!(
+                    "{}: not a resource_id (API.XXXXXXXXXX)",
+                    d.resource_id
+                ));
             }
             if d.resource_secret.is_empty() {
                 return err(format!("{}: resource_secret is empty", d.resource_id));
             }
             if !(d.endpoint.starts_with("http://") || d.endpoint.starts_with("https://")) {
-                return err(format!("{}: endpoint {} is not an http(s) URL", d.resource_id, d.endpoint));
+                return err(format!(
+                    "{}: endpoint {} is not an http(s) URL",
+                    d.resource_id, d.endpoint
+                ));
             }
             if !matches!(d.method.as_str(), "GET" | "POST") {
-                return err(format!("{}: method {}: expected GET or POST", d.resource_id, d.method));
+                return err(format!(
+                    "{}: method {}: expected GET or POST",
+                    d.resource_id, d.method
+                ));
             }
             if let Some(t) = &d.template {
                 Template::from_json(&t.to_string())
@@ -228,16 +240,23 @@ impl Profile {
             || ids[0].eq_ignore_ascii_case(ids[2])
             || ids[1].eq_ignore_ascii_case(ids[2])
         {
-            return err("citizen.id, other_citizen.id and no_data_id must be three different people");
+            return err(
+                "citizen.id, other_citizen.id and no_data_id must be three different people",
+            );
         }
         if !(1..=300).contains(&self.cache_secs) {
             return err(format!("cache_secs {}: expected 1 to 300", self.cache_secs));
         }
         if !(1..=5_400).contains(&self.slow_max_secs) {
-            return err(format!("slow_max_secs {}: expected 1 to 5400", self.slow_max_secs));
+            return err(format!(
+                "slow_max_secs {}: expected 1 to 5400",
+                self.slow_max_secs
+            ));
         }
         if self.dp_ca_pem.is_none() {
-            return err("dp_ca: the CA file the DP's signing certificate must chain to is required");
+            return err(
+                "dp_ca: the CA file the DP's signing certificate must chain to is required",
+            );
         }
         Ok(())
     }
@@ -251,7 +270,10 @@ mod tests {
     fn the_sandbox_profile_is_valid_and_bad_entries_are_named() {
         let p = Profile::sandbox("http://127.0.0.1:9100", "http://127.0.0.1:8081/");
         p.validate().unwrap();
-        assert_eq!(p.instant.endpoint, "http://127.0.0.1:8081/dp/API.ARPPI3VTCB");
+        assert_eq!(
+            p.instant.endpoint,
+            "http://127.0.0.1:8081/dp/API.ARPPI3VTCB"
+        );
         assert_eq!(p.listen().unwrap().port(), 9100);
 
         let mut bad = p.clone();
