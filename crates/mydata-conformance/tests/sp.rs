@@ -19,9 +19,9 @@ use mydata_sp::callback::parse_query;
 use mydata_sp::package::{Delivered, Expectations, PackageError};
 use mydata_sp::poll::{Answer, MyDataApi, PollError, PollOptions};
 use mydata_sp::receiver::{ReceiveError, ReceivedContent, receive};
-use sha2::{Digest, Sha256};
 use mydata_sp::redirect::RedirectRequest;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 const ROOT_CA: &[u8] = include_bytes!("../../../fixtures/pki/sandbox-root-ca.pem");
 
@@ -209,7 +209,12 @@ fn edit_resources(url: &str, f: impl FnOnce(&str) -> String) -> String {
     let at = url.find("/service/").unwrap() + "/service/".len();
     let seg_start = at + url[at..].find('/').unwrap() + 1;
     let seg_end = seg_start + url[seg_start..].find('/').unwrap();
-    format!("{}{}{}", &url[..seg_start], f(&url[seg_start..seg_end]), &url[seg_end..])
+    format!(
+        "{}{}{}",
+        &url[..seg_start],
+        f(&url[seg_start..seg_end]),
+        &url[seg_end..]
+    )
 }
 
 /// `url` with the query parameter `name` set to `value` (already encoded).
@@ -527,7 +532,8 @@ fn record(fault: Fault, t: &mut BTx, r: Result<Delivered, PackageError>) {
         Err(e) => {
             t.state = "rejected";
             t.error = Some(e.kind());
-            t.error_rule = matches!(e, PackageError::PackagingMode { .. }).then_some("packaging_mode");
+            t.error_rule =
+                matches!(e, PackageError::PackagingMode { .. }).then_some("packaging_mode");
         }
     }
 }
@@ -587,7 +593,9 @@ async fn against_broken(fault: Fault) -> Report {
     report
 }
 
-async fn only_fails(fault: Fault, id: &str) {
+/// Runs the suite against the broken SP with `fault` and asserts that exactly check `id` failed,
+/// with a message containing `why` (so it failed for the reason the fault models).
+async fn only_fails(fault: Fault, id: &str, why: &str) {
     assert!(CHECKS.iter().any(|(c, _)| *c == id), "unknown check {id}");
     let report = against_broken(fault).await;
     let failed: Vec<&str> = report
@@ -598,6 +606,11 @@ async fn only_fails(fault: Fault, id: &str) {
         .collect();
     assert_eq!(failed, vec![id], "{fault:?}\n{}", report.summary());
     assert_eq!(report.skipped(), 0, "{}", report.summary());
+    let r = report.results.iter().find(|r| r.id == id).unwrap();
+    match &r.outcome {
+        Outcome::Fail(m) => assert!(m.contains(why), "{fault:?}: {m:?} does not say {why:?}"),
+        other => panic!("{fault:?}: {other:?}"),
+    }
     let x = report.junit_xml();
     assert!(x.contains("failures=\"1\""), "{x}");
 }
@@ -611,100 +624,185 @@ async fn the_broken_sp_without_a_fault_passes() {
 
 #[actix_web::test]
 async fn unpadded_resources_fail() {
-    only_fails(Fault::UnpaddedResources, "sp.redirect.shape").await;
+    only_fails(
+        Fault::UnpaddedResources,
+        "sp.redirect.shape",
+        "resources segment",
+    )
+    .await;
 }
 
 #[actix_web::test]
 async fn a_reused_tx_id_fails() {
-    only_fails(Fault::ReuseTxId, "sp.redirect.tx_id_fresh").await;
+    only_fails(
+        Fault::ReuseTxId,
+        "sp.redirect.tx_id_fresh",
+        "was used by two starts",
+    )
+    .await;
 }
 
 #[actix_web::test]
 async fn a_wrong_return_url_fails() {
-    only_fails(Fault::WrongReturnUrl, "sp.redirect.return_url").await;
+    only_fails(
+        Fault::WrongReturnUrl,
+        "sp.redirect.return_url",
+        "would return code 404",
+    )
+    .await;
 }
 
 #[actix_web::test]
 async fn a_plain_pid_fails() {
-    only_fails(Fault::PlainPid, "sp.redirect.pid").await;
+    only_fails(Fault::PlainPid, "sp.redirect.pid", "does not decrypt").await;
 }
 
 #[actix_web::test]
 async fn a_dropped_case_number_fails() {
-    only_fails(Fault::DropCaseNumber, "sp.redirect.case_number").await;
+    only_fails(
+        Fault::DropCaseNumber,
+        "sp.redirect.case_number",
+        "caseNumber None",
+    )
+    .await;
 }
 
 // The SP-API.
 
 #[actix_web::test]
 async fn answering_202_to_a_good_delivery_fails() {
-    only_fails(Fault::Accepted202, "sp.sp_api.accept").await;
+    only_fails(
+        Fault::Accepted202,
+        "sp.sp_api.accept",
+        "answered 202, expected 200 or 201",
+    )
+    .await;
 }
 
 #[actix_web::test]
 async fn accepting_a_bad_api_key_fails() {
-    only_fails(Fault::AcceptBadApiKey, "sp.sp_api.bad_api_key").await;
+    only_fails(
+        Fault::AcceptBadApiKey,
+        "sp.sp_api.bad_api_key",
+        "answered 200 to a wrong apiKey, expected 403",
+    )
+    .await;
 }
 
 #[actix_web::test]
 async fn answering_500_to_a_bad_api_key_fails() {
-    only_fails(Fault::BadApiKey500, "sp.sp_api.bad_api_key").await;
+    only_fails(
+        Fault::BadApiKey500,
+        "sp.sp_api.bad_api_key",
+        "answered 500 to a wrong apiKey, expected 403",
+    )
+    .await;
 }
 
 #[actix_web::test]
 async fn polling_an_unable_to_deliver_ticket_fails() {
-    only_fails(Fault::PollUnableTicket, "sp.sp_api.unable_to_deliver").await;
+    only_fails(
+        Fault::PollUnableTicket,
+        "sp.sp_api.unable_to_deliver",
+        "expected unable_to_deliver",
+    )
+    .await;
 }
 
 // The return.
 
 #[actix_web::test]
 async fn an_upper_case_tx_id_header_fails() {
-    only_fails(Fault::UppercaseTxIdHeader, "sp.return.success").await;
+    only_fails(
+        Fault::UppercaseTxIdHeader,
+        "sp.return.success",
+        "is not the transaction",
+    )
+    .await;
 }
 
 #[actix_web::test]
 async fn taking_205_for_success_fails() {
-    only_fails(Fault::AnyTwoHundredIsSuccess, "sp.return.other_codes").await;
+    only_fails(
+        Fault::AnyTwoHundredIsSuccess,
+        "sp.return.other_codes",
+        "expected refused and 205",
+    )
+    .await;
 }
 
 #[actix_web::test]
 async fn accepting_an_undecryptable_tx_id_fails() {
-    only_fails(Fault::TrustSessionOverTxId, "sp.return.bad_tx_id").await;
+    only_fails(
+        Fault::TrustSessionOverTxId,
+        "sp.return.bad_tx_id",
+        "answered 200, expected 4xx",
+    )
+    .await;
 }
 
 // The MyData-API.
 
 #[actix_web::test]
 async fn ignoring_retry_after_fails() {
-    only_fails(Fault::IgnoreRetryAfter, "sp.mydata_api.retry_after").await;
+    only_fails(
+        Fault::IgnoreRetryAfter,
+        "sp.mydata_api.retry_after",
+        "after a 429 with Retry-After: 2",
+    )
+    .await;
 }
 
 #[actix_web::test]
 async fn a_short_default_wait_fails() {
-    only_fails(Fault::ShortDefaultWait, "sp.mydata_api.retry_after_absent").await;
+    only_fails(
+        Fault::ShortDefaultWait,
+        "sp.mydata_api.retry_after_absent",
+        "after a 429 without Retry-After",
+    )
+    .await;
 }
 
 #[actix_web::test]
 async fn polling_after_201_fails() {
-    only_fails(Fault::PollAfterTaken, "sp.mydata_api.taken").await;
+    only_fails(
+        Fault::PollAfterTaken,
+        "sp.mydata_api.taken",
+        "after the final 201",
+    )
+    .await;
 }
 
 #[actix_web::test]
 async fn polling_after_403_fails() {
-    only_fails(Fault::PollAfterForbidden, "sp.mydata_api.expired").await;
+    only_fails(
+        Fault::PollAfterForbidden,
+        "sp.mydata_api.expired",
+        "after the final 403",
+    )
+    .await;
 }
 
 #[actix_web::test]
 async fn polling_after_504_fails() {
-    only_fails(Fault::RetryAfter504, "sp.mydata_api.all_failed").await;
+    only_fails(
+        Fault::RetryAfter504,
+        "sp.mydata_api.all_failed",
+        "expected failed",
+    )
+    .await;
 }
 
 // Packages.
 
 #[actix_web::test]
 async fn altered_file_bytes_fail() {
-    only_fails(Fault::TrimmedFiles, "sp.package.delivered").await;
+    only_fails(
+        Fault::TrimmedFiles,
+        "sp.package.delivered",
+        "the delivered bytes differ",
+    )
+    .await;
 }
 
 #[actix_web::test]
@@ -712,31 +810,57 @@ async fn accepting_a_tampered_manifest_fails() {
     only_fails(
         Fault::AcceptTamperedManifest,
         "sp.package.tampered_manifest",
+        r#"state "delivered""#,
     )
     .await;
 }
 
 #[actix_web::test]
 async fn rejecting_a_tampered_manifest_for_its_digests_fails() {
-    only_fails(Fault::DigestsOnly, "sp.package.tampered_manifest").await;
+    only_fails(
+        Fault::DigestsOnly,
+        "sp.package.tampered_manifest",
+        r#"rejected with error Some("digest_mismatch"), expected "bad_signature""#,
+    )
+    .await;
 }
 
 #[actix_web::test]
 async fn ignoring_the_jwe_key_error_fails() {
-    only_fails(Fault::IgnoreJweKeyError, "sp.package.wrong_key").await;
+    only_fails(
+        Fault::IgnoreJweKeyError,
+        "sp.package.wrong_key",
+        r#"state "delivered""#,
+    )
+    .await;
 }
 
 #[actix_web::test]
 async fn rejecting_a_wrong_key_jwe_for_its_payload_fails() {
-    only_fails(Fault::UnauthenticatedJwe, "sp.package.wrong_key").await;
+    only_fails(
+        Fault::UnauthenticatedJwe,
+        "sp.package.wrong_key",
+        r#"rejected with error Some("jwe_payload"), expected "jwe""#,
+    )
+    .await;
 }
 
 #[actix_web::test]
 async fn ignoring_the_packaging_mode_fails() {
-    only_fails(Fault::IgnorePackagingMode, "sp.package.mode_mismatch").await;
+    only_fails(
+        Fault::IgnorePackagingMode,
+        "sp.package.mode_mismatch",
+        r#"state "delivered""#,
+    )
+    .await;
 }
 
 #[actix_web::test]
 async fn rejecting_a_mode_mismatch_for_a_missing_file_fails() {
-    only_fails(Fault::FileForEveryDataset, "sp.package.mode_mismatch").await;
+    only_fails(
+        Fault::FileForEveryDataset,
+        "sp.package.mode_mismatch",
+        r#"rejected with error Some("missing_file"), expected "manifest""#,
+    )
+    .await;
 }
