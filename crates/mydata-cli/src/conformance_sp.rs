@@ -75,8 +75,10 @@ struct Flags {
     /// The caseNumber of the case-number check.
     #[arg(long, default_value = "CONF-2026-0001")]
     case_number: String,
-    /// Seconds to watch for a request after a 429 without Retry-After (a correct SP waits 60).
-    #[arg(long, default_value_t = 5.0)]
+    /// Seconds to watch for a request after a 429 without Retry-After. A correct SP waits 60,
+    /// and the default watches all 60; a shorter window is quicker but passes an SP that polls
+    /// after it and before the 60 s.
+    #[arg(long, default_value_t = 60.0)]
     window: f64,
     /// Seconds to watch for requests that must not come (after a final answer, a refused call).
     #[arg(long, default_value_t = 2.0)]

@@ -33,6 +33,10 @@ async fn passes_against_example_sp_and_writes_junit() {
         &suite,
         "--sandbox",
         "2",
+        // The default (60 s, the rule's whole wait) is shown by `the_window_defaults_to_60_s`
+        // and, end to end, by the library's tests; 5 s keeps this test quick.
+        "--window",
+        "5",
         "--junit",
         junit.to_str().unwrap(),
     ]
@@ -130,4 +134,20 @@ fn usage_errors_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{extra:?}");
         assert!(!out.stderr.is_empty(), "{extra:?}");
     }
+}
+
+#[test]
+fn the_window_defaults_to_60_s() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mydata"))
+        .args(["conformance", "sp", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{help}");
+    let window = help
+        .split("--window")
+        .nth(1)
+        .and_then(|s| s.split("\n      --").next())
+        .unwrap_or("");
+    assert!(window.contains("[default: 60]"), "{help}");
 }

@@ -59,7 +59,7 @@ use mydata_protocol::resources::ResourceList;
 use mydata_sp::SpConfig;
 use mydata_sp::actix::{Rejected, SpApiReceiver};
 use mydata_sp::callback::{ReturnOutcome, parse_query};
-use mydata_sp::package::Expectations;
+use mydata_sp::package::{Expectations, PackageError};
 use mydata_sp::poll::{Answer, CancelToken, MyDataApi, PollError, PollOptions, SystemTimer};
 use mydata_sp::receiver::{Received, ReceivedContent};
 use mydata_sp::redirect::RedirectRequest;
@@ -727,7 +727,7 @@ fn poll_in_background(s: Arc<State>, tx_id: TxId) {
                     PollError::Forbidden => End::Expired,
                     ref other => End::Failed(other.kind()),
                 };
-                Err((format!("MyData-API: {e}"), end))
+                Err((format!("MyData-API: {e}"), end, None))
             }
             Ok(jwe) => {
                 let exp = Expectations {
@@ -737,15 +737,24 @@ fn poll_in_background(s: Arc<State>, tx_id: TxId) {
                         .unwrap_or_else(Expectations::now)
                         .trust(&s.trust)
                 };
-                s.sp.open_package(&jwe, &key, &exp)
-                    .map_err(|e| (e.to_string(), End::Rejected(e.kind())))
+                s.sp.open_package(&jwe, &key, &exp).map_err(|e| {
+                    let rule = match e {
+                        PackageError::PackagingMode { .. } => Some("packaging_mode"),
+                        PackageError::NotRequested { .. } => Some("requested"),
+                        _ => None,
+                    };
+                    (e.to_string(), End::Rejected(e.kind()), rule)
+                })
             }
         };
         s.store.with(|m| {
             if let Some(tx) = m.get_mut(tx_id.as_str()) {
                 match outcome {
                     Ok(d) => tx.delivered(&d),
-                    Err((e, end)) => tx.failed(e, end),
+                    Err((e, end, rule)) => {
+                        tx.failed(e, end);
+                        tx.error_rule = rule;
+                    }
                 }
             }
         });

@@ -39,7 +39,7 @@ pub struct FileView {
     pub name: String,
     /// Its size in bytes.
     pub size: usize,
-    /// Its SHA-256.
+    /// The SHA-256 (lowercase hex) of the bytes received.
     pub digest: String,
     /// Its text, for JSON, CSV and text files that are UTF-8 (at most [`PREVIEW_BYTES`]).
     #[serde(skip)]
@@ -118,6 +118,9 @@ pub struct Tx {
     pub error: Option<String>,
     /// How the transaction ended, in the conformance hook's words (set with the phase).
     pub end: Option<End>,
+    /// For a package refused for its manifest, the rule it broke in the hook's words
+    /// (`packaging_mode`, `requested`; spec/conformance-sp.md §2.2).
+    pub error_rule: Option<&'static str>,
     /// MyData-API requests made for it.
     pub polls: u32,
 }
@@ -152,6 +155,9 @@ pub struct HookView {
     pub polls: u32,
     /// A failure kind, for rejected, failed and error.
     pub error: Option<&'static str>,
+    /// For `error` `manifest`, the rule of packages.md §5.2 the package broke
+    /// (`packaging_mode` or `requested`), else `null`.
+    pub error_rule: Option<&'static str>,
     /// The datasets received (when delivered).
     pub datasets: Vec<HookDataset>,
 }
@@ -165,6 +171,8 @@ pub struct HookDataset {
     pub code: u16,
     /// The names of its verified files.
     pub files: Vec<String>,
+    /// The SHA-256 (lowercase hex) of each file's bytes as received, in the order of `files`.
+    pub sha256: Vec<String>,
 }
 
 impl Tx {
@@ -184,6 +192,7 @@ impl Tx {
             verified: false,
             error: None,
             end: None,
+            error_rule: None,
             polls: 0,
         }
     }
@@ -218,6 +227,7 @@ impl Tx {
             code: self.code,
             polls: self.polls,
             error,
+            error_rule: self.error_rule,
             datasets: if self.phase == Phase::Delivered && self.verified {
                 self.datasets
                     .iter()
@@ -225,6 +235,7 @@ impl Tx {
                         resource_id: d.resource_id.clone(),
                         code: d.code,
                         files: d.files.iter().map(|f| f.name.clone()).collect(),
+                        sha256: d.files.iter().map(|f| f.digest.clone()).collect(),
                     })
                     .collect()
             } else {
@@ -289,7 +300,10 @@ fn dataset_view(d: &mydata_sp::package::DatasetData) -> DatasetView {
             .map(|f| FileView {
                 name: f.name.clone(),
                 size: f.bytes.len(),
-                digest: f.digest.clone(),
+                digest: {
+                    use sha2::Digest;
+                    hex::encode(sha2::Sha256::digest(&f.bytes))
+                },
                 text: (texty(&f.name) && f.bytes.len() <= PREVIEW_BYTES)
                     .then(|| String::from_utf8(f.bytes.clone()).ok())
                     .flatten(),

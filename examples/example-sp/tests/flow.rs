@@ -637,6 +637,13 @@ async fn conformance_hook_starts_and_reports() {
     assert_eq!(st["code"], 200);
     assert_eq!(st["polls"], 1);
     assert_eq!(st["datasets"][0]["files"][0], "low_income.json");
+    // The SHA-256 of the bytes the SP kept (spec/conformance-sp.md §2.2).
+    let sent = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(LOW_INCOME))
+    };
+    assert_eq!(st["datasets"][0]["sha256"][0], sent.as_str());
+    assert_eq!(st["error_rule"], Value::Null);
 
     // A 403 on the MyData-API: expired. The hook's start binds to the browser like the form.
     let mut resp = client()

@@ -9,7 +9,8 @@
 //! `spec/conformance-sp.md`.
 //!
 //! Every scenario runs as its own transaction, all of them at once, so a run takes about the
-//! longest observation window (5 s by default) plus a few seconds.
+//! longest observation window (the 60 s after a 429 without `Retry-After`, by default) plus a few
+//! seconds.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), mydata_conformance::sp::SuiteError> {
@@ -64,11 +65,11 @@ pub const CHECKS: [(&str, &str); 20] = [
     ),
     (
         "sp.sp_api.accept",
-        "protocol.md §7, D22–D23: a delivery with the right apiKey, a permission_ticket and an encrypted secret_key is answered 200 or 201",
+        "protocol.md §7, D22–D23: a delivery with the right apiKey, a permission_ticket and an encrypted secret_key is answered 200 or 201 (any other status, 202 and 204 included, makes the platform return the citizen with 410)",
     ),
     (
         "sp.sp_api.bad_api_key",
-        "protocol.md §7, D24: a delivery with a wrong apiKey is refused (not 2xx) and not acted on: its ticket is never polled",
+        "protocol.md §7, D24, conformance-sp.md §4: a delivery with a wrong apiKey is answered 403 and not acted on: its ticket is never polled",
     ),
     (
         "sp.sp_api.unable_to_deliver",
@@ -92,7 +93,7 @@ pub const CHECKS: [(&str, &str); 20] = [
     ),
     (
         "sp.mydata_api.retry_after_absent",
-        "protocol.md §8.1, D25: after 429 without Retry-After the SP waits 60 s; no request comes within the observation window",
+        "protocol.md §8.1, D25: after 429 without Retry-After the SP waits 60 s; no request comes within the observation window (60 s unless shortened)",
     ),
     (
         "sp.mydata_api.taken",
@@ -108,19 +109,19 @@ pub const CHECKS: [(&str, &str); 20] = [
     ),
     (
         "sp.package.delivered",
-        "protocol.md §12, packages.md §5: a valid JWE of a valid package is decrypted and verified: state delivered, each dataset with code 200 and the files as sent",
+        "protocol.md §12, packages.md §5: a valid JWE of a valid package is decrypted and verified: state delivered, each dataset with code 200 and the files as sent, byte for byte (their SHA-256)",
     ),
     (
         "sp.package.tampered_manifest",
-        "packages.md §5.1: a DP package whose manifest was altered after signing is rejected (state rejected), its data never delivered",
+        "packages.md §5.1 step 5, §6: a DP package whose manifest was altered after signing is rejected for its signature (state rejected, error bad_signature), its data never delivered",
     ),
     (
         "sp.package.wrong_key",
-        "protocol.md §12, D23: a JWE under another key than the transaction's secret_key is rejected (state rejected)",
+        "protocol.md §12, D23, packages.md §6: a JWE under another key than the transaction's secret_key is rejected as a JWE failure (state rejected, error jwe)",
     ),
     (
         "sp.package.mode_mismatch",
-        "packages.md §5.2 step 3, D21: a package that breaks the registered packaging mode (mode B's partial delivery to a mode A SP, mode A's withheld files to a mode B SP) is rejected (state rejected)",
+        "packages.md §5.2 step 3, §6, D21: a package that breaks the registered packaging mode (mode B's partial delivery to a mode A SP, mode A's withheld files to a mode B SP) is rejected for its manifest (state rejected, error manifest, and error_rule packaging_mode when the hook reports error_rule)",
     ),
 ];
 
@@ -195,6 +196,14 @@ impl Target {
     }
 }
 
+/// The wait protocol.md §8.1 and D25 require after a 429 without `Retry-After`, and the default
+/// observation window of `sp.mydata_api.retry_after_absent`.
+pub const ABSENT_WINDOW: Duration = Duration::from_secs(60);
+
+/// The answer the SP-API gives to a delivery with a wrong `apiKey` (conformance-sp.md §4; the
+/// SDK's `ReceiveError::ApiKey`).
+pub const BAD_API_KEY_STATUS: u16 = 403;
+
 /// How the suite runs.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -207,8 +216,10 @@ pub struct Options {
     /// How long the suite watches for requests that must not come after a final answer, a
     /// refused delivery or a refused return.
     pub quiet_window: Duration,
-    /// How long the suite watches for a request after a 429 without `Retry-After` (a correct
-    /// SP waits 60 s).
+    /// How long the suite watches for a request after a 429 without `Retry-After`. A correct SP
+    /// waits 60 s, and the default watches all of it ([`ABSENT_WINDOW`]); a shorter window
+    /// (for a quick run) still fails an SP that polls within it, but passes one that polls
+    /// after it and before the 60 s.
     pub absent_window: Duration,
     /// How long the suite waits for the SP to react (a first poll, a final state).
     pub settle_timeout: Duration,
@@ -226,7 +237,7 @@ impl Default for Options {
                 .collect(),
             case_number: "CONF-2026-0001".into(),
             quiet_window: Duration::from_secs(2),
-            absent_window: Duration::from_secs(5),
+            absent_window: ABSENT_WINDOW,
             settle_timeout: Duration::from_secs(15),
             hook_interval: Duration::from_millis(50),
         }
@@ -354,6 +365,7 @@ struct HookTx {
     code: Option<u64>,
     polls: Option<u64>,
     error: Option<String>,
+    error_rule: Option<String>,
     raw: Value,
 }
 
@@ -470,6 +482,10 @@ impl Ctx {
             code: raw.get("code").and_then(Value::as_u64),
             polls: raw.get("polls").and_then(Value::as_u64),
             error: raw.get("error").and_then(Value::as_str).map(str::to_owned),
+            error_rule: raw
+                .get("error_rule")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             raw,
         })
     }
@@ -823,7 +839,7 @@ async fn flow_good(ctx: Rc<Ctx>) -> Vec<Res> {
             "state {:?} (error {:?}), expected delivered",
             v.state, v.error
         )),
-        Ok(v) => check_datasets(&v, &ids, &[&[FILE_1.name], &[FILE_2.name]]),
+        Ok(v) => check_datasets(&v, &ids, &[&[&FILE_1], &[&FILE_2]]),
     };
     vec![
         judge("sp.sp_api.accept", t, accept),
@@ -841,7 +857,16 @@ const FILE_2: FileSpec = FileSpec {
     bytes: b"level,since\n1,2020-01-01\n",
 };
 
-fn check_datasets(v: &HookTx, ids: &[ResourceId], files: &[&[&str]]) -> Result<(), String> {
+/// The SHA-256 of `bytes`, lowercase hex (the form of packages.md §2.2 and of the hook's
+/// `sha256`).
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// The hook's delivered datasets against what the suite sent: the ids in request order, code
+/// 200, exactly the files sent (by name, in order) and each file's bytes (the hook's `sha256`).
+fn check_datasets(v: &HookTx, ids: &[ResourceId], files: &[&[&FileSpec]]) -> Result<(), String> {
     let ds = v
         .raw
         .get("datasets")
@@ -875,8 +900,34 @@ fn check_datasets(v: &HookTx, ids: &[ResourceId], files: &[&[&str]]) -> Result<(
                     .collect()
             })
             .unwrap_or_default();
-        if names != *want {
-            return Err(format!("dataset {id}: files {names:?}, expected {want:?}"));
+        let want_names: Vec<&str> = want.iter().map(|f| f.name).collect();
+        if names != want_names {
+            return Err(format!(
+                "dataset {id}: files {names:?}, expected {want_names:?}"
+            ));
+        }
+        let digests: Vec<Option<&str>> = d
+            .get("sha256")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(Value::as_str).collect())
+            .unwrap_or_default();
+        if digests.len() != want.len() {
+            return Err(format!(
+                "dataset {id}: the hook reports {} sha256 value(s) for {} file(s) (conformance-sp.md §2.2: one per file, so the suite can compare the bytes)",
+                digests.len(),
+                want.len()
+            ));
+        }
+        for (f, got) in want.iter().zip(digests) {
+            let sent = sha256_hex(f.bytes);
+            let got = got.unwrap_or("").to_ascii_lowercase();
+            if got != sent {
+                return Err(format!(
+                    "dataset {id}: file {:?} has SHA-256 {got:?} at the SP, the suite sent {sent:?} ({} bytes): the delivered bytes differ",
+                    f.name,
+                    f.bytes.len()
+                ));
+            }
         }
     }
     Ok(())
@@ -908,8 +959,10 @@ async fn flow_bad_api_key(ctx: Rc<Ctx>) -> Vec<Res> {
         // The citizen comes back as if the platform had gone on: still nothing may be polled.
         let _ = ctx.back_ok(&s, 200).await?;
         actix_web::rt::time::sleep(ctx.opts.quiet_window).await;
-        if ok_2xx(status) {
-            return Err(format!("the SP-API answered {status} to a wrong apiKey"));
+        if status != BAD_API_KEY_STATUS {
+            return Err(format!(
+                "the SP-API answered {status} to a wrong apiKey, expected {BAD_API_KEY_STATUS}"
+            ));
         }
         let v = ctx.hook(&s.tx_id).await?;
         no_polls(&ctx, &body.permission_ticket, Some(&v))
@@ -984,8 +1037,11 @@ async fn flow_bad_return(ctx: Rc<Ctx>) -> Vec<Res> {
         ctx.api
             .script(&body.permission_ticket, vec![Reply::Status(201, None)]);
         let api = ctx.sp_api(&body).await?;
-        if !matches!(api, 200 | 201) {
-            return Err(format!("the SP-API answered {api} to a good delivery"));
+        // A precondition: the SP took the delivery (the exact status is sp.sp_api.accept's).
+        if !ok_2xx(api) {
+            return Err(format!(
+                "the SP-API answered {api} to a good delivery, so the return cannot be tested"
+            ));
         }
         // The tx_id encrypted under another registration's key material.
         let reg = &ctx.target.registration;
@@ -1072,7 +1128,7 @@ async fn flow_retry_absent(ctx: Rc<Ctx>) -> Vec<Res> {
             .collect();
         match early.first() {
             Some(s) => Err(format!(
-                "a request came {} ms after a 429 without Retry-After (expected none within {} s; 60 s is the default)",
+                "a request came {} ms after a 429 without Retry-After (a correct SP waits 60 s; none may come within the {} s watched)",
                 s.at.duration_since(first.at).as_millis(),
                 ctx.opts.absent_window.as_secs_f64()
             )),
@@ -1179,17 +1235,51 @@ async fn flow_package(ctx: Rc<Ctx>, bad: Bad) -> Vec<Res> {
             return Err("no MyData-API request after the return".into());
         }
         let v = ctx.settle(&s.tx_id).await?;
-        if v.state != "rejected" {
-            return Err(format!(
-                "state {:?}, expected rejected (datasets {})",
-                v.state,
-                v.raw.get("datasets").cloned().unwrap_or(Value::Null)
-            ));
-        }
-        Ok(())
+        let (kind, rule) = bad.reason();
+        rejected_for(&v, kind, rule)
     }
     .await;
     vec![judge(id, t, r)]
+}
+
+impl Bad {
+    /// The failure kind of packages.md §6 the SP must report for this package, and the
+    /// `error_rule` it must report when its hook reports one (conformance-sp.md §2.2).
+    fn reason(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            // The manifest's bytes changed after signing: step 5 (the signature) fails first.
+            Bad::Tampered => ("bad_signature", None),
+            Bad::WrongKey => ("jwe", None),
+            Bad::Mode => ("manifest", Some("packaging_mode")),
+        }
+    }
+}
+
+/// The hook's view of a package the SP must refuse: state `rejected`, `error` the kind of
+/// packages.md §6 the refusal must be for, and, when the hook reports `error_rule` and `rule` is
+/// given, that rule. A rejection for another reason fails: it shows the SP did not check what
+/// the scenario broke.
+fn rejected_for(v: &HookTx, kind: &str, rule: Option<&str>) -> Result<(), String> {
+    if v.state != "rejected" {
+        return Err(format!(
+            "state {:?} (error {:?}), expected rejected with error {kind:?} (datasets {})",
+            v.state,
+            v.error,
+            v.raw.get("datasets").cloned().unwrap_or(Value::Null)
+        ));
+    }
+    if v.error.as_deref() != Some(kind) {
+        return Err(format!(
+            "rejected with error {:?}, expected {kind:?} (packages.md §6): the SP refused the package for another reason than the one the scenario broke",
+            v.error
+        ));
+    }
+    match (rule, v.error_rule.as_deref()) {
+        (Some(want), Some(got)) if got != want => Err(format!(
+            "rejected with error {kind:?} but error_rule {got:?}, expected {want:?}: the SP refused the package for another rule than the one the scenario broke"
+        )),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -1236,6 +1326,73 @@ mod tests {
             expected_segment(&ids),
             "QVBJLjJSWEhPR1RYSUM6QVBJLjVYUVEySVdEMzc="
         );
+    }
+
+    #[test]
+    fn the_default_window_is_the_rules_60_seconds() {
+        assert_eq!(ABSENT_WINDOW, Duration::from_secs(60));
+        assert_eq!(Options::default().absent_window, ABSENT_WINDOW);
+        assert!(rule("sp.mydata_api.retry_after_absent").contains("60 s"));
+    }
+
+    fn view(v: Value) -> HookTx {
+        HookTx {
+            state: v["state"].as_str().unwrap_or("").to_owned(),
+            code: None,
+            polls: None,
+            error: v["error"].as_str().map(str::to_owned),
+            error_rule: v["error_rule"].as_str().map(str::to_owned),
+            raw: v,
+        }
+    }
+
+    #[test]
+    fn a_rejection_must_be_for_the_broken_rule() {
+        let ok = view(serde_json::json!({"state": "rejected", "error": "bad_signature"}));
+        assert!(rejected_for(&ok, "bad_signature", None).is_ok());
+        let other = view(serde_json::json!({"state": "rejected", "error": "digest_mismatch"}));
+        let e = rejected_for(&other, "bad_signature", None).unwrap_err();
+        assert!(e.contains("digest_mismatch"), "{e}");
+        let none = view(serde_json::json!({"state": "rejected", "error": null}));
+        assert!(rejected_for(&none, "jwe", None).is_err());
+        let delivered = view(serde_json::json!({"state": "delivered", "error": null}));
+        assert!(rejected_for(&delivered, "jwe", None).is_err());
+        // error_rule: checked when the hook reports it, not required.
+        let mode = view(
+            serde_json::json!({"state": "rejected", "error": "manifest", "error_rule": "packaging_mode"}),
+        );
+        assert!(rejected_for(&mode, "manifest", Some("packaging_mode")).is_ok());
+        let bare = view(serde_json::json!({"state": "rejected", "error": "manifest"}));
+        assert!(rejected_for(&bare, "manifest", Some("packaging_mode")).is_ok());
+        let wrong = view(
+            serde_json::json!({"state": "rejected", "error": "manifest", "error_rule": "requested"}),
+        );
+        let e = rejected_for(&wrong, "manifest", Some("packaging_mode")).unwrap_err();
+        assert!(e.contains("requested"), "{e}");
+    }
+
+    #[test]
+    fn delivered_files_are_compared_byte_for_byte() {
+        let ids: Vec<ResourceId> = vec!["API.2RXHOGTXIC".parse().unwrap()];
+        let good = sha256_hex(FILE_1.bytes);
+        let v = view(serde_json::json!({"state": "delivered", "datasets": [
+            {"resource_id": "API.2RXHOGTXIC", "code": 200, "files": ["data.json"], "sha256": [good]}
+        ]}));
+        assert!(check_datasets(&v, &ids, &[&[&FILE_1]]).is_ok());
+        let upper = view(serde_json::json!({"state": "delivered", "datasets": [
+            {"resource_id": "API.2RXHOGTXIC", "code": 200, "files": ["data.json"], "sha256": [good.to_uppercase()]}
+        ]}));
+        assert!(check_datasets(&upper, &ids, &[&[&FILE_1]]).is_ok());
+        let other = sha256_hex(b"{}");
+        let v = view(serde_json::json!({"state": "delivered", "datasets": [
+            {"resource_id": "API.2RXHOGTXIC", "code": 200, "files": ["data.json"], "sha256": [other]}
+        ]}));
+        let e = check_datasets(&v, &ids, &[&[&FILE_1]]).unwrap_err();
+        assert!(e.contains("bytes differ"), "{e}");
+        let names_only = view(serde_json::json!({"state": "delivered", "datasets": [
+            {"resource_id": "API.2RXHOGTXIC", "code": 200, "files": ["data.json"]}
+        ]}));
+        assert!(check_datasets(&names_only, &ids, &[&[&FILE_1]]).is_err());
     }
 
     #[test]
