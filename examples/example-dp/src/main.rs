@@ -8,7 +8,8 @@
 //!
 //! ```text
 //! MYDATA_RESOURCE_SECRET=… example-dp --platform https://mydata.example \
-//!     --resource-id API.ARPPI3VTCB --key dp.key --cert dp.pem [--data records.json] [--slow 20]
+//!     --resource-id API.ARPPI3VTCB --key dp.key --cert dp.pem [--data records.json] [--slow 20] \
+//!     [--introspection-cache 30]
 //! ```
 //!
 //! `--platform`, `--resource-id` and `--resource-secret` may also come from the environment
@@ -24,7 +25,7 @@ use std::time::Duration;
 use actix_web::{App, HttpServer};
 use clap::Parser;
 use mydata_dp::actix::DpApi;
-use mydata_dp::{DataFile, Deferred, DpService, Outcome, ResourceSecret, from_fn};
+use mydata_dp::{CacheConfig, DataFile, Deferred, DpService, Outcome, ResourceSecret, from_fn};
 use mydata_protocol::package::dp::DpSigner;
 use serde_json::{Value, json};
 
@@ -60,6 +61,10 @@ struct Args {
     /// come back later (429 + Retry-After) meanwhile.
     #[arg(long, value_name = "SECONDS")]
     slow: Option<u64>,
+    /// Seconds the platform's answer about a token is reused before it is asked again (never
+    /// past the token's expiry). A revoked token can be accepted for this long.
+    #[arg(long, value_name = "SECONDS", default_value_t = CacheConfig::default().ttl_secs)]
+    introspection_cache: u64,
 }
 
 /// A flag, else an environment variable.
@@ -127,6 +132,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 429/Retry-After for slow work, packaging and signing.
     let service = DpService::builder(&resource_id)
         .platform(&platform, secret)
+        .cache(CacheConfig {
+            ttl_secs: args.introspection_cache,
+            ..CacheConfig::default()
+        })
         .signer(Arc::new(signer));
     let service = match args.slow {
         // Slow mode: the lookup runs on a background thread; the first call starts it.
