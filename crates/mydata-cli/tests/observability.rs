@@ -59,6 +59,29 @@ fn wait_event(p: &Platform, event: &str, tx: &str) {
     }
 }
 
+/// Waits until `/metrics` shows no write queued and not yet committed
+/// (`mydata_write_behind_pending 0`).
+fn wait_committed(p: &Platform) {
+    let start = Instant::now();
+    loop {
+        let r = http("GET", &format!("{}/metrics", p.url), None, None);
+        if r.status == 200 && r.body.lines().any(|l| l == "mydata_write_behind_pending 0") {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "writes still queued after 60 s: {} {}",
+            r.status,
+            r.body
+                .lines()
+                .filter(|l| l.starts_with("mydata_write_behind"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `mydata sp fetch --delivery FILE` with the SP's credentials: it must succeed.
 fn fetch(p: &Platform, creds: &Value, body: &str, dir: &std::path::Path, name: &str) {
     let delivery = dir.join(format!("{name}.json"));
@@ -142,8 +165,9 @@ fn json_log_of_whole_flows_has_every_step_and_no_personal_data() {
     let body_b = wait_for_body(&seen, 1);
     let tx_b = accepted_tx(&p, &client_id, 1);
     wait_event(&p, "packaged", &tx_b);
-    // The write-behind window (10 ms) commits `ready` well within this.
-    std::thread::sleep(Duration::from_millis(500));
+    // `ready` is queued before that event is logged: once the write-behind queue is empty it
+    // is committed, however long the commit took.
+    wait_committed(&p);
     p.kill9_and_restart();
     wait_event(&p, "resumed", &tx_b);
     wait_event(&p, "packaged", &tx_b);

@@ -220,15 +220,25 @@ fn operator_register_and_list() {
     // No secret in the database or the listing.
     let mut db = std::fs::read(dir.join("mydata.sqlite")).unwrap();
     db.extend(std::fs::read(dir.join("mydata.sqlite-wal")).unwrap_or_default());
+    let holds = |s: &str| {
+        assert!(!s.is_empty(), "an empty needle");
+        db.windows(s.len()).any(|w| w == s.as_bytes())
+    };
+    // Control: the same search finds what the registrations did store, in the same bytes.
+    for s in [
+        rid.as_str(),
+        sp["client_id"].as_str().unwrap(),
+        "https://sp.example.test/sp-api",
+    ] {
+        assert!(holds(s), "control: {s} not found in the database");
+    }
+    assert_eq!(sp["client_secret"].as_str().unwrap().len(), 16);
     for s in [
         &secret,
         sp["client_secret"].as_str().unwrap(),
         sp["api_key"].as_str().unwrap(),
     ] {
-        assert!(
-            !db.windows(s.len()).any(|w| w == s.as_bytes()),
-            "{s} in the database"
-        );
+        assert!(!holds(s), "{s} in the database");
     }
 }
 

@@ -338,7 +338,8 @@ fn fetch_and_verify_against_the_sandbox_platform() {
     let (status, v, log) = fetch_listen(&p, &creds_l, listen_port, rid, &out7, "refuse");
     assert_eq!(status, Some(1), "{v} {log}");
     assert_eq!(v["status"], "returned", "{v}");
-    assert_ne!(v["return_code"], 200, "{v}");
+    // Refusal on the consent page is code 205 (protocol.md §6, D46), nothing else.
+    assert_eq!(v["return_code"], 205, "{v}");
     assert_eq!(v["polls"], 0);
     assert!(!out7.join("package.zip").exists());
 }

@@ -6,8 +6,15 @@ mod common;
 
 use common::*;
 use mydata_protocol::flow::percent_encode;
+use mydata_protocol::ids::{ResourceId, SecretKey};
+use mydata_protocol::jwe::JweMode;
+use mydata_protocol::package::dp::TrustAnchors;
 use mydata_protocol::package::sp::PackagingMode;
+use mydata_server::clock::Clock;
+use mydata_server::platform::SANDBOX_ROOT_CA;
+use mydata_sp::package::Expectations;
 use serde_json::Value;
+use std::time::{Duration, Instant};
 
 #[actix_web::test]
 async fn two_documents_consent_and_delivery() {
@@ -66,7 +73,61 @@ async fn two_documents_consent_and_delivery() {
     let ticket = calls[0]["permission_ticket"].as_str().unwrap();
     let (status, jwe) = poll_until_ready(&w.srv.url, ticket, "tx-pii-1").await;
     assert_eq!(status, 200);
-    assert_eq!(jwe.split('.').count(), 5);
+    // The SP opens it as an SP does, with the SP SDK: the `secret_key` of the SP-API call,
+    // decrypted with the SP's own credentials, decrypts the JWE; the SP package (mode B, the
+    // datasets asked for, in order) and each DP package verify against the sandbox CA; and
+    // each dataset holds this citizen's record.
+    let key: SecretKey = cipher(&creds)
+        .decrypt(calls[0]["secret_key"].as_str().unwrap())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let sp = mydata_sp::SpConfig::new(
+        w.srv.url.as_str(),
+        creds.client_id.parse().unwrap(),
+        creds.client_secret.parse().unwrap(),
+        creds.cbc_iv.parse().unwrap(),
+        RETURN,
+    )
+    .with_mode(JweMode::Gcm)
+    .with_packaging_mode(PackagingMode::B);
+    let trust = TrustAnchors::from_pem(&[SANDBOX_ROOT_CA]).unwrap();
+    let requested: Vec<ResourceId> = ids.iter().map(|i| i.parse().unwrap()).collect();
+    let delivered = sp
+        .open_package(
+            &jwe,
+            &key,
+            &Expectations::at(w.clock.now())
+                .trust(&trust)
+                .requested(&requested),
+        )
+        .unwrap_or_else(|e| panic!("the SP cannot open the delivery: {e:?}"));
+    assert_eq!(delivered.datasets.len(), ids.len());
+    for id in &requested {
+        let d = delivered
+            .dataset(id)
+            .unwrap_or_else(|| panic!("{id} not delivered"));
+        assert_eq!(d.code, 200, "{id}");
+        assert!(d.verification.is_verified(), "{id}: {:?}", d.verification);
+        let data = d
+            .files
+            .iter()
+            .find(|f| f.name.ends_with("data.json"))
+            .unwrap_or_else(|| panic!("{id}: no data.json"));
+        let doc: Value = serde_json::from_slice(&data.bytes).unwrap();
+        assert_eq!(doc["resource_id"], id.as_str(), "{id}");
+        assert_eq!(doc["person"]["national_id"], CITIZEN, "{id}: {doc}");
+        assert_eq!(doc["person"]["name"], "王大明", "{id}: {doc}");
+    }
+    // Another key does not open it.
+    assert!(
+        sp.open_package(
+            &jwe,
+            &SecretKey::generate().unwrap(),
+            &Expectations::at(w.clock.now())
+        )
+        .is_err()
+    );
     let (status, _) = poll_until_ready(&w.srv.url, ticket, "tx-pii-1").await;
     assert_eq!(status, 201);
 
@@ -443,6 +504,14 @@ async fn poll_racing_the_sp_api_acknowledgement_gets_429() {
     );
 }
 
+/// `f`, or a failed test after 180 s: a poll that would wait for ever ends the test with a
+/// message instead of hanging it.
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    actix_web::rt::time::timeout(Duration::from_secs(180), f)
+        .await
+        .expect("no answer within 180 s")
+}
+
 /// Packages wait in memory (D47). One lost with a restart ends its transaction with 504
 /// instead of answering 500 until the purge.
 #[actix_web::test]
@@ -463,26 +532,38 @@ async fn a_package_lost_from_memory_ends_with_504() {
         .as_str()
         .unwrap()
         .to_string();
-    // Wait until packaged, without polling (a poll would take it).
+    // Wait until packaged, without polling (a poll would take it); a transaction that ends
+    // otherwise, or never gets there, fails the test rather than hanging it.
+    let deadline = Instant::now() + Duration::from_secs(120);
     let tx = loop {
         let tx =
             w.p.store
                 .find_tx(creds.client_id.as_str(), "tx-lost-1")
                 .unwrap()
-                .unwrap();
+                .expect("the transaction exists");
         if tx.state == mydata_server::engine::state::READY {
             break tx;
         }
-        actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(
+            tx.state != mydata_server::engine::state::ENDED,
+            "ended before it was packaged: {tx:?}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "not packaged within 120 s: state {:?}",
+            tx.state
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     };
     let path = tx.package_path.clone().unwrap();
     assert!(path.starts_with("memory:"), "{path}");
     assert!(w.p.packages.bytes_in_memory() > 0);
     // What a restart does to it.
     w.p.packages.remove(&path);
-    let (status, _) = poll_until_ready(&w.srv.url, &ticket, "tx-lost-1").await;
+    let poll = || within(poll_until_ready(&w.srv.url, &ticket, "tx-lost-1"));
+    let (status, _) = poll().await;
     assert_eq!(status, 504);
-    let (status, _) = poll_until_ready(&w.srv.url, &ticket, "tx-lost-1").await;
+    let (status, _) = poll().await;
     assert_eq!(status, 504, "and stays so");
     let tx =
         w.p.store

@@ -171,8 +171,27 @@ async fn interval_zero_turns_the_heartbeat_off() {
     let mut record = w.p.store.get_dp(&ids[0]).unwrap().unwrap();
     record.endpoint = endpoint.clone();
     w.p.store.update_dp(&record).unwrap();
-    // The platform's task would have probed several times in this while (interval 1 s above).
-    actix_web::rt::time::sleep(Duration::from_millis(2_500)).await;
+    // No task is started for it.
+    assert!(mydata_server::engine::heartbeat::spawn(w.p.clone()).is_none());
+    // A control beside it, on the same runtime: a platform probing every second. Once its DP
+    // has been probed three times, the platform without heartbeat has had the same chances to
+    // probe (however slow the machine), and has not.
+    let control = world_custom(&[], None, |c| c.heartbeat_interval_secs = 1).await;
+    let control_dp = Arc::new(Dp::default());
+    control_dp.healthy.store(true, Ordering::SeqCst);
+    let control_endpoint = start_dp(control_dp.clone());
+    let mut record = control.p.store.get_dp(&ids[0]).unwrap().unwrap();
+    record.endpoint = control_endpoint;
+    control.p.store.update_dp(&record).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while control_dp.heartbeats.load(Ordering::SeqCst) < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "control: the platform with a 1 s interval did not probe 3 times in 120 s ({})",
+            control_dp.heartbeats.load(Ordering::SeqCst)
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(dp.heartbeats.load(Ordering::SeqCst), 0);
     assert!(w.p.dp_health.is_reachable(&endpoint));
     assert_eq!(readyz(&w.srv.url).await, (200, "ready\n".to_string()));

@@ -94,16 +94,20 @@ async fn interrupted_dp_calls_and_a_lost_package_are_fetched_again_after_a_resta
             .unwrap();
         assert_eq!(code, ReturnCode::Success);
     }
-    let mut ready = None;
-    for _ in 0..200 {
+    let start = std::time::Instant::now();
+    let ready = loop {
         let t = p1.store.get_tx("t-b").unwrap().unwrap();
         if t.state == state::READY {
-            ready = t.package_path;
-            break;
+            break t.package_path;
         }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "transaction B not ready within 120 s: {:?}",
+            t.state
+        );
         actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let path = ready.expect("transaction B never became ready");
+    };
+    let path = ready.expect("transaction B is ready with a package");
     assert!(path.starts_with("memory:"), "{path}");
     assert_eq!(
         p1.store.get_tx("t-a").unwrap().unwrap().state,

@@ -547,7 +547,8 @@ async fn consent_calls_the_dp_with_the_citizens_claims_and_names_the_dataset() {
         .parse()
         .unwrap();
     let mut jwe_text = None;
-    for _ in 0..200 {
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(120) {
         actix_web::rt::time::sleep(std::time::Duration::from_millis(25)).await;
         let mut r = awc::Client::default()
             .get(format!("{}/service/data", srv.url))
@@ -564,7 +565,7 @@ async fn consent_calls_the_dp_with_the_citizens_claims_and_names_the_dataset() {
             other => panic!("MyData-API answered {other}"),
         }
     }
-    let jwe_text = jwe_text.expect("the package never became ready");
+    let jwe_text = jwe_text.expect("the package was not ready within 120 s");
 
     // The DP got the citizen's claims through the template.
     let seen = log.lock().unwrap().clone();

@@ -1,8 +1,10 @@
 //! Interoperability of the SDK.
 //!
-//! * The SP-API over real HTTP on 127.0.0.1: bodies written the way the platform writes them
-//!   (`flow::SpApiBody::to_json`, `secret_key` encrypted with `ParamCipher`) are accepted by the
-//!   SDK's actix receiver; a wrong `apiKey`, both members, or garbage are refused with 4xx.
+//! * The SP-API over real HTTP on 127.0.0.1, platform → SP: `secret_key` encrypted by Python
+//!   `cryptography` (tests/interop/param.py), in bodies written by the platform's serializer
+//!   (`flow::SpApiBody::to_json`) and by hand from the spec's field names, is accepted by the
+//!   SDK's actix receiver, which hands the key Python encrypted to the sink; a wrong `apiKey`,
+//!   both members, a key encrypted in the other mode, or garbage are refused with 4xx.
 //! * JWEs built by Python `jwcrypto` (tests/interop/jwe.py): one carrying `crit` is refused;
 //!   the platform's random content IVs (`jwe_random_iv`) decrypt both here and in jwcrypto.
 
@@ -17,13 +19,15 @@ use mydata_sp::actix::SpApiReceiver;
 use mydata_sp::receiver::{Received, ReceivedContent};
 
 const API_KEY: &str = "SandboxApiKey0000000000000000002";
+const SECRET: &str = "SandboxSecret002";
+const CBC_IV: &str = "SandboxCbcIv0002";
 
 fn sandbox002() -> SpConfig {
     SpConfig::new(
         "http://127.0.0.1:8080",
         "CLI.SANDBOX002".parse().unwrap(),
-        "SandboxSecret002".parse().unwrap(),
-        "SandboxCbcIv0002".parse().unwrap(),
+        SECRET.parse().unwrap(),
+        CBC_IV.parse().unwrap(),
         "http://127.0.0.1:8090/return",
     )
     .with_mode(JweMode::Gcm)
@@ -48,8 +52,7 @@ async fn platform_bodies_over_http() {
     let handle = srv.handle();
     actix_web::rt::spawn(srv);
 
-    // The platform side: the same cipher the platform derives from the registration.
-    let platform_cipher = sp.cipher();
+    // The platform side is Python `cryptography` (param.py), with the SP's credentials.
     let secret = SecretKey::generate().unwrap();
     let ticket = PermissionTicket::generate().unwrap();
     let body = |api_key: Option<&str>, delivery: SpApiDelivery| {
@@ -74,11 +77,20 @@ async fn platform_bodies_over_http() {
                 .as_u16()
         }
     };
-    let enc = platform_cipher.encrypt(secret.as_str()).unwrap();
+    let enc = param_py(&["encrypt", "--gcm", "--secret", SECRET, secret.as_str()]);
     assert_eq!(
         post(body(Some(API_KEY), SpApiDelivery::SecretKey(enc.clone()))).await,
         200
     );
+    // The same delivery in a body written by hand from protocol.md §7, not by our serializer.
+    let by_hand = serde_json::json!({
+        "tx_id": "tx-interop-2",
+        "apiKey": API_KEY,
+        "permission_ticket": ticket.as_str(),
+        "secret_key": enc,
+    })
+    .to_string();
+    assert_eq!(post(by_hand).await, 200);
     assert_eq!(
         post(body(
             Some(API_KEY),
@@ -105,24 +117,29 @@ async fn platform_bodies_over_http() {
     );
     assert_eq!(post(both).await, 400);
     assert_eq!(post("garbage".into()).await, 400);
-    // A CBC-encrypted key does not pass a GCM SP.
-    let cbc = sp
-        .clone()
-        .with_mode(JweMode::Cbc)
-        .cipher()
-        .encrypt(secret.as_str())
-        .unwrap();
+    // A CBC-encrypted key (Python, with the SP's secret and cbc_iv) does not pass a GCM SP.
+    let cbc = param_py(&[
+        "encrypt",
+        "--secret",
+        SECRET,
+        "--iv",
+        CBC_IV,
+        secret.as_str(),
+    ]);
     assert_eq!(
         post(body(Some(API_KEY), SpApiDelivery::SecretKey(cbc))).await,
         400
     );
 
     let got = got.lock().unwrap().clone();
-    assert_eq!(got.len(), 2, "only the two valid calls reach the sink");
-    assert_eq!(got[0].content, ReceivedContent::SecretKey(secret));
+    assert_eq!(got.len(), 3, "only the three valid calls reach the sink");
+    // The key Python encrypted, decrypted by the SDK.
+    assert_eq!(got[0].content, ReceivedContent::SecretKey(secret.clone()));
     assert_eq!(got[0].permission_ticket, ticket);
+    assert_eq!(got[1].content, ReceivedContent::SecretKey(secret));
+    assert_eq!(got[1].tx_id.as_str(), "tx-interop-2");
     assert_eq!(
-        got[1].unable_to_deliver().unwrap()[0].as_str(),
+        got[2].unable_to_deliver().unwrap()[0].as_str(),
         "API.5XQQ2IWD37"
     );
     handle.stop(true).await;
@@ -173,6 +190,21 @@ fn jwe_py(args: &[&str], stdin: &[u8]) -> (bool, Vec<u8>, String) {
         out.stdout,
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Runs `param.py` (Python `cryptography`) with `args`: its one line of output.
+fn param_py(args: &[&str]) -> String {
+    let out = std::process::Command::new(python())
+        .arg(interop_dir().join("param.py"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("param.py {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "param.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 fn jwcrypto_encrypt(key: &SecretKey, mode: &str, plaintext: &[u8], crit: Option<&str>) -> String {

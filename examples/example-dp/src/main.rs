@@ -8,7 +8,8 @@
 //!
 //! ```text
 //! MYDATA_RESOURCE_SECRET=… example-dp --platform https://mydata.example \
-//!     --resource-id API.ARPPI3VTCB --key dp.key --cert dp.pem [--data records.json] [--slow 20]
+//!     --resource-id API.ARPPI3VTCB --key dp.key --cert dp.pem [--data records.json] [--slow 20] \
+//!     [--introspection-cache-secs 30]
 //! ```
 //!
 //! `--platform`, `--resource-id` and `--resource-secret` may also come from the environment

@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::process::{Child, Command};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mydata_protocol::codes::DatasetCode;
 use mydata_protocol::package::dp::{self, TrustAnchors, VerifyOptions};
@@ -18,6 +18,9 @@ use mydata_server::platform::{NewDp, Platform, SANDBOX_ROOT_CA};
 use mydata_server::secrets::MasterKey;
 use mydata_server::storage::DpMethod;
 use mydata_server::storage::sqlite::SqliteStore;
+
+/// The DP's introspection cache in this test, in seconds (`--introspection-cache-secs`).
+const CACHE_SECS: u64 = 2;
 
 struct Running(Child);
 
@@ -88,6 +91,9 @@ async fn example_dp_serves_the_platform() {
                 &rec.resource_id,
             ])
             .env("MYDATA_RESOURCE_SECRET", &secret)
+            // The SDK reuses an introspection answer (30 s by default); a short cache lets the
+            // revocation below be seen without a long wait.
+            .args(["--introspection-cache-secs", &CACHE_SECS.to_string()])
             .args([
                 "--key",
                 &fixture("dp-moi.key"),
@@ -98,7 +104,8 @@ async fn example_dp_serves_the_platform() {
             .unwrap(),
     );
     let client = dpcall::client();
-    for _ in 0..100 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
         let ok = client
             .get(format!("{endpoint}?heartbeat=true"))
             .send()
@@ -108,6 +115,10 @@ async fn example_dp_serves_the_platform() {
         if ok {
             break;
         }
+        assert!(
+            Instant::now() < deadline,
+            "example-dp did not answer its heartbeat within 60 s"
+        );
         actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -158,8 +169,75 @@ async fn example_dp_serves_the_platform() {
         .unwrap();
     assert!(text.contains("A120345672"), "{text}");
 
-    // After the platform revokes the transaction, the DP refuses the same token.
+    // A control transaction, delivered too: its token stays valid throughout.
+    let ctl = p
+        .issue_token(
+            "tx-ctl",
+            "CLI.SANDBOX001",
+            &rec.resource_id,
+            "4f3e2d1c-0b9a-4f8e-9d7c-6b5a4f3e2d1c",
+            &citizen,
+        )
+        .unwrap();
+    let r = dpcall::run_series(
+        &client,
+        &clock,
+        &rec,
+        &ctl.token,
+        &ctl.record.transaction_uid,
+        Some(trust.clone()),
+    )
+    .await;
+    assert_eq!(r.code, DatasetCode::Delivered, "control: calls {}", r.calls);
+
+    // The platform revokes the first transaction. The DP introspected its token for the series
+    // above and keeps that answer up to CACHE_SECS; once the cache may no longer hold it, the DP
+    // asks again and refuses the same token (401), where before it answered the finished call
+    // series again (200).
+    let call = |token: String, transaction_uid: String| {
+        let (client, endpoint) = (client.clone(), endpoint.clone());
+        async move {
+            client
+                .get(format!("{endpoint}?transaction_uid={transaction_uid}"))
+                .insert_header(("Authorization", format!("Bearer {token}")))
+                .insert_header(("Accept", "application/zip"))
+                .send()
+                .await
+                .expect("the DP answers")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        call(t.token.clone(), t.record.transaction_uid.clone()).await,
+        200,
+        "before the revocation the same call is answered again"
+    );
     p.revoke_transaction_tokens("tx-ex").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    loop {
+        let status = call(t.token.clone(), t.record.transaction_uid.clone()).await;
+        seen.push(status);
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200, "only the cached answer or a refusal: {seen:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the DP still accepts the revoked token 60 s after the revocation, with a \
+             {CACHE_SECS} s introspection cache: {seen:?}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Not a DP that refuses everything by now: the control token is still accepted.
+    assert_eq!(
+        call(ctl.token.clone(), ctl.record.transaction_uid.clone()).await,
+        200,
+        "the control transaction's token"
+    );
+
+    // A token revoked before the DP ever saw it is refused from the first call.
     let t2 = p
         .issue_token(
             "tx-ex2",
@@ -170,15 +248,9 @@ async fn example_dp_serves_the_platform() {
         )
         .unwrap();
     p.revoke_transaction_tokens("tx-ex2").unwrap();
-    let r = dpcall::run_series(
-        &client,
-        &clock,
-        &rec,
-        &t2.token,
-        &t2.record.transaction_uid,
-        Some(trust),
-    )
-    .await;
-    assert_eq!(r.code, DatasetCode::DpError);
+    assert_eq!(
+        call(t2.token.clone(), t2.record.transaction_uid.clone()).await,
+        401
+    );
     platform.handle.stop(true).await;
 }

@@ -386,9 +386,10 @@ impl Platform {
     }
 
     /// The log once it holds `needle` (lines reach the file a moment after their event: the
-    /// server writes them from a thread of its own), or as it is after 10 s.
+    /// server writes them from a thread of its own), or as it is after 60 s.
     pub fn log_with(&self, needle: &str) -> String {
-        for _ in 0..100 {
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_secs(60) {
             let log = self.log();
             if log.contains(needle) {
                 return log;

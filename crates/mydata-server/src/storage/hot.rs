@@ -1112,24 +1112,76 @@ mod tests {
         assert_eq!(h.find_tx_any("tx-1").unwrap().len(), 1);
     }
 
+    /// Sets when the cached copy of `key` was read: `fresh` just now, or else older than
+    /// [`REGISTRATION_TTL`]. The test drives the cache's age instead of waiting for it, so that
+    /// neither a slow machine nor a fast one changes what it sees.
+    fn age_cached<T>(map: &Mutex<HashMap<String, Cached<T>>>, key: &str, fresh: bool) {
+        let mut m = lock(map);
+        let c = m.get_mut(key).expect("a cached copy to age");
+        c.at = if fresh {
+            // `elapsed` saturates at zero: fresh for a long while, whatever the load.
+            Instant::now() + Duration::from_secs(3_600)
+        } else {
+            Instant::now()
+                .checked_sub(REGISTRATION_TTL + Duration::from_millis(1))
+                .expect("a monotonic clock older than the TTL")
+        };
+    }
+
     #[test]
     fn registrations_are_cached_and_refreshed_by_own_writes() {
         let (db, h) = hot(0);
-        let mut sp = suite::sample_sp("CLI.AAAAAAAAAA");
+        let id = "CLI.AAAAAAAAAA";
+        let mut sp = suite::sample_sp(id);
         h.insert_sp(&sp, UnixTime(1)).unwrap();
-        assert_eq!(h.get_sp("CLI.AAAAAAAAAA").unwrap().unwrap(), sp);
-        // Another process's change: seen once the cached copy is older than the TTL.
+        assert_eq!(h.get_sp(id).unwrap().unwrap(), sp);
+        // Another process's change is not seen while the cached copy is younger than the TTL…
         let mut other = sp.clone();
         other.status = "suspended".into();
         db.update_sp(&other).unwrap();
+        age_cached(&h.shared.sps, id, true);
+        assert_eq!(h.get_sp(id).unwrap().unwrap().status, "active", "cached");
+        // …and is once it is older: the refresh reads the database again.
+        age_cached(&h.shared.sps, id, false);
         assert_eq!(
-            h.get_sp("CLI.AAAAAAAAAA").unwrap().unwrap().status,
-            "active"
+            h.get_sp(id).unwrap().unwrap().status,
+            "suspended",
+            "refreshed"
         );
-        // A change through this store is seen at once.
+        // A change through this store is seen at once, although the cached copy is fresh.
+        age_cached(&h.shared.sps, id, true);
         sp.name = "renamed".into();
         h.update_sp(&sp).unwrap();
-        assert_eq!(h.get_sp("CLI.AAAAAAAAAA").unwrap().unwrap().name, "renamed");
+        assert_eq!(h.get_sp(id).unwrap().unwrap(), sp, "own write");
+        // A removal through this store too, and one by another process once the TTL is over.
+        age_cached(&h.shared.sps, id, true);
+        h.delete_sp(id).unwrap();
+        assert_eq!(h.get_sp(id).unwrap(), None, "own removal");
+
+        // The same for dataset registrations.
+        let rid = "API.AAAAAAAAAA";
+        let mut dp = suite::sample_dp(rid);
+        h.insert_dp(&dp, UnixTime(1)).unwrap();
+        assert_eq!(h.get_dp(rid).unwrap().unwrap(), dp);
+        let mut moved = dp.clone();
+        moved.endpoint = "http://127.0.0.1:9/elsewhere".into();
+        db.update_dp(&moved).unwrap();
+        age_cached(&h.shared.dps, rid, true);
+        assert_eq!(h.get_dp(rid).unwrap().unwrap(), dp, "cached");
+        age_cached(&h.shared.dps, rid, false);
+        assert_eq!(h.get_dp(rid).unwrap().unwrap(), moved, "refreshed");
+        age_cached(&h.shared.dps, rid, true);
+        dp.name = "renamed".into();
+        h.update_dp(&dp).unwrap();
+        assert_eq!(h.get_dp(rid).unwrap().unwrap(), dp, "own write");
+        db.delete_dp(rid).unwrap();
+        age_cached(&h.shared.dps, rid, true);
+        assert!(
+            h.get_dp(rid).unwrap().is_some(),
+            "cached after another's removal"
+        );
+        age_cached(&h.shared.dps, rid, false);
+        assert_eq!(h.get_dp(rid).unwrap(), None, "removal seen after the TTL");
     }
 
     /// A backend whose writes fail: flush reports it instead of pretending.

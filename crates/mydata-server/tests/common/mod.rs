@@ -743,3 +743,55 @@ pub async fn run_interop(script: &str, args: Value) -> Value {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// Whether `needle` is anywhere in the file at `path` (a missing file holds nothing). An empty
+/// needle is refused: it would say nothing about the file.
+pub fn file_holds(path: &std::path::Path, needle: &[u8]) -> bool {
+    assert!(!needle.is_empty(), "an empty needle");
+    std::fs::read(path).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+}
+
+/// Whether the SQLite database of the data directory `dir` (`mydata.sqlite`) or its log
+/// (`mydata.sqlite-wal`) holds `needle`. The database must exist and not be empty: a search of
+/// a missing file would find nothing whatever the server wrote.
+pub fn database_holds(dir: &std::path::Path, needle: &[u8]) -> bool {
+    let db = dir.join("mydata.sqlite");
+    let len = std::fs::metadata(&db).map_or(0, |m| m.len());
+    assert!(len > 0, "{} is missing or empty", db.display());
+    file_holds(&db, needle) || file_holds(&dir.join("mydata.sqlite-wal"), needle)
+}
+
+/// Positive control of [`database_holds`]: a token of the citizen `uid` carrying the claim
+/// `name`, written by the SQLite store to a fresh database (claims as the platform encodes them,
+/// JSON by `serde_json`), is found by the same search, in the bytes the store writes.
+pub fn search_finds_what_the_store_writes(uid: &str, name: &str) {
+    use mydata_server::storage::Store as _;
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        mydata_server::storage::sqlite::SqliteStore::open(&dir.path().join("mydata.sqlite"))
+            .unwrap();
+    store
+        .insert_token(&mydata_server::auth::TokenRecord {
+            token_hash: "00".repeat(32),
+            tx_id: "t-control".into(),
+            client_id: "CLI.AAAAAAAAAA".into(),
+            resource_id: "API.AAAAAAAAAA".into(),
+            transaction_uid: "2d1c0b9a-8f7e-4d6c-9b5a-4e3f2a1b0c9d".into(),
+            scope: "control".into(),
+            sub: "6f1d2c3b-4a59-4e8f-9a0b-1c2d3e4f5a6b".into(),
+            uid: uid.into(),
+            claims: serde_json::json!({ "name": name }).to_string(),
+            iat: 1,
+            exp: i64::MAX,
+        })
+        .unwrap();
+    store.flush().unwrap();
+    assert!(
+        database_holds(dir.path(), uid.as_bytes()),
+        "control: the search does not find the ID the store wrote"
+    );
+    assert!(
+        database_holds(dir.path(), name.as_bytes()),
+        "control: the search does not find the name the store wrote"
+    );
+}
