@@ -14,7 +14,7 @@ use mydata_sp::receiver::ReceivedContent;
 use mydata_sp::redirect::RedirectRequest;
 
 use super::profile::{Profile, Sp, listen_addr};
-use super::roles::{Answer, Browser, DpRole, SpRole, get_data_from};
+use super::roles::{Answer, Browser, DpCall, DpRole, SpHit, SpRole, get_data_from};
 use crate::report::{Outcome, Report};
 
 /// The trust anchor of the suite's DP role (the sandbox CA that issued the fixture DP key).
@@ -39,7 +39,7 @@ pub const CHECKS: &[(&str, &str)] = &[
     ),
     (
         "platform.flow.refusal_205",
-        "protocol.md §5.3, §6, D46: refusing on the consent page returns code=205 with the SP's tx_id, and the SP-API is not called",
+        "protocol.md §5.3, §6, D46: refusing on the consent page returns code=205 with the SP's tx_id, and the SP-API is not called for that transaction: not by the return, nor within the quiet window after it (profile refusal_quiet_secs, default 3 s), nor later in the run",
     ),
     (
         "platform.flow.identity_conflict_409",
@@ -71,7 +71,7 @@ pub const CHECKS: &[(&str, &str)] = &[
     ),
     (
         "platform.data.jwe_gcm",
-        "protocol.md §8.1 row 7, §12: 200 with Content-Type application/jwe; for a GCM SP a JWE (A256KW, A256GCM) that decrypts with the transaction's secret_key",
+        "protocol.md §8.1 row 7, §12: 200 with Content-Type application/jwe; for a GCM SP a JWE (A256GCMKW, A256GCM) that decrypts with the transaction's secret_key",
     ),
     (
         "platform.data.jwe_cbc",
@@ -79,7 +79,7 @@ pub const CHECKS: &[(&str, &str)] = &[
     ),
     (
         "platform.package.verifies",
-        "packages.md, protocol.md §12, D9, D10: every delivered SP package verifies: manifest, DP signatures to the trust anchor, packaging-mode rules, datasets in request order",
+        "packages.md, protocol.md §12, D9, D10: every delivered SP package verifies: manifest, packaging-mode rules, datasets in request order, and every shipped DP package (its signature to the trust anchor and its digests) but the tampered dataset's, which is platform.package.tampered_not_verified's; in mode B the instant and slow datasets are 200 with a verified DP package",
     ),
     (
         "platform.package.failed_dataset",
@@ -103,7 +103,7 @@ pub const CHECKS: &[(&str, &str)] = &[
     ),
     (
         "platform.dp.bearer_and_transaction_uid",
-        "D28, D31, protocol.md §10.2: every DP call carries Authorization: Bearer with a token that introspects active for the dataset, and one lowercase UUID v4 transaction_uid per call series",
+        "D28, D31, protocol.md §9.1, §10.1, §10.2: every DP call carries Authorization: Bearer with a token that introspects active for the dataset, and a lowercase UUID v4 transaction_uid that is the same for every call of a (transaction, dataset) series (one token, §10.1) and differs between series",
     ),
     (
         "platform.dp.retry_after_respected",
@@ -133,6 +133,19 @@ struct Consented {
     ret: Answer,
 }
 
+/// A refusal whose code and `tx_id` passed: the SP-API must stay quiet for its transaction
+/// until `until` (and the end of the run), when [`settle_refusal`] gives the final outcome.
+struct PendingRefusal {
+    /// The refused transaction.
+    tx_id: TxId,
+    /// When the platform's return arrived.
+    returned: Instant,
+    /// The end of the quiet window.
+    until: Instant,
+    /// Where the check's (provisional) result is in the report.
+    index: usize,
+}
+
 /// What the SP-API call gave.
 struct Delivery {
     ticket: String,
@@ -149,6 +162,7 @@ struct Ctx {
     report: Report,
     client: awc::Client,
     ids: Ids,
+    refusal: Option<PendingRefusal>,
 }
 
 /// The profile's datasets, parsed.
@@ -326,8 +340,18 @@ impl Ctx {
 
     /// The SP-API body received for `tx_id`.
     fn sp_api_body(&self, sp: &Sp, tx_id: &TxId) -> Option<Vec<u8>> {
+        self.sp_api_hit(sp, tx_id).map(|h| h.body)
+    }
+
+    /// The first SP-API call received for `tx_id`.
+    fn sp_api_hit(&self, sp: &Sp, tx_id: &TxId) -> Option<SpHit> {
         let path = listen_addr(&sp.raw.sp_api_url).ok()?.1;
-        let hits = self.sp_role.hits.lock().ok()?.clone();
+        let hits = self
+            .sp_role
+            .hits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         hits.into_iter()
             .filter(|h| h.method == "POST" && h.path == path)
             .find(|h| {
@@ -336,7 +360,6 @@ impl Ctx {
                     .and_then(|v| v.get("tx_id").and_then(|t| t.as_str()).map(str::to_string))
                     .is_some_and(|t| t == tx_id.as_str())
             })
-            .map(|h| h.body)
     }
 
     fn check_sp_api(&self, sp: &Sp, tx_id: &TxId) -> Result<Delivery, String> {
@@ -521,6 +544,7 @@ pub async fn run(profile: &Profile) -> Report {
         Ok(mut ctx) => {
             ctx.report = report;
             run_checks(&mut ctx).await;
+            settle_refusal(&mut ctx).await;
             let Ctx {
                 report,
                 sp_role,
@@ -596,6 +620,7 @@ async fn setup(p: &Profile) -> Result<Ctx, String> {
             .timeout(Duration::from_secs(60))
             .finish(),
         ids,
+        refusal: None,
     })
 }
 
@@ -618,22 +643,36 @@ async fn run_checks(c: &mut Ctx) {
         return;
     }
 
-    // Refusal and identity conflict.
+    // Refusal and identity conflict. The refusal's quiet window runs on while the later checks
+    // do; `settle_refusal` decides at its end.
     let t = Instant::now();
     let r = async {
         let got = c.consent(&sp, &["instant"], "refuse").await?;
+        let returned = Instant::now();
         let ret = c.returned(&sp, &got.ret)?;
         if ret.outcome.code() != 205 {
             return fail(format!("code={}, expected 205", ret.outcome.code()));
         }
         ret.check_tx(&got.tx_id).map_err(|e| e.to_string())?;
         if c.sp_api_body(&sp, &got.tx_id).is_some() {
-            return fail("the SP-API was called after a refusal");
+            return fail("the SP-API was called for the refused transaction");
         }
-        Ok(())
+        Ok((got.tx_id, returned))
     }
     .await;
-    c.record("platform.flow.refusal_205", outcome(r), t);
+    match r {
+        Ok((tx_id, returned)) => {
+            let index = c.report.results.len();
+            c.record("platform.flow.refusal_205", Outcome::Pass, t);
+            c.refusal = Some(PendingRefusal {
+                tx_id,
+                returned,
+                until: returned + Duration::from_secs(c.p.refusal_quiet_secs),
+                index,
+            });
+        }
+        Err(e) => c.record("platform.flow.refusal_205", Outcome::Fail(e), t),
+    }
 
     let t = Instant::now();
     let r = async {
@@ -805,10 +844,18 @@ async fn run_checks(c: &mut Ctx) {
                 ));
             }
         }
-        if let Some(e) = pkg.datasets.iter().find_map(|d| match &d.verification {
-            Verification::Failed(e) => Some(e),
-            _ => None,
-        }) {
+        // A shipped tampered DP package is platform.package.tampered_not_verified's fault (one
+        // fault, one failed check).
+        let tampered = c.id("tampered");
+        if let Some(e) = pkg
+            .datasets
+            .iter()
+            .filter(|d| d.resource_id != tampered)
+            .find_map(|d| match &d.verification {
+                Verification::Failed(e) => Some(e),
+                _ => None,
+            })
+        {
             return fail(format!("a shipped DP package fails: {e}"));
         }
         if let Some(Err(e)) = &other_pkg {
@@ -818,11 +865,27 @@ async fn run_checks(c: &mut Ctx) {
     })();
     c.record("platform.package.verifies", outcome(r), t);
 
+    // The dataset checks read the manifest of a package that verifies; one that does not is
+    // platform.package.verifies' failure alone.
+    let main_pkg = match main_pkg {
+        Ok(pkg) => pkg,
+        Err(_) => {
+            for id in [
+                "platform.package.failed_dataset",
+                "platform.package.tampered_not_verified",
+            ] {
+                c.skip(
+                    id,
+                    "the SP package does not verify (see platform.package.verifies)",
+                );
+            }
+            return after_package(c, &delivery, &main_tx).await;
+        }
+    };
+
     let t = Instant::now();
     let r = (|| {
-        let pkg = main_pkg
-            .as_ref()
-            .map_err(|e| format!("the package does not verify: {e}"))?;
+        let pkg = &main_pkg;
         let rid = c.id("failing");
         let d = pkg
             .dataset(&rid)
@@ -840,9 +903,7 @@ async fn run_checks(c: &mut Ctx) {
 
     let t = Instant::now();
     let r = (|| {
-        let pkg = main_pkg
-            .as_ref()
-            .map_err(|e| format!("the package does not verify: {e}"))?;
+        let pkg = &main_pkg;
         let rid = c.id("tampered");
         let d = pkg
             .dataset(&rid)
@@ -860,6 +921,33 @@ async fn run_checks(c: &mut Ctx) {
     c.record("platform.package.tampered_not_verified", outcome(r), t);
 
     after_package(c, &delivery, &main_tx).await;
+}
+
+/// The end of the refusal's quiet window: waits for what is left of it, then fails
+/// `platform.flow.refusal_205` if the SP-API was called for the refused transaction at any time
+/// since the return.
+async fn settle_refusal(c: &mut Ctx) {
+    let Some(p) = c.refusal.take() else { return };
+    let left = p.until.saturating_duration_since(Instant::now());
+    if !left.is_zero() {
+        actix_web::rt::time::sleep(left).await;
+    }
+    let sp = c.sps[c.main].clone();
+    let Some(hit) = c.sp_api_hit(&sp, &p.tx_id) else {
+        return;
+    };
+    let after = hit.at.saturating_duration_since(p.returned);
+    let msg = format!(
+        "the SP-API was called for the refused transaction {} {:.1} s after the return (quiet window {} s)",
+        p.tx_id,
+        after.as_secs_f64(),
+        c.p.refusal_quiet_secs
+    );
+    if let Some(r) = c.report.results.get_mut(p.index)
+        && r.id == "platform.flow.refusal_205"
+    {
+        r.outcome = Outcome::Fail(msg);
+    }
 }
 
 async fn after_package(c: &mut Ctx, delivery: &Delivery, main_tx: &TxId) {
@@ -946,6 +1034,71 @@ async fn after_package(c: &mut Ctx, delivery: &Delivery, main_tx: &TxId) {
     c.record("platform.retention.ticket_403_after_8h", outcome(r), t);
 }
 
+/// `platform.dp.bearer_and_transaction_uid` over the DP calls (heartbeats left out).
+fn bearer_and_transaction_uid(calls: &[DpCall]) -> Result<(), String> {
+    if calls.is_empty() {
+        return fail("the DP role received no call");
+    }
+    // A call series is one (transaction, dataset): one Bearer token (§10.1) and one
+    // transaction_uid for all its calls (§9.1), and no uid shared with another series.
+    let mut uid_by_token: HashMap<String, String> = HashMap::new();
+    let mut series_by_uid: HashMap<String, (String, String)> = HashMap::new();
+    for k in calls {
+        let Some(token) = k
+            .authorization
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Bearer "))
+        else {
+            return fail(format!(
+                "a call to {} has Authorization {:?}, expected Bearer",
+                k.resource_id, k.authorization
+            ));
+        };
+        if k.active != Some(true) {
+            return fail(format!(
+                "the Bearer token of a call to {} does not introspect active ({:?})",
+                k.resource_id, k.active
+            ));
+        }
+        let Some(uid) = k.transaction_uid.as_deref() else {
+            return fail(format!(
+                "a call to {} has no transaction_uid",
+                k.resource_id
+            ));
+        };
+        if !is_uuid_v4_lower(uid) {
+            return fail(format!(
+                "transaction_uid {uid:?} is not a lowercase UUID v4"
+            ));
+        }
+        if let Some(prev) = uid_by_token.insert(token.to_string(), uid.to_string())
+            && prev != uid
+        {
+            return fail(format!(
+                "one call series of {} uses two transaction_uids",
+                k.resource_id
+            ));
+        }
+        match series_by_uid.get(uid) {
+            Some((other_token, other_rid)) if other_token != token => {
+                let what = if *other_rid == k.resource_id {
+                    format!("two transactions' call series of {other_rid}")
+                } else {
+                    format!("the call series of {other_rid} and of {}", k.resource_id)
+                };
+                return fail(format!(
+                    "transaction_uid {uid} is used by {what} (one per (transaction, dataset))"
+                ));
+            }
+            Some(_) => {}
+            None => {
+                series_by_uid.insert(uid.to_string(), (token.to_string(), k.resource_id.clone()));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn dp_checks(c: &mut Ctx) {
     let calls: Vec<_> = c
         .dp_role
@@ -954,50 +1107,7 @@ fn dp_checks(c: &mut Ctx) {
         .filter(|k| !k.heartbeat)
         .collect();
     let t = Instant::now();
-    let r = (|| {
-        if calls.is_empty() {
-            return fail("the DP role received no call");
-        }
-        let mut uid_by_token: HashMap<String, String> = HashMap::new();
-        for k in &calls {
-            let Some(token) = k
-                .authorization
-                .as_deref()
-                .and_then(|a| a.strip_prefix("Bearer "))
-            else {
-                return fail(format!(
-                    "a call to {} has Authorization {:?}, expected Bearer",
-                    k.resource_id, k.authorization
-                ));
-            };
-            if k.active != Some(true) {
-                return fail(format!(
-                    "the Bearer token of a call to {} does not introspect active ({:?})",
-                    k.resource_id, k.active
-                ));
-            }
-            let Some(uid) = k.transaction_uid.as_deref() else {
-                return fail(format!(
-                    "a call to {} has no transaction_uid",
-                    k.resource_id
-                ));
-            };
-            if !is_uuid_v4_lower(uid) {
-                return fail(format!(
-                    "transaction_uid {uid:?} is not a lowercase UUID v4"
-                ));
-            }
-            if let Some(prev) = uid_by_token.insert(token.to_string(), uid.to_string())
-                && prev != uid
-            {
-                return fail(format!(
-                    "one call series of {} uses two transaction_uids",
-                    k.resource_id
-                ));
-            }
-        }
-        Ok(())
-    })();
+    let r = bearer_and_transaction_uid(&calls);
     c.record("platform.dp.bearer_and_transaction_uid", outcome(r), t);
 
     let t = Instant::now();
@@ -1158,6 +1268,56 @@ mod tests {
             assert!(r.contains(".md") || r.contains('D'), "{id}: {r}");
         }
         assert_eq!(rule("nope"), "");
+    }
+
+    fn call(rid: &str, token: &str, uid: &str) -> DpCall {
+        DpCall {
+            resource_id: rid.into(),
+            at: Instant::now(),
+            answered: Instant::now(),
+            heartbeat: false,
+            authorization: Some(format!("Bearer {token}")),
+            transaction_uid: Some(uid.into()),
+            active: Some(true),
+            status: 200,
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn one_transaction_uid_per_series_and_none_shared() {
+        const U1: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        const U2: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+        const U3: &str = "16fd2706-8baf-433b-82eb-8c7fada847da";
+        // Two series, the first retried: fine.
+        let ok = [
+            call("API.A", "t1", U1),
+            call("API.B", "t2", U2),
+            call("API.A", "t1", U1),
+        ];
+        assert_eq!(bearer_and_transaction_uid(&ok), Ok(()));
+        // A retry with another uid.
+        let e = bearer_and_transaction_uid(&[call("API.A", "t1", U1), call("API.A", "t1", U3)])
+            .unwrap_err();
+        assert!(e.contains("two transaction_uids"), "{e}");
+        // Two datasets of one transaction with one uid.
+        let e = bearer_and_transaction_uid(&[call("API.A", "t1", U1), call("API.B", "t2", U1)])
+            .unwrap_err();
+        assert!(e.contains("API.A and of API.B"), "{e}");
+        // One dataset in two transactions with one uid.
+        let e = bearer_and_transaction_uid(&[call("API.A", "t1", U1), call("API.A", "t3", U1)])
+            .unwrap_err();
+        assert!(e.contains("two transactions"), "{e}");
+        // Upper case, no Bearer, inactive, none at all.
+        let upper = U1.to_ascii_uppercase();
+        assert!(bearer_and_transaction_uid(&[call("API.A", "t1", &upper)]).is_err());
+        let mut k = call("API.A", "t1", U1);
+        k.authorization = None;
+        assert!(bearer_and_transaction_uid(&[k]).is_err());
+        let mut k = call("API.A", "t1", U1);
+        k.active = Some(false);
+        assert!(bearer_and_transaction_uid(&[k]).is_err());
+        assert!(bearer_and_transaction_uid(&[]).is_err());
     }
 
     #[test]

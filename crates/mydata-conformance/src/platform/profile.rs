@@ -69,6 +69,13 @@ fn default_slow_secs() -> u64 {
     3
 }
 
+/// The default quiet window after a refusal (see [`Profile::refusal_quiet_secs`]).
+pub const DEFAULT_REFUSAL_QUIET_SECS: u64 = 3;
+
+fn default_refusal_quiet_secs() -> u64 {
+    DEFAULT_REFUSAL_QUIET_SECS
+}
+
 fn default_foreign() -> IpAddr {
     IpAddr::from([127, 0, 0, 2])
 }
@@ -93,6 +100,12 @@ pub struct Profile {
     /// How long the slow dataset keeps answering 429 (seconds, 1–60; default 3).
     #[serde(default = "default_slow_secs")]
     pub slow_secs: u64,
+    /// How long after a refusal an SP-API call for the refused transaction is still looked for
+    /// (seconds, 0–60; default 3). The window runs while the later checks do, so it lengthens
+    /// the run only when they finish sooner; a call seen at any time before the end of the run
+    /// fails `platform.flow.refusal_205`.
+    #[serde(default = "default_refusal_quiet_secs")]
+    pub refusal_quiet_secs: u64,
     /// The citizen.
     pub citizen: Citizen,
     /// Whether the citizen pages follow spec D46 (otherwise the consent-dependent checks are
@@ -179,6 +192,7 @@ impl Profile {
                 unregistered: "API.ZZZZZZZZZZ".into(),
             },
             slow_secs: default_slow_secs(),
+            refusal_quiet_secs: default_refusal_quiet_secs(),
             citizen: Citizen {
                 id: "A120345672".into(),
                 birth_date: "0770101".into(),
@@ -218,6 +232,9 @@ impl Profile {
         }
         if !(1..=60).contains(&self.slow_secs) {
             return Err(ProfileError("slow_secs: 1 to 60".into()));
+        }
+        if self.refusal_quiet_secs > 60 {
+            return Err(ProfileError("refusal_quiet_secs: 0 to 60".into()));
         }
         if !self.foreign_source.is_loopback() {
             return Err(ProfileError(
@@ -312,6 +329,9 @@ mod tests {
         assert_eq!(sps[0].listen, "127.0.0.1:8090".parse().unwrap());
         let mut bad = p.clone();
         bad.datasets.slow = "nope".into();
+        assert!(bad.validate().is_err());
+        let mut bad = p.clone();
+        bad.refusal_quiet_secs = 61;
         assert!(bad.validate().is_err());
         let mut bad = p.clone();
         bad.foreign_source = "10.0.0.1".parse().unwrap();

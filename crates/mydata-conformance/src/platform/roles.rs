@@ -157,6 +157,8 @@ pub struct SpHit {
     pub method: String,
     /// The body.
     pub body: Vec<u8>,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 /// A MyData-API poll the SP role made while an SP-API call was still unanswered (D25: the
@@ -226,6 +228,7 @@ async fn poll_once(
 
 async fn sp_handler(state: web::Data<SpState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     lock(&state.hits).push(SpHit {
+        at: Instant::now(),
         path: req.path().to_string(),
         method: req.method().to_string(),
         body: body.to_vec(),
