@@ -17,6 +17,7 @@
 
 pub mod attempts;
 pub mod catalogue;
+pub mod certlogin;
 pub mod clock;
 pub mod codes;
 pub mod date;
