@@ -433,6 +433,14 @@ impl ChallengeBook {
         }
     }
 
+    /// The live challenge of `flow` at `now`, if any (to show it again on a reloaded page).
+    pub fn current(&self, flow: &str, now: UnixTime) -> Option<&str> {
+        self.live
+            .get(flow)
+            .filter(|(_, t)| now.0 >= t.0 && now.0 - t.0 <= CHALLENGE_TTL_SECS)
+            .map(|(v, _)| v.as_str())
+    }
+
     /// Challenges held.
     pub fn len(&self) -> usize {
         self.live.len()

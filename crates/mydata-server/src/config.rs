@@ -58,6 +58,11 @@ pub struct Config {
     /// of `fixtures/citizens.json`). Empty = the sandbox fixture with `sandbox`, otherwise none
     /// (and those checks are not offered).
     pub registry: String,
+    /// The issuers of the certificate identity methods (spec D51): a directory laid out like
+    /// `fixtures/pki/identity/` (`citizen-ca.pem`/`.crl`, `health-ca…`, `financial-ca…`,
+    /// `business-ca…`, `certificates.json`). Empty = the sandbox issuers with `sandbox`,
+    /// otherwise none (and those methods are not offered).
+    pub identity_pki: String,
     /// Sandbox only: the platform clock is system time plus an offset that `POST /sandbox/clock`
     /// advances (spec `conformance-platform.md`). Only valid with `sandbox` (`mydata serve`
     /// refuses it otherwise). Never for production.
@@ -172,6 +177,7 @@ impl Default for Config {
             smtp_from: "MyData <no-reply@mydata.invalid>".into(),
             sms_webhook: String::new(),
             registry: String::new(),
+            identity_pki: String::new(),
             sandbox_clock: false,
             sandbox_tls: false,
             sandbox_sp_url: "http://127.0.0.1:8090".into(),

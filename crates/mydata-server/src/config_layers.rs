@@ -79,6 +79,7 @@ pub const KEYS: &[&str] = &[
     "smtp_from",
     "sms_webhook",
     "registry",
+    "identity_pki",
     "write_behind_ms",
     "package_memory_mb",
     "dp_trust_anchors",

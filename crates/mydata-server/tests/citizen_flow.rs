@@ -364,7 +364,13 @@ async fn email_one_time_password() {
 
 #[actix_web::test]
 async fn no_usable_method_goes_back_with_403() {
-    let w = world().await;
+    // Issuers for the health card only: a dataset taking only CER and TFD has no method here.
+    let pki = tempfile::tempdir().unwrap();
+    for f in ["health-ca.pem", "health-ca.crl", "certificates.json"] {
+        std::fs::copy(identity_fixture(f), pki.path().join(f)).unwrap();
+    }
+    let dir = pki.path().to_string_lossy().into_owned();
+    let w = world_custom(&[], None, |c| c.identity_pki = dir).await;
     let ids = vec![cer_only_dataset()];
     let creds = w.register(PackagingMode::A, &ids);
     let mut b = Browser::new(&w.srv.url);
@@ -810,4 +816,142 @@ async fn mode_b_consent_page_lists_unavailable_datasets() {
     };
     assert!(row(&ids[1]).contains("unavailable now"), "{}", row(&ids[1]));
     assert!(!row(&ids[0]).contains("unavailable"), "{}", row(&ids[0]));
+}
+
+fn identity_fixture(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/pki/identity")
+        .join(name)
+}
+
+/// `openssl cms -sign` (code we did not write) over `challenge` with a sandbox identity
+/// certificate: detached, DER, then base64 as the page takes it.
+fn cms_signature(base: &str, challenge: &str) -> String {
+    use base64::Engine as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("challenge");
+    std::fs::write(&input, challenge).unwrap();
+    let out = tmp.path().join("sig.der");
+    let st = std::process::Command::new("openssl")
+        .args([
+            "cms", "-sign", "-binary", "-outform", "DER", "-md", "sha256", "-in",
+        ])
+        .arg(&input)
+        .arg("-signer")
+        .arg(identity_fixture(&format!("{base}.pem")))
+        .arg("-inkey")
+        .arg(identity_fixture(&format!("{base}.key")))
+        .arg("-out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success(), "openssl cms -sign {base}");
+    base64::engine::general_purpose::STANDARD.encode(std::fs::read(out).unwrap())
+}
+
+fn challenge_in(page: &Answer) -> String {
+    let start = page
+        .body
+        .find("id=\"challenge\">")
+        .unwrap_or_else(|| panic!("no challenge on the page: {}", page.body))
+        + "id=\"challenge\">".len();
+    let end = page.body[start..].find('<').unwrap() + start;
+    page.body[start..end].to_string()
+}
+
+/// A citizen certificate through the pages (spec D51): a challenge, a signature made by the
+/// openssl CLI, consent and delivery; the method is what `type_valid` reports. And the refusals:
+/// another person's certificate (counted), the same challenge again, a stale challenge.
+#[actix_web::test]
+async fn citizen_certificate_login_through_the_pages() {
+    let w = world().await;
+    let ids = vec![cer_only_dataset()];
+    let creds = w.register(PackagingMode::A, &ids);
+    let mut b = Browser::new(&w.srv.url);
+    let (flow, page) = b.open(&w.redirect(&creds, &ids, "tx-cer", CITIZEN)).await;
+    let p = b.through_basic(&flow, page, CITIZEN, "0770101").await;
+    assert!(p.body.contains("id=\"method-cert\""), "{}", p.body);
+    assert!(!p.body.contains("id=\"no-method\""));
+
+    // Another person's certificate: refused, counted.
+    let p = b.submit(&flow, "cert-challenge", &p.csrf(), &[]).await;
+    let ch = challenge_in(&p);
+    assert_eq!(ch.len(), 43);
+    let other = cms_signature("cer-F228710436", &ch);
+    let p = b
+        .submit(
+            &flow,
+            "cert",
+            &p.csrf(),
+            &[("method", "CER"), ("challenge", &ch), ("signature", &other)],
+        )
+        .await;
+    assert_eq!(p.step(), "identity");
+    assert!(p.body.contains("belongs to another person"), "{}", p.body);
+    assert!(p.body.contains("4 attempts left"), "{}", p.body);
+    // The same challenge again, now with the right certificate: the challenge is spent.
+    let mine = cms_signature("cer-A120345672", &ch);
+    let p = b
+        .submit(
+            &flow,
+            "cert",
+            &p.csrf(),
+            &[("method", "CER"), ("challenge", &ch), ("signature", &mine)],
+        )
+        .await;
+    assert!(
+        p.body.contains("The challenge was used or has expired"),
+        "{}",
+        p.body
+    );
+    // A challenge answered after 300 s.
+    let p = b.submit(&flow, "cert-challenge", &p.csrf(), &[]).await;
+    let ch = challenge_in(&p);
+    w.clock.advance(301);
+    let late = cms_signature("cer-A120345672", &ch);
+    let p = b
+        .submit(
+            &flow,
+            "cert",
+            &p.csrf(),
+            &[("method", "CER"), ("challenge", &ch), ("signature", &late)],
+        )
+        .await;
+    assert!(
+        p.body.contains("The challenge was used or has expired"),
+        "{}",
+        p.body
+    );
+    // A method the request does not take (NHI is not listed by this dataset).
+    let p = b.submit(&flow, "cert-challenge", &p.csrf(), &[]).await;
+    let ch = challenge_in(&p);
+    let nhi = cms_signature("nhi-A120345672", &ch);
+    let p = b
+        .submit(
+            &flow,
+            "cert",
+            &p.csrf(),
+            &[("method", "NHI"), ("challenge", &ch), ("signature", &nhi)],
+        )
+        .await;
+    assert!(p.body.contains("this method is not offered"), "{}", p.body);
+    // The right certificate over a fresh challenge: consent, then back to the SP with 200.
+    let p = b.submit(&flow, "cert-challenge", &p.csrf(), &[]).await;
+    let ch = challenge_in(&p);
+    let good = cms_signature("cer-A120345672", &ch);
+    let p = b
+        .submit(
+            &flow,
+            "cert",
+            &p.csrf(),
+            &[("method", "CER"), ("challenge", &ch), ("signature", &good)],
+        )
+        .await;
+    assert_eq!(p.step(), "consent", "{}", p.body);
+    let tx =
+        w.p.store
+            .find_tx(&creds.client_id, "tx-cer")
+            .unwrap()
+            .unwrap();
+    assert_eq!(tx.identity_method.as_deref(), Some("CER"));
 }

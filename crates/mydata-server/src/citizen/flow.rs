@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use mydata_protocol::attempts::{self, OtpChallenge, OtpCheck};
+use mydata_protocol::certlogin;
 use mydata_protocol::codes::{IdentityMethod, ReturnCode};
 use mydata_protocol::date::{CivilDate, UnixTime};
 use mydata_protocol::flow::{
@@ -19,7 +20,9 @@ use mydata_protocol::ids::{PermissionTicket, ResourceId};
 use mydata_protocol::param::ParamCipher;
 
 use super::notify::mask;
-use super::{Channel, Field, FieldError, Flow, Notifier, Registry, RegistryEntry, Sessions, Typed};
+use super::{
+    CertTrust, Channel, Field, FieldError, Flow, Notifier, Registry, RegistryEntry, Sessions, Typed,
+};
 use crate::auth::CitizenClaims;
 use crate::config::Config;
 use crate::engine::{self, state};
@@ -38,6 +41,8 @@ pub struct Citizen {
     pub registry: Option<Registry>,
     /// One-time password delivery.
     pub notifier: Notifier,
+    /// The issuers of the certificate methods (D51), when any is configured.
+    pub certs: Option<CertTrust>,
 }
 
 impl Citizen {
@@ -53,15 +58,24 @@ impl Citizen {
         } else {
             None
         };
+        let certs = if !c.identity_pki.is_empty() {
+            Some(CertTrust::from_dir(std::path::Path::new(&c.identity_pki))?)
+        } else if c.sandbox {
+            Some(CertTrust::sandbox()?)
+        } else {
+            None
+        };
         Ok(Citizen {
             sessions: Sessions::new(),
             registry,
             notifier: Notifier::from_config(c)?,
+            certs,
         })
     }
 
     /// The methods this deployment can perform for `accepted`: the request's methods that the
-    /// reference server implements (two documents, one-time password) and the identifier admits.
+    /// reference server implements (the certificate methods its issuers cover, two documents,
+    /// one-time password) and the identifier admits.
     pub fn usable_methods(&self, accepted: &AcceptedRedirect) -> Vec<IdentityMethod> {
         accepted
             .methods
@@ -74,6 +88,9 @@ impl Citizen {
                     self.registry.is_some()
                         && (self.notifier.offers(Channel::Email)
                             || self.notifier.offers(Channel::Mobile))
+                }
+                m if certlogin::is_certificate_method(*m) => {
+                    self.certs.as_ref().is_some_and(|t| t.offers(*m))
                 }
                 _ => false,
             })
@@ -150,6 +167,8 @@ pub struct View {
     pub typed: Typed,
     /// Locked until (Unix seconds), with the seconds left.
     pub locked: Option<(i64, i64)>,
+    /// The live challenge of the certificate methods (D51), to be signed.
+    pub challenge: Option<String>,
 }
 
 /// The pages, in order.
@@ -188,6 +207,18 @@ pub enum Action {
     SendOtp(Channel),
     /// Check a one-time password.
     CheckOtp(String),
+    /// Hand out a challenge for a certificate method (D51).
+    CertChallenge,
+    /// A certificate method's answer: the method code, the challenge signed, and the detached
+    /// PKCS#7 signature in base64.
+    CertLogin {
+        /// `CER`, `FIC`, `FCH`, `FCS`, `NHI` or `MOE`.
+        method: String,
+        /// The challenge the signature is over.
+        challenge: String,
+        /// Base64 (standard or URL-safe, padding and whitespace optional) of the DER.
+        signature: String,
+    },
     /// Agree (`true`) or refuse on the consent page.
     Consent(bool),
     /// Leave the flow (code 205; code 403 when no usable method exists, D46).
@@ -684,6 +715,7 @@ pub fn view(
     let errors = std::mem::take(&mut ctx.flow.errors);
     let typed = std::mem::take(&mut ctx.flow.typed);
     let otp_sent = ctx.flow.otp.is_some();
+    let challenge = ctx.flow.challenge.current(id, now).map(str::to_owned);
     save_flow(c, cookie, id, ctx.flow.clone(), now);
     Ok(Ok(View {
         id: id.to_string(),
@@ -700,6 +732,7 @@ pub fn view(
         errors,
         typed,
         locked,
+        challenge,
     }))
 }
 
@@ -1004,6 +1037,76 @@ pub async fn act(
                 }
             }
         }
+        Action::CertChallenge if ctx.flow.basic && locked.is_none() => {
+            let usable = c.usable_methods(&ctx.flow.accepted);
+            if usable.iter().any(|m| certlogin::is_certificate_method(*m)) {
+                use base64::Engine as _;
+                let value =
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()?);
+                ctx.flow.challenge.issue(id, value, now);
+                ctx.flow.notice = Some(
+                    "請以您的憑證簽署挑戰碼（5 分鐘內有效）/ sign the challenge with your certificate (valid 5 minutes)"
+                        .into(),
+                );
+            } else {
+                ctx.flow.notice =
+                    Some("本次申請不接受憑證驗證 / this request accepts no certificate".into());
+            }
+        }
+        Action::CertLogin {
+            method,
+            challenge,
+            signature,
+        } if ctx.flow.basic && locked.is_none() => {
+            let usable = c.usable_methods(&ctx.flow.accepted);
+            let chosen = IdentityMethod::ALL
+                .into_iter()
+                .find(|m| m.code() == method.trim() && certlogin::is_certificate_method(*m))
+                .filter(|m| usable.contains(m));
+            let (Some(m), Some(trust)) = (chosen, c.certs.as_ref()) else {
+                ctx.flow.notice =
+                    Some("無法以此方式驗證 / this method is not offered for this request".into());
+                save_flow(c, cookie, id, ctx.flow, now);
+                return Ok(stay);
+            };
+            // Any answer ends the challenge (D51); then the signature decides.
+            let result = ctx
+                .flow
+                .challenge
+                .take(id, challenge.trim(), now)
+                .and_then(|()| {
+                    let der = decode_signature(&signature)
+                        .ok_or_else(|| certlogin::CertLoginError::Malformed("not base64".into()))?;
+                    certlogin::verify(
+                        m,
+                        &der,
+                        challenge.trim(),
+                        ctx.flow.accepted.pid.as_str(),
+                        &trust.issuers,
+                        &trust.holders,
+                        now,
+                    )
+                });
+            match result {
+                Ok(_) => return authenticated(p, c, cookie, ctx, m, now),
+                Err(certlogin::CertLoginError::NotConfigured(_)) => {
+                    ctx.flow.notice = Some(
+                        "無法以此方式驗證 / this method is not offered for this request".into(),
+                    );
+                }
+                Err(e) => {
+                    let (zh, en) = cert_refusal(&e);
+                    fail(
+                        c,
+                        id,
+                        &ctx.tx.client_id,
+                        &mut ctx.flow,
+                        now,
+                        field_error(&[Field::Signature], zh, en),
+                    );
+                }
+            }
+        }
         Action::Consent(agree)
             if ctx.tx.state == state::AUTHENTICATED
                 && ctx.citizen.as_ref() == Some(&ctx.flow.accepted.pid) =>
@@ -1050,6 +1153,59 @@ const KEPT_CHARS: usize = 32;
 
 fn kept(typed: &str) -> String {
     typed.trim().chars().take(KEPT_CHARS).collect()
+}
+
+/// A signature as posted: base64, standard or URL-safe, with or without padding and whitespace.
+fn decode_signature(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    let cfg = GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    if compact.is_empty() || compact.len() > 64 * 1024 {
+        return None;
+    }
+    GeneralPurpose::new(&base64::alphabet::STANDARD, cfg)
+        .decode(&compact)
+        .or_else(|_| GeneralPurpose::new(&base64::alphabet::URL_SAFE, cfg).decode(&compact))
+        .ok()
+}
+
+/// What the page says about a refused certificate login (D51).
+fn cert_refusal(e: &certlogin::CertLoginError) -> (&'static str, &'static str) {
+    use certlogin::CertLoginError as E;
+    match e {
+        E::Challenge => (
+            "挑戰碼已使用或逾時，請重新產生",
+            "The challenge was used or has expired; get a new one.",
+        ),
+        E::Malformed(_) => ("簽章格式錯誤", "The signature is malformed."),
+        E::BadSignature => (
+            "簽章與挑戰碼不符",
+            "The signature does not match the challenge.",
+        ),
+        E::Untrusted(_) => (
+            "憑證非由此驗證方式的發證機關簽發",
+            "The certificate is not from this method's issuer.",
+        ),
+        E::NotValidNow(_) => (
+            "憑證已過期或尚未生效",
+            "The certificate has expired or is not yet valid.",
+        ),
+        E::Purpose(_) => (
+            "此憑證不可用於登入",
+            "This certificate cannot be used to sign in.",
+        ),
+        E::Revoked => ("憑證已廢止", "The certificate has been revoked."),
+        E::NoCurrentCrl(_) => (
+            "目前無法確認憑證狀態，請稍後再試",
+            "The certificate's status cannot be checked now; try again later.",
+        ),
+        E::WrongPerson => (
+            "憑證與身分證統一編號不符",
+            "The certificate belongs to another person.",
+        ),
+        E::NotConfigured(_) => ("無法以此方式驗證", "This method is not offered."),
+    }
 }
 
 fn field_error(fields: &[Field], zh: &str, en: &str) -> FieldError {

@@ -15,6 +15,7 @@ use std::sync::Mutex;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mydata_protocol::attempts::{Lockout, OTP_RESEND_SECS, OtpChallenge};
+use mydata_protocol::certlogin::ChallengeBook;
 use mydata_protocol::codes::IdentityMethod;
 use mydata_protocol::date::UnixTime;
 use mydata_protocol::flow::{AcceptedRedirect, IDLE_EXPIRY_SECS, Pid};
@@ -51,6 +52,8 @@ pub struct Flow {
     pub typed: Typed,
     /// The errors of the last post, each tied to its inputs; shown once on the next page.
     pub errors: Vec<FieldError>,
+    /// The challenge of a certificate method, while it is live (D51).
+    pub challenge: ChallengeBook,
 }
 
 /// The inputs of the flow's forms.
@@ -66,6 +69,8 @@ pub enum Field {
     HouseholdNumber,
     /// One-time password.
     Code,
+    /// A certificate method's signature.
+    Signature,
 }
 
 impl Field {
@@ -77,6 +82,7 @@ impl Field {
             Field::NhiCardNumber => "nhi_card_number",
             Field::HouseholdNumber => "household_number",
             Field::Code => "code",
+            Field::Signature => "signature",
         }
     }
 }
@@ -124,6 +130,7 @@ impl Flow {
             notice: None,
             typed: Typed::default(),
             errors: Vec::new(),
+            challenge: ChallengeBook::new(),
         }
     }
 }

@@ -79,6 +79,8 @@ struct FlowPage<'a> {
     step: &'a str,
     pii: bool,
     otp: bool,
+    /// The certificate methods on offer: (code, name).
+    certs: Vec<(&'static str, String)>,
     channels: Vec<(&'static str, String)>,
     unusable: String,
     lock_until: String,
@@ -87,6 +89,7 @@ struct FlowPage<'a> {
     nhi_card_number: Input,
     household_number: Input,
     code: Input,
+    signature: Input,
 }
 
 /// An error message as the page shows it, before the first input it is about.
@@ -112,8 +115,8 @@ fn input(v: &View, field: Field) -> Input {
         Field::BirthDate => v.typed.birth_date.clone(),
         Field::NhiCardNumber => v.typed.nhi_card_number.clone(),
         Field::HouseholdNumber => v.typed.household_number.clone(),
-        // A one-time password is never shown again.
-        Field::Code => String::new(),
+        // A one-time password or a signature is never shown again.
+        Field::Code | Field::Signature => String::new(),
     };
     let error_id = |e: &crate::citizen::FieldError| {
         e.fields
@@ -342,6 +345,12 @@ async fn page(
         step,
         pii: v.usable.contains(&IdentityMethod::TwoDocuments),
         otp: v.usable.contains(&IdentityMethod::Otp),
+        certs: v
+            .usable
+            .iter()
+            .filter(|m| mydata_protocol::certlogin::is_certificate_method(**m))
+            .map(|m| (m.code(), method_names(&[*m])))
+            .collect(),
         channels,
         unusable: method_names(&v.unusable),
         lock_until: v.locked.map(|(u, _)| taipei_clock(u)).unwrap_or_default(),
@@ -350,6 +359,7 @@ async fn page(
         nhi_card_number: input(&v, Field::NhiCardNumber),
         household_number: input(&v, Field::HouseholdNumber),
         code: input(&v, Field::Code),
+        signature: input(&v, Field::Signature),
         v: &v,
     };
     html(StatusCode::OK, page.render())
@@ -367,6 +377,9 @@ struct FlowForm {
     channel: Option<String>,
     code: Option<String>,
     decision: Option<String>,
+    method: Option<String>,
+    challenge: Option<String>,
+    signature: Option<String>,
 }
 
 async fn post(
@@ -393,6 +406,12 @@ async fn post(
             None => return no_session(),
         },
         "otp" => Action::CheckOtp(f.code.unwrap_or_default()),
+        "cert-challenge" => Action::CertChallenge,
+        "cert" => Action::CertLogin {
+            method: f.method.unwrap_or_default(),
+            challenge: f.challenge.unwrap_or_default(),
+            signature: f.signature.unwrap_or_default(),
+        },
         "consent" => match f.decision.as_deref() {
             Some("agree") => Action::Consent(true),
             Some("refuse") => Action::Consent(false),
