@@ -5,9 +5,10 @@
 //! string's bytes as a **detached PKCS#7/CMS SignedData** (DER) that carries the signer's
 //! certificate. The platform checks, in this order: the structure (exactly one signer, its
 //! certificate enclosed), the signature over the challenge, the chain to the issuer of that
-//! method at the injected time, the certificate's purpose (`keyUsage` digitalSignature,
-//! `extendedKeyUsage` clientAuth when present), revocation against the issuer's CRL (itself
-//! signed by the issuer and current), and that the certificate belongs to the person the SP
+//! method at the injected time, the key (RSA ≥ 2048 bits or P-256) and the certificate's purpose
+//! (`keyUsage` digitalSignature, `extendedKeyUsage` clientAuth when present), revocation against
+//! the CRL of the CA that issued it (signed by that CA and current), and that the certificate
+//! belongs to the person the SP
 //! named: the subject's `serialNumber` matches the ID (the last four characters of a national ID
 //! or resident certificate number, the whole of a business number) **and** the issuer's records
 //! ([`Holders`]) name that ID for the certificate's issuer and serial number.
@@ -150,15 +151,21 @@ pub struct HolderRecord {
     pub method: IdentityMethod,
     /// The person's full ID (national ID, resident certificate number or business number).
     pub holder: String,
-    /// The certificate's serial number, lowercase hex without leading zeros.
+    /// The issuing CA's distinguished name, RFC 2253 (`CN=…,O=…,C=TW`, as
+    /// `openssl x509 -noout -issuer -nameopt RFC2253` prints it).
+    pub issuer: String,
+    /// The certificate's serial number, hex (case and leading zeros do not matter).
     pub serial: String,
 }
 
-/// The issuers' records of who holds which certificate: (method, serial) → ID. In the sandbox,
-/// `fixtures/pki/identity/certificates.json`; in service, the issuers' lookup services.
+/// (method, issuer DN, serial).
+type HolderKey = (IdentityMethod, String, String);
+
+/// The issuers' records of who holds which certificate: (method, issuer, serial) → ID. In the
+/// sandbox, `fixtures/pki/identity/certificates.json`; in service, the issuers' lookup services.
 #[derive(Debug, Clone, Default)]
 pub struct Holders {
-    by_serial: HashMap<(IdentityMethod, String), String>,
+    by_serial: HashMap<HolderKey, String>,
 }
 
 #[derive(Deserialize)]
@@ -167,33 +174,69 @@ struct HoldersFile {
 }
 
 impl Holders {
-    /// From the records.
-    pub fn new(records: impl IntoIterator<Item = HolderRecord>) -> Self {
-        Holders {
-            by_serial: records
-                .into_iter()
-                .map(|r| {
-                    (
-                        (r.method, normalize_serial(&r.serial)),
-                        r.holder.to_ascii_uppercase(),
-                    )
-                })
-                .collect(),
+    /// From the records; two records for the same certificate are refused.
+    pub fn new(records: impl IntoIterator<Item = HolderRecord>) -> Result<Self, CertLoginError> {
+        let mut by_serial = HashMap::new();
+        for r in records {
+            let key = (
+                r.method,
+                r.issuer.trim().to_owned(),
+                normalize_serial(&r.serial),
+            );
+            if by_serial
+                .insert(key, r.holder.trim().to_ascii_uppercase())
+                .is_some()
+            {
+                return Err(CertLoginError::Malformed(format!(
+                    "holder records: two records for {} serial {} of {}",
+                    r.method.code(),
+                    r.serial,
+                    r.issuer
+                )));
+            }
         }
+        Ok(Holders { by_serial })
     }
 
-    /// From a JSON document `{"certificates": [{"method", "holder", "serial", …}, …]}`.
+    /// From a JSON document
+    /// `{"certificates": [{"method", "holder", "issuer", "serial", …}, …]}`.
     pub fn from_json(text: &str) -> Result<Self, CertLoginError> {
         let f: HoldersFile = serde_json::from_str(text)
             .map_err(|e| CertLoginError::Malformed(format!("holder records: {e}")))?;
-        Ok(Holders::new(f.certificates))
+        Holders::new(f.certificates)
     }
 
-    fn holder(&self, method: IdentityMethod, serial: &str) -> Option<&str> {
+    fn holder(&self, method: IdentityMethod, issuer: &str, serial: &str) -> Option<&str> {
         self.by_serial
-            .get(&(method, normalize_serial(serial)))
+            .get(&(method, issuer.to_owned(), normalize_serial(serial)))
             .map(String::as_str)
     }
+}
+
+/// A distinguished name in RFC 2253 form: the last RDN first, `,` between, special characters
+/// escaped with `\`.
+fn rfc2253(name: &openssl::x509::X509NameRef) -> String {
+    let mut parts: Vec<String> = name
+        .entries()
+        .map(|e| {
+            let key = e.object().nid().short_name().unwrap_or("?");
+            let value = e.data().to_string().unwrap_or_default();
+            let n = value.chars().count();
+            let mut out = String::with_capacity(value.len() + 4);
+            for (i, ch) in value.chars().enumerate() {
+                let special = matches!(ch, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+                    || (i == 0 && (ch == '#' || ch == ' '))
+                    || (i + 1 == n && ch == ' ');
+                if special {
+                    out.push('\\');
+                }
+                out.push(ch);
+            }
+            format!("{key}={out}")
+        })
+        .collect();
+    parts.reverse();
+    parts.join(",")
 }
 
 fn normalize_serial(s: &str) -> String {
@@ -283,17 +326,23 @@ pub fn verify(
     let empty_store = X509StoreBuilder::new()
         .map_err(|e| CertLoginError::Malformed(e.to_string()))?
         .build();
+    // The content must be detached: a SignedData that carries content of its own is refused
+    // (NO_DUAL_CONTENT), whatever it holds.
     p7.verify(
         &none,
         &empty_store,
         Some(challenge.as_bytes()),
         None,
-        Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY | Pkcs7Flags::DETACHED,
+        Pkcs7Flags::NOVERIFY
+            | Pkcs7Flags::BINARY
+            | Pkcs7Flags::DETACHED
+            | Pkcs7Flags::NO_DUAL_CONTENT,
     )
     .map_err(|_| CertLoginError::BadSignature)?;
+    check_key(&cert)?;
     // (3) chain, validity and purpose at `at`.
     check_chain(&cert, issuer, at)?;
-    // (4) revocation.
+    // (4) revocation, against the CRL of the CA that issued the certificate.
     check_crl(&cert, issuer, at)?;
     // (5) the person.
     let serial = cert
@@ -305,7 +354,7 @@ pub fn verify(
     if !partial_id_matches(method, &partial, pid) {
         return Err(CertLoginError::WrongPerson);
     }
-    match holders.holder(method, &serial) {
+    match holders.holder(method, &rfc2253(cert.issuer_name()), &serial) {
         Some(h) if h.eq_ignore_ascii_case(pid.trim()) => {}
         _ => return Err(CertLoginError::WrongPerson),
     }
@@ -317,6 +366,31 @@ pub fn verify(
     })
 }
 
+/// RSA of 2048 bits or more, or ECDSA on P-256; `keyUsage` present with digitalSignature.
+fn check_key(cert: &X509) -> Result<(), CertLoginError> {
+    let key = cert
+        .public_key()
+        .map_err(|e| CertLoginError::Malformed(e.to_string()))?;
+    let strong = if let Ok(rsa) = key.rsa() {
+        rsa.size() >= 256
+    } else if let Ok(ec) = key.ec_key() {
+        ec.group().curve_name() == Some(openssl::nid::Nid::X9_62_PRIME256V1)
+    } else {
+        false
+    };
+    if !strong {
+        return Err(CertLoginError::Purpose(
+            "the key is neither RSA of 2048 bits or more nor P-256".into(),
+        ));
+    }
+    match cert.key_usage() {
+        Some(ku) if ku.contains(openssl::x509::X509KeyUsage::DIGITAL_SIGNATURE) => Ok(()),
+        _ => Err(CertLoginError::Purpose(
+            "keyUsage without digitalSignature".into(),
+        )),
+    }
+}
+
 fn check_chain(cert: &X509, issuer: &Issuer, at: UnixTime) -> Result<(), CertLoginError> {
     let err = |e: openssl::error::ErrorStack| CertLoginError::Malformed(e.to_string());
     let mut b = X509StoreBuilder::new().map_err(err)?;
@@ -326,6 +400,8 @@ fn check_chain(cert: &X509, issuer: &Issuer, at: UnixTime) -> Result<(), CertLog
     let mut param = openssl::x509::verify::X509VerifyParam::new().map_err(err)?;
     param.set_time(at.0 as _);
     param.set_flags(X509VerifyFlags::X509_STRICT).map_err(err)?;
+    // At least 112-bit security for every key and signature of the chain.
+    param.set_auth_level(2);
     param.set_purpose(X509PurposeId::SSL_CLIENT).map_err(err)?;
     b.set_param(&param).map_err(err)?;
     let store = b.build();
@@ -354,26 +430,29 @@ fn check_chain(cert: &X509, issuer: &Issuer, at: UnixTime) -> Result<(), CertLog
 fn check_crl(cert: &X509, issuer: &Issuer, at: UnixTime) -> Result<(), CertLoginError> {
     let t = openssl::asn1::Asn1Time::from_unix(at.0 as _)
         .map_err(|e| CertLoginError::Malformed(e.to_string()))?;
-    let mut current = None;
-    for crl in &issuer.crls {
-        let signed = issuer.cas.iter().any(|ca| {
-            ca.subject_name()
-                .try_cmp(crl.issuer_name())
-                .is_ok_and(|o| o.is_eq())
-                && ca
-                    .public_key()
-                    .is_ok_and(|k| crl.verify(&k).unwrap_or(false))
-        });
-        let started = crl.last_update() <= t;
-        let fresh = crl.next_update().is_some_and(|n| t < *n);
-        if signed && started && fresh {
-            current = Some(crl);
-            break;
-        }
-    }
+    let same = |a: &openssl::x509::X509NameRef, b: &openssl::x509::X509NameRef| {
+        a.try_cmp(b).is_ok_and(|o| o.is_eq())
+    };
+    // The CA that issued the certificate (the chain check found one).
+    let Some(ca_key) = issuer
+        .cas
+        .iter()
+        .filter(|ca| same(ca.subject_name(), cert.issuer_name()))
+        .filter_map(|ca| ca.public_key().ok())
+        .find(|k| cert.verify(k).unwrap_or(false))
+    else {
+        return Err(CertLoginError::Untrusted("no issuing CA".into()));
+    };
+    // Only that CA's own CRL, current at `at`, speaks for its certificates.
+    let current = issuer.crls.iter().find(|crl| {
+        same(crl.issuer_name(), cert.issuer_name())
+            && crl.verify(&ca_key).unwrap_or(false)
+            && crl.last_update() <= t
+            && crl.next_update().is_some_and(|n| t < *n)
+    });
     let Some(crl) = current else {
         return Err(CertLoginError::NoCurrentCrl(
-            "none signed by the issuer and current at this time".into(),
+            "none signed by the issuing CA and current at this time".into(),
         ));
     };
     match crl.get_by_cert(cert) {
@@ -397,13 +476,15 @@ impl ChallengeBook {
         ChallengeBook::default()
     }
 
-    /// Hands out `random` (at least 32 random bytes, encoded by the caller) as the challenge of
-    /// `flow` at `now`, replacing that flow's earlier one.
-    pub fn issue(&mut self, flow: &str, random: String, now: UnixTime) -> String {
+    /// Hands out `random` (32 bytes from the operating system), base64url without padding (43
+    /// characters), as the challenge of `flow` at `now`, replacing that flow's earlier one.
+    pub fn issue(&mut self, flow: &str, random: [u8; 32], now: UnixTime) -> String {
+        use base64::Engine as _;
+        let value = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random);
         self.live
             .retain(|_, (_, t)| now.0 - t.0 <= CHALLENGE_TTL_SECS);
-        self.live.insert(flow.to_owned(), (random.clone(), now));
-        random
+        self.live.insert(flow.to_owned(), (value.clone(), now));
+        value
     }
 
     /// Takes the challenge of `flow` if it is `answered` and not older than
@@ -482,28 +563,46 @@ mod tests {
     #[test]
     fn a_challenge_is_taken_once_within_its_time() {
         let mut b = ChallengeBook::new();
-        let c = b.issue("tx1", "abc".into(), UnixTime(1000));
-        assert!(b.take("tx1", "abd", UnixTime(1001)).is_err(), "wrong value");
+        let c = b.issue("tx1", [1; 32], UnixTime(1000));
+        assert_eq!(c.len(), 43);
+        assert_eq!(b.current("tx1", UnixTime(1001)), Some(c.as_str()));
+        let mut wrong = c.clone().into_bytes();
+        wrong[0] ^= 1;
+        let wrong = String::from_utf8(wrong).unwrap();
+        assert!(
+            b.take("tx1", &wrong, UnixTime(1001)).is_err(),
+            "wrong value"
+        );
         assert!(
             b.take("tx1", &c, UnixTime(1001)).is_err(),
             "a wrong answer ends it"
         );
-        let c = b.issue("tx1", "def".into(), UnixTime(1000));
+        let c = b.issue("tx1", [2; 32], UnixTime(1000));
         b.take("tx1", &c, UnixTime(1000 + CHALLENGE_TTL_SECS))
             .unwrap();
         assert_eq!(
             b.take("tx1", &c, UnixTime(1001)),
             Err(CertLoginError::Challenge)
         );
-        let c = b.issue("tx2", "ghi".into(), UnixTime(1000));
+        let c = b.issue("tx2", [3; 32], UnixTime(1000));
+        assert_eq!(b.current("tx2", UnixTime(1001 + CHALLENGE_TTL_SECS)), None);
         assert!(
             b.take("tx2", &c, UnixTime(1001 + CHALLENGE_TTL_SECS))
                 .is_err(),
             "stale"
         );
         assert!(b.is_empty());
-        let old = b.issue("tx3", "old".into(), UnixTime(1000));
-        b.issue("tx3", "new".into(), UnixTime(1001));
+        let old = b.issue("tx3", [4; 32], UnixTime(1000));
+        b.issue("tx3", [5; 32], UnixTime(1001));
         assert!(b.take("tx3", &old, UnixTime(1002)).is_err(), "replaced");
+    }
+
+    #[test]
+    fn distinguished_names_in_rfc_2253_form() {
+        let mut b = openssl::x509::X509NameBuilder::new().unwrap();
+        b.append_entry_by_text("C", "TW").unwrap();
+        b.append_entry_by_text("O", "Acme, Inc.").unwrap();
+        b.append_entry_by_text("CN", " Root+1").unwrap();
+        assert_eq!(rfc2253(&b.build()), "CN=\\ Root\\+1,O=Acme\\, Inc.,C=TW");
     }
 }

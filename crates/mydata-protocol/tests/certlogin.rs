@@ -43,14 +43,20 @@ fn holders() -> Holders {
 
 /// `openssl cms -sign`: detached, binary, DER, the signer's certificate enclosed.
 fn openssl_sign(base: &str, content: &str) -> Vec<u8> {
+    openssl_sign_with(base, content, &[])
+}
+
+fn openssl_sign_with(base: &str, content: &str, extra: &[&str]) -> Vec<u8> {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("challenge");
     std::fs::write(&input, content).unwrap();
     let out = tmp.path().join("sig.der");
     let st = Command::new("openssl")
         .args([
-            "cms", "-sign", "-binary", "-outform", "DER", "-md", "sha256", "-in",
+            "cms", "-sign", "-binary", "-outform", "DER", "-md", "sha256",
         ])
+        .args(extra)
+        .arg("-in")
         .arg(&input)
         .arg("-signer")
         .arg(dir().join(format!("{base}.pem")))
@@ -199,9 +205,44 @@ fn every_refusal_of_d51() {
     let mut flipped = good.clone();
     let n = flipped.len();
     flipped[n - 10] ^= 1;
-    assert!(matches!(
+    assert_eq!(
         login(CitizenCertificate, &flipped, "A120345672"),
-        Err(CertLoginError::BadSignature | CertLoginError::Malformed(_))
+        Err(CertLoginError::BadSignature)
+    );
+    // The content embedded instead of detached.
+    let embedded = openssl_sign_with("cer-A120345672", CHALLENGE, &["-nodetach"]);
+    assert_eq!(
+        login(CitizenCertificate, &embedded, "A120345672"),
+        Err(CertLoginError::BadSignature)
+    );
+    // The issuer's records alone would let this pass (they name A120345672 for this
+    // certificate); the card's last four characters (0436) do not.
+    let lying = Holders::from_json(
+        &String::from_utf8(read("certificates.json"))
+            .unwrap()
+            .replace("\"holder\": \"F228710436\"", "\"holder\": \"A120345672\""),
+    )
+    .unwrap();
+    let theirs = openssl_sign("cer-F228710436", CHALLENGE);
+    assert_eq!(
+        verify(
+            CitizenCertificate,
+            &theirs,
+            CHALLENGE,
+            "A120345672",
+            &issuers(),
+            &lying,
+            AT
+        ),
+        Err(CertLoginError::WrongPerson)
+    );
+    // Two records for one certificate are refused when loading.
+    let twice = r#"{"certificates": [
+        {"method": "CER", "holder": "A120345672", "issuer": "CN=X", "serial": "0a"},
+        {"method": "CER", "holder": "F228710436", "issuer": "CN=X", "serial": "A"}]}"#;
+    assert!(matches!(
+        Holders::from_json(twice),
+        Err(CertLoginError::Malformed(_))
     ));
     // No issuer configured for the method.
     assert_eq!(
@@ -239,6 +280,65 @@ fn without_a_current_crl_no_login_passes() {
         ),
         Err(CertLoginError::NoCurrentCrl(_))
     ));
+    // A CRL under the citizen CA's name, signed by the look-alike's key, does not count.
+    let mut forged = Issuers::new();
+    forged.set(
+        CitizenCertificate,
+        Issuer::from_pem(&read("citizen-ca.pem"), &[&read("lookalike-ca.crl")]).unwrap(),
+    );
+    assert!(matches!(
+        verify(
+            CitizenCertificate,
+            &good,
+            CHALLENGE,
+            "A120345672",
+            &forged,
+            &holders(),
+            AT
+        ),
+        Err(CertLoginError::NoCurrentCrl(_))
+    ));
+    // The citizen CA's own CRL, past its nextUpdate (it was current in May 2026 only).
+    let mut stale = Issuers::new();
+    stale.set(
+        CitizenCertificate,
+        Issuer::from_pem(&read("citizen-ca.pem"), &[&read("citizen-ca-stale.crl")]).unwrap(),
+    );
+    assert!(matches!(
+        verify(
+            CitizenCertificate,
+            &good,
+            CHALLENGE,
+            "A120345672",
+            &stale,
+            &holders(),
+            AT
+        ),
+        Err(CertLoginError::NoCurrentCrl(_))
+    ));
+    // With two CAs for one method, only the issuing CA's CRL speaks for a certificate: the
+    // health CA's (current, signed, without this serial) does not clear a revoked citizen
+    // certificate, whatever the order.
+    let revoked = openssl_sign("cer-revoked-A240177369", CHALLENGE);
+    let mut two = Issuers::new();
+    let mut cas = read("health-ca.pem");
+    cas.extend_from_slice(&read("citizen-ca.pem"));
+    two.set(
+        CitizenCertificate,
+        Issuer::from_pem(&cas, &[&read("health-ca.crl"), &read("citizen-ca.crl")]).unwrap(),
+    );
+    assert_eq!(
+        verify(
+            CitizenCertificate,
+            &revoked,
+            CHALLENGE,
+            "A240177369",
+            &two,
+            &holders(),
+            AT
+        ),
+        Err(CertLoginError::Revoked)
+    );
     // A CRL of another issuer does not count.
     let mut wrong = Issuers::new();
     wrong.set(

@@ -1040,10 +1040,7 @@ pub async fn act(
         Action::CertChallenge if ctx.flow.basic && locked.is_none() => {
             let usable = c.usable_methods(&ctx.flow.accepted);
             if usable.iter().any(|m| certlogin::is_certificate_method(*m)) {
-                use base64::Engine as _;
-                let value =
-                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()?);
-                ctx.flow.challenge.issue(id, value, now);
+                ctx.flow.challenge.issue(id, random_bytes::<32>()?, now);
                 ctx.flow.notice = Some(
                     "請以您的憑證簽署挑戰碼（5 分鐘內有效）/ sign the challenge with your certificate (valid 5 minutes)"
                         .into(),
