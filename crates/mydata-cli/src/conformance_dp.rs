@@ -23,9 +23,9 @@ pub struct Args {
     /// URL is this suite's --platform-url).
     #[arg(long)]
     sandbox: bool,
-    /// With --sandbox: the sandbox DP's base URL.
-    #[arg(long = "dp-url", default_value = "http://127.0.0.1:8081")]
-    dp_url: String,
+    /// With --sandbox: the sandbox DP's base URL [http://127.0.0.1:8081].
+    #[arg(long = "dp-url", requires = "sandbox")]
+    dp_url: Option<String>,
     /// Where the suite serves /connect/introspect and /connect/userinfo: the platform URL the
     /// DP is configured with (http://IP:PORT; overrides the profile's).
     #[arg(long = "platform-url", alias = "platform")]
@@ -42,14 +42,15 @@ pub struct Args {
 fn profile(a: &Args) -> CliResult<Profile> {
     let mut p = match &a.profile {
         Some(path) => {
+            // An unreadable profile is a profile error (exit 2), as a malformed one is.
             let text = std::fs::read_to_string(path)
-                .map_err(|e| crate::exit::runtime(format!("--profile {}: {e}", path.display())))?;
+                .map_err(|e| format!("--profile {}: {e}", path.display()))?;
             let base = path.parent().unwrap_or(Path::new("."));
-            Profile::from_json(&text, base).map_err(|e| format!("{}: {e}", path.display()))?
+            Profile::parse_json(&text, base).map_err(|e| format!("{}: {e}", path.display()))?
         }
         None => Profile::sandbox(
             a.platform_url.as_deref().unwrap_or("http://127.0.0.1:9100"),
-            &a.dp_url,
+            a.dp_url.as_deref().unwrap_or("http://127.0.0.1:8081"),
         ),
     };
     if let Some(u) = &a.platform_url {

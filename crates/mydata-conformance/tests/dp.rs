@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use mydata_conformance::dp::{CHECKS, DatasetProfile, Person, Profile, run};
+use mydata_conformance::dp::{CHECKS, DatasetProfile, Person, Profile, run, run_on};
 use mydata_conformance::report::Report;
 use mydata_dp::introspect::{BoxFuture, IntrospectError};
 use mydata_dp::{
@@ -20,15 +20,23 @@ use mydata_dp::{
 use mydata_protocol::package::dp::DpSigner;
 use serde_json::json;
 
-/// The revocation check waits this long (+1 s); the expiry check's token lives 2 s, so a DP
-/// that keeps answers this long past `exp` is caught.
-const CACHE_SECS: u64 = 5;
+/// The revocation check waits this long (+1 s); the expiry check's token lives 3 s and is
+/// called again 1 s past its `exp`, so a DP that keeps answers this long past `exp` is caught
+/// even when its first answer took a while.
+const CACHE_SECS: u64 = 8;
 const INSTANT: &str = "API.CONFTEST01";
 const SLOW: &str = "API.CONFTEST02";
 
 fn free_addr() -> String {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().to_string()
+}
+
+/// A listener on a free loopback port, held until the server takes it (no port race).
+fn listener() -> (TcpListener, String) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    (l, url)
 }
 
 fn pki(name: &str) -> Vec<u8> {
@@ -63,13 +71,13 @@ fn failed(r: &Report) -> Vec<&str> {
 
 #[actix_web::test]
 async fn the_sandbox_dp_passes_every_check() {
-    let platform = format!("http://{}", free_addr());
+    let (held, platform) = listener();
     let mut config = mydata_dp::sandbox::SandboxConfig::embedded(&platform).unwrap();
     config.cache.ttl_secs = CACHE_SECS;
     let dp = mydata_dp::sandbox::spawn_thread(config).unwrap();
     let mut profile = Profile::sandbox(&platform, &dp.base_url());
     profile.cache_secs = CACHE_SECS;
-    let report = run(&profile).await;
+    let report = run_on(held, &profile).await;
     dp.stop();
     assert!(report.passed(), "{}", report.summary());
     // Everything ran but the checks the sandbox gives no occasion for.
@@ -453,6 +461,7 @@ async fn handle(
 
 struct Running {
     profile: Profile,
+    platform: TcpListener,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -490,9 +499,8 @@ fn template_of(w: Where) -> (String, serde_json::Value) {
 }
 
 fn start(fault: Fault, template: Option<Where>) -> Running {
-    let platform = format!("http://{}", free_addr());
-    let addr = free_addr();
-    let base = format!("http://{addr}");
+    let (platform_listener, platform) = listener();
+    let (dp_listener, base) = listener();
     let mut instant_p = dataset_profile(&base, INSTANT, "/dp/instant", "conformance.instant.read");
     if let Some(w) = template {
         let (method, t) = template_of(w);
@@ -582,7 +590,7 @@ fn start(fault: Fault, template: Option<Where>) -> Running {
     })
     .workers(2)
     .disable_signals()
-    .bind(&addr)
+    .listen(dp_listener)
     .unwrap()
     .run();
     let handle = srv.handle();
@@ -600,12 +608,16 @@ fn start(fault: Fault, template: Option<Where>) -> Running {
         client_id: "CLI.SANDBOX001".into(),
         dp_ca_pem: Some(pki("sandbox-root-ca.pem")),
     };
-    Running { profile, handle }
+    Running {
+        profile,
+        platform: platform_listener,
+        handle,
+    }
 }
 
 async fn suite(fault: Fault, template: Option<Where>) -> Report {
     let r = start(fault, template);
-    let report = run(&r.profile).await;
+    let report = run_on(r.platform, &r.profile).await;
     r.handle.stop(false).await;
     report
 }

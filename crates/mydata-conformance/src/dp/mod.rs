@@ -24,5 +24,5 @@ mod checks;
 mod platform;
 pub mod profile;
 
-pub use checks::{CHECKS, run};
+pub use checks::{CHECKS, run, run_on};
 pub use profile::{DatasetProfile, Person, Profile, ProfileError};

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::net::SocketAddr;
+use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -110,15 +110,11 @@ fn sub_of(id: &str) -> String {
     format!("conformance-{:016x}", h.finish())
 }
 
-fn uid_type(id: &str) -> &'static str {
-    let b = id.as_bytes();
-    if b.len() == 8 && b.iter().all(u8::is_ascii_digit) {
-        "BAN"
-    } else if b.len() == 10 && b[0].is_ascii_alphabetic() && matches!(b[1], b'1' | b'2') {
-        "NID"
-    } else {
-        "ARC"
-    }
+/// `NID`, `ARC` or `BAN`, as the platform names the kind of an ID (`Pid::uid_type`); an ID that
+/// does not parse is taken as a resident certificate number.
+pub(crate) fn uid_type(id: &str) -> &'static str {
+    use mydata_protocol::flow::{ApplicationMode, Pid};
+    Pid::parse_for(ApplicationMode::PersonOrLegalPerson, id.trim()).map_or("ARC", |p| p.uid_type())
 }
 
 fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
@@ -311,7 +307,10 @@ async fn metadata(req: HttpRequest) -> HttpResponse {
 
 impl PlatformRole {
     /// Starts the authorization server on `listen` (on the current actix system).
-    pub(crate) fn start(profile: &Profile, listen: SocketAddr) -> Result<Self, String> {
+    pub(crate) fn start(profile: &Profile, listener: TcpListener) -> Result<Self, String> {
+        let listen = listener
+            .local_addr()
+            .map_err(|e| format!("platform role: {e}"))?;
         let state = Arc::new(State {
             secrets: profile
                 .datasets()
@@ -336,7 +335,7 @@ impl PlatformRole {
         })
         .workers(2)
         .disable_signals()
-        .bind(listen)
+        .listen(listener)
         .map_err(|e| format!("platform role: listen on {listen}: {e}"))?
         .run();
         let handle = srv.handle();
@@ -374,6 +373,11 @@ impl PlatformRole {
             },
         );
         token
+    }
+
+    /// The `exp` of a token the suite issued.
+    pub(crate) fn exp_of(&self, token: &str) -> Option<i64> {
+        lock(&self.state.tokens).get(token).map(|t| t.exp)
     }
 
     /// Ends a token before its expiry (as the platform does when the transaction's data is

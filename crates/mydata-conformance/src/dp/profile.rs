@@ -116,8 +116,17 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ProfileError> {
 }
 
 impl Profile {
-    /// Reads a profile from JSON text; `base` is the directory a relative `dp_ca` is read from.
+    /// Reads a profile from JSON text and checks it ([`Profile::validate`]); `base` is the
+    /// directory a relative `dp_ca` is read from.
     pub fn from_json(text: &str, base: &Path) -> Result<Self, ProfileError> {
+        let p = Self::parse_json(text, base)?;
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Reads a profile from JSON text without checking its values (for callers that change
+    /// some before [`Profile::validate`]); the CA file is read.
+    pub fn parse_json(text: &str, base: &Path) -> Result<Self, ProfileError> {
         let mut p: Profile = serde_json::from_str(text).map_err(|e| ProfileError(e.to_string()))?;
         if let Some(ca) = &p.dp_ca {
             let path = if ca.is_relative() {
@@ -130,7 +139,6 @@ impl Profile {
                     .map_err(|e| ProfileError(format!("dp_ca {}: {e}", path.display())))?,
             );
         }
-        p.validate()?;
         Ok(p)
     }
 
