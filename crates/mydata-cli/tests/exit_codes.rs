@@ -358,6 +358,29 @@ fn every_status_in_the_readme_table_is_produced() {
             2,
             &["conformance", "sp", "--sp", "ftp://x"],
         ),
+        case(
+            "mydata conformance dp",
+            1,
+            &[
+                "conformance",
+                "dp",
+                "--sandbox",
+                "--platform-url",
+                &format!("http://{busy}"),
+                "--cache-secs",
+                "1",
+            ],
+        ),
+        case(
+            "mydata conformance dp",
+            2,
+            &[
+                "conformance",
+                "dp",
+                "--profile",
+                "/nonexistent/profile.json",
+            ],
+        ),
     ];
     let mut push = |command: &'static str, code: i32, args: Vec<String>| {
         cases.push(Case {
