@@ -69,13 +69,5 @@ fn profile(a: &Args) -> CliResult<Profile> {
 pub fn run(a: Args) -> CliResult<i32> {
     let p = profile(&a)?;
     let report = actix_web::rt::System::new().block_on(run_suite(&p));
-    {
-        use std::io::Write as _;
-        write!(std::io::stdout().lock(), "{}", report.summary())?;
-    }
-    if let Some(path) = &a.junit {
-        std::fs::write(path, report.junit_xml())
-            .map_err(|e| crate::exit::runtime(format!("--junit {}: {e}", path.display())))?;
-    }
-    Ok(if report.passed() { 0 } else { 1 })
+    crate::exit::report(&report, a.junit.as_deref())
 }

@@ -177,13 +177,5 @@ pub fn run(a: Args) -> CliResult<i32> {
         a.listen, target.sp_url, target.registration.client_id
     );
     let report = actix_web::rt::System::new().block_on(run_suite(listener, &target, &opts))?;
-    {
-        use std::io::Write as _;
-        write!(std::io::stdout().lock(), "{}", report.summary())?;
-    }
-    if let Some(path) = &a.junit {
-        std::fs::write(path, report.junit_xml())
-            .map_err(|e| crate::exit::runtime(format!("--junit {}: {e}", path.display())))?;
-    }
-    Ok(if report.passed() { 0 } else { 1 })
+    crate::exit::report(&report, a.junit.as_deref())
 }

@@ -50,6 +50,23 @@ pub fn is_broken_pipe(e: &(dyn Error + 'static)) -> bool {
         .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
+/// A conformance suite's end: the summary on standard output, JUnit XML to `junit` when given,
+/// and the exit status (0 when no check failed, 1 otherwise).
+pub fn report(
+    report: &mydata_conformance::report::Report,
+    junit: Option<&std::path::Path>,
+) -> Result<i32, Box<dyn Error>> {
+    {
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), "{}", report.summary())?;
+    }
+    if let Some(path) = junit {
+        std::fs::write(path, report.junit_xml())
+            .map_err(|e| runtime(format!("--junit {}: {e}", path.display())))?;
+    }
+    Ok(if report.passed() { 0 } else { 1 })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
