@@ -55,6 +55,11 @@ enum Cmd {
     Serve(crate::server_cmds::ServeArgs),
     /// Run the sandbox DP (every catalogue dataset, for the fixture citizens).
     SandboxDp(crate::server_cmds::SandboxDpArgs),
+    /// Run a local signing agent for a sandbox card (certificate logins without hardware).
+    #[command(
+        after_help = "Example:\n  mydata card-agent --card fixtures/pki/identity/cer-A120345672.p12 --origin http://127.0.0.1:8080"
+    )]
+    CardAgent(crate::card_agent::Args),
     /// Register, list, suspend, delete and rotate SP services (operator); collect and verify
     /// packages as an SP.
     #[command(subcommand)]
@@ -288,6 +293,7 @@ pub fn run(cli: Cli) -> CliResult<i32> {
     match cli.cmd {
         Cmd::Serve(a) => crate::server_cmds::serve(a),
         Cmd::SandboxDp(a) => crate::server_cmds::sandbox_dp(a),
+        Cmd::CardAgent(a) => crate::card_agent::run(a),
         Cmd::Sp(c) => crate::server_cmds::sp(c),
         Cmd::Dp(c) => crate::server_cmds::dp(c),
         Cmd::Config(ConfigCmd::Check(a)) => crate::server_cmds::config_check(a),

@@ -14,6 +14,7 @@ macro_rules! outln {
     }};
 }
 
+mod card_agent;
 mod commands;
 mod conformance_dp;
 mod conformance_platform;

@@ -372,6 +372,16 @@ fn every_status_in_the_readme_table_is_produced() {
             ],
         ),
         case(
+            "mydata card-agent",
+            1,
+            &["card-agent", "--card", "/nonexistent/card.p12"],
+        ),
+        case(
+            "mydata card-agent",
+            2,
+            &["card-agent", "--card", &file, "--listen", "0.0.0.0:0"],
+        ),
+        case(
             "mydata conformance dp",
             2,
             &[

@@ -533,6 +533,110 @@ impl ChallengeBook {
     }
 }
 
+/// Wrong PINs in a row after which a card locks.
+pub const PIN_TRIES: u32 = 3;
+
+/// Why a card did not sign.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CardError {
+    /// [`PIN_TRIES`] wrong PINs in a row: the card signs nothing any more.
+    #[error("the card is locked after {PIN_TRIES} wrong PINs")]
+    Locked,
+    /// A wrong PIN; `left` more wrong ones lock the card.
+    #[error("wrong PIN ({left} tries left)")]
+    WrongPin {
+        /// Tries left before the card locks.
+        left: u32,
+    },
+    /// The card's file is not a PKCS#12 with a key and a certificate.
+    #[error("unreadable card: {0}")]
+    Unreadable(String),
+    /// The signature could not be made.
+    #[error("signing failed: {0}")]
+    Signing(String),
+}
+
+/// The citizen's side of D51: a sandbox card (a PKCS#12 whose password is the PIN) that signs a
+/// challenge as the platform wants it (detached PKCS#7, DER, the certificate enclosed), and
+/// locks after [`PIN_TRIES`] wrong PINs in a row, as a smart card does. The caller keeps the
+/// count of wrong PINs where it survives a restart ([`Card::wrong_pins`]).
+pub struct Card {
+    der: Vec<u8>,
+    wrong: u32,
+}
+
+impl std::fmt::Debug for Card {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Card(<{} bytes>, {} wrong PINs)",
+            self.der.len(),
+            self.wrong
+        )
+    }
+}
+
+impl Card {
+    /// A card from its PKCS#12 bytes, with `wrong_so_far` wrong PINs already entered.
+    pub fn new(pkcs12_der: Vec<u8>, wrong_so_far: u32) -> Result<Self, CardError> {
+        openssl::pkcs12::Pkcs12::from_der(&pkcs12_der)
+            .map_err(|e| CardError::Unreadable(e.to_string()))?;
+        Ok(Card {
+            der: pkcs12_der,
+            wrong: wrong_so_far,
+        })
+    }
+
+    /// Wrong PINs in a row so far.
+    pub fn wrong_pins(&self) -> u32 {
+        self.wrong
+    }
+
+    /// Whether the card is locked.
+    pub fn locked(&self) -> bool {
+        self.wrong >= PIN_TRIES
+    }
+
+    /// The certificate's subject, one line (needs no PIN: a card shows its certificate).
+    pub fn subject(&self, pin: &str) -> Option<String> {
+        let p = openssl::pkcs12::Pkcs12::from_der(&self.der).ok()?;
+        p.parse2(pin).ok()?.cert.map(|c| subject_line(&c))
+    }
+
+    /// Signs `challenge` with the PIN. A wrong PIN counts; the right one resets the count.
+    pub fn sign(&mut self, pin: &str, challenge: &str) -> Result<Vec<u8>, CardError> {
+        if self.locked() {
+            return Err(CardError::Locked);
+        }
+        let p12 = openssl::pkcs12::Pkcs12::from_der(&self.der)
+            .map_err(|e| CardError::Unreadable(e.to_string()))?;
+        let Ok(parsed) = p12.parse2(pin) else {
+            self.wrong += 1;
+            return Err(if self.locked() {
+                CardError::Locked
+            } else {
+                CardError::WrongPin {
+                    left: PIN_TRIES - self.wrong,
+                }
+            });
+        };
+        self.wrong = 0;
+        let (Some(key), Some(cert)) = (parsed.pkey, parsed.cert) else {
+            return Err(CardError::Unreadable("no key or no certificate".into()));
+        };
+        let none = Stack::<X509>::new().map_err(|e| CardError::Signing(e.to_string()))?;
+        let p7 = Pkcs7::sign(
+            &cert,
+            &key,
+            &none,
+            challenge.as_bytes(),
+            Pkcs7Flags::DETACHED | Pkcs7Flags::BINARY,
+        )
+        .map_err(|e| CardError::Signing(e.to_string()))?;
+        p7.to_der().map_err(|e| CardError::Signing(e.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

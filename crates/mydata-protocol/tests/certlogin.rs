@@ -371,3 +371,39 @@ fn without_a_current_crl_no_login_passes() {
         Err(CertLoginError::NoCurrentCrl(_))
     ));
 }
+
+#[test]
+fn a_sandbox_card_signs_behind_its_pin_and_locks_after_three_wrong_ones() {
+    use mydata_protocol::certlogin::{Card, CardError};
+    let mut card = Card::new(read("cer-A120345672.p12"), 0).unwrap();
+    assert!(card.subject("123456").unwrap().contains("WANG, DA-MING"));
+    let sig = card.sign("123456", CHALLENGE).unwrap();
+    assert_eq!(
+        login(IdentityMethod::CitizenCertificate, &sig, "A120345672"),
+        Ok("A120345672".into())
+    );
+    assert_eq!(
+        card.sign("000000", CHALLENGE),
+        Err(CardError::WrongPin { left: 2 })
+    );
+    // The right PIN resets the count.
+    card.sign("123456", CHALLENGE).unwrap();
+    assert_eq!(card.wrong_pins(), 0);
+    assert_eq!(
+        card.sign("1", CHALLENGE),
+        Err(CardError::WrongPin { left: 2 })
+    );
+    assert_eq!(
+        card.sign("2", CHALLENGE),
+        Err(CardError::WrongPin { left: 1 })
+    );
+    assert_eq!(card.sign("3", CHALLENGE), Err(CardError::Locked));
+    // Locked: the right PIN signs nothing any more, also for a card read again with the count.
+    assert_eq!(card.sign("123456", CHALLENGE), Err(CardError::Locked));
+    let mut again = Card::new(read("cer-A120345672.p12"), card.wrong_pins()).unwrap();
+    assert_eq!(again.sign("123456", CHALLENGE), Err(CardError::Locked));
+    assert!(matches!(
+        Card::new(b"not a card".to_vec(), 0),
+        Err(CardError::Unreadable(_))
+    ));
+}
