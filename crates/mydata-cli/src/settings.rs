@@ -34,6 +34,7 @@ fn describe(key: &str) -> &'static str {
         "sms_webhook" => "HTTP(S) gateway of texted one-time passwords",
         "registry" => "Citizen registry file (fixtures/citizens.json format)",
         "identity_pki" => "Issuers of the certificate methods (fixtures/pki/identity layout)",
+        "card_agent_url" => "Local signing agent the identity page may ask (mydata card-agent)",
         "write_behind_ms" => "Batch window of writes in ms [10; 0: at once; ≤ 1000]",
         "package_memory_mb" => "SP packages kept in memory up to this many MiB [64]",
         "dp_trust_anchors" => "CA PEM files or directories DP packages chain to (repeat, or `:`)",

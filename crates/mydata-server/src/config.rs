@@ -63,6 +63,11 @@ pub struct Config {
     /// `business-ca…`, `certificates.json`). Empty = the sandbox issuers with `sandbox`,
     /// otherwise none (and those methods are not offered).
     pub identity_pki: String,
+    /// A local signing agent the identity page may ask to sign a certificate challenge
+    /// (`mydata card-agent`, spec D51), e.g. `http://127.0.0.1:61161`: the page gets a small
+    /// script and a PIN field, and its CSP allows that origin. Empty = none (a pasted signature
+    /// still works).
+    pub card_agent_url: String,
     /// Sandbox only: the platform clock is system time plus an offset that `POST /sandbox/clock`
     /// advances (spec `conformance-platform.md`). Only valid with `sandbox` (`mydata serve`
     /// refuses it otherwise). Never for production.
@@ -178,6 +183,7 @@ impl Default for Config {
             sms_webhook: String::new(),
             registry: String::new(),
             identity_pki: String::new(),
+            card_agent_url: String::new(),
             sandbox_clock: false,
             sandbox_tls: false,
             sandbox_sp_url: "http://127.0.0.1:8090".into(),

@@ -80,6 +80,7 @@ pub const KEYS: &[&str] = &[
     "sms_webhook",
     "registry",
     "identity_pki",
+    "card_agent_url",
     "write_behind_ms",
     "package_memory_mb",
     "dp_trust_anchors",

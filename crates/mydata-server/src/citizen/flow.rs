@@ -43,6 +43,8 @@ pub struct Citizen {
     pub notifier: Notifier,
     /// The issuers of the certificate methods (D51), when any is configured.
     pub certs: Option<CertTrust>,
+    /// The origin of the local signing agent the identity page may ask (`card_agent_url`).
+    pub card_agent: Option<String>,
 }
 
 impl Citizen {
@@ -65,11 +67,16 @@ impl Citizen {
         } else {
             None
         };
+        let card_agent = match c.card_agent_url.trim() {
+            "" => None,
+            u => Some(agent_origin(u)?),
+        };
         Ok(Citizen {
             sessions: Sessions::new(),
             registry,
             notifier: Notifier::from_config(c)?,
             certs,
+            card_agent,
         })
     }
 
@@ -96,6 +103,30 @@ impl Citizen {
             })
             .collect()
     }
+}
+
+/// The origin (`scheme://host:port`) of `card_agent_url`: an `http(s)` URL without credentials,
+/// query or fragment, since it goes into the page's CSP.
+fn agent_origin(url: &str) -> ServerResult<String> {
+    let bad = || {
+        ServerError::Config(format!(
+            "card_agent_url {url:?}: expected http(s)://host:port"
+        ))
+    };
+    let rest = url
+        .strip_prefix("http://")
+        .map(|r| ("http", r))
+        .or_else(|| url.strip_prefix("https://").map(|r| ("https", r)))
+        .ok_or_else(bad)?;
+    let host = rest.1.trim_end_matches('/');
+    let ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    if !ok {
+        return Err(bad());
+    }
+    Ok(format!("{}://{host}", rest.0))
 }
 
 /// Where the browser goes next.

@@ -33,10 +33,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/service/{client_id}/{resources}/{tx_id}",
             web::get().to(redirect),
         )
-        .route("/static/mydata.css", web::get().to(css));
+        .route("/static/mydata.css", web::get().to(css))
+        .route("/static/card.js", web::get().to(card_js));
 }
 
 const CSS: &str = include_str!("../../static/mydata.css");
+const CARD_JS: &str = include_str!("../../static/card.js");
+
+async fn card_js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(CARD_JS)
+}
 
 async fn reserved() -> HttpResponse {
     secure(&mut HttpResponse::NotFound())
@@ -81,6 +91,8 @@ struct FlowPage<'a> {
     otp: bool,
     /// The certificate methods on offer: (code, name).
     certs: Vec<(&'static str, String)>,
+    /// The local signing agent's origin, when the page offers it.
+    card_agent: String,
     channels: Vec<(&'static str, String)>,
     unusable: String,
     lock_until: String,
@@ -340,6 +352,13 @@ async fn page(
         .iter()
         .map(|(ch, masked)| (ch.as_str(), masked.clone()))
         .collect();
+    // The agent is offered on the identity page when a certificate method is.
+    let agent = citizen.card_agent.clone().filter(|_| {
+        v.step == Step::Identity
+            && v.usable
+                .iter()
+                .any(|m| mydata_protocol::certlogin::is_certificate_method(*m))
+    });
     let page = FlowPage {
         title,
         step,
@@ -360,9 +379,19 @@ async fn page(
         household_number: input(&v, Field::HouseholdNumber),
         code: input(&v, Field::Code),
         signature: input(&v, Field::Signature),
+        card_agent: agent.clone().unwrap_or_default(),
         v: &v,
     };
-    html(StatusCode::OK, page.render())
+    let mut r = html(StatusCode::OK, page.render());
+    // The page that offers the agent runs our script and may reach that origin, nothing more.
+    if let Some(origin) = agent
+        && let Ok(csp) = header::HeaderValue::from_str(&format!(
+            "default-src 'none'; style-src 'self'; script-src 'self'; connect-src {origin}; frame-ancestors 'none'; base-uri 'none'"
+        ))
+    {
+        r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    r
 }
 
 /// Every field any form of the flow posts.
