@@ -22,7 +22,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 
-def driver():
+def driver(javascript=False):
+    """Headless Chromium; JavaScript off unless asked for (the pages must work without it)."""
     opts = webdriver.ChromeOptions()
     opts.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -30,8 +31,9 @@ def driver():
               "--disable-background-networking", "--disable-component-update",
               "--disable-features=HttpsUpgrades,HttpsFirstBalancedModeAutoEnable"):
         opts.add_argument(a)
-    opts.add_experimental_option(
-        "prefs", {"profile.managed_default_content_settings.javascript": 2})
+    if not javascript:
+        opts.add_experimental_option(
+            "prefs", {"profile.managed_default_content_settings.javascript": 2})
     svc = Service(executable_path=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
     return webdriver.Chrome(options=opts, service=svc)
 

@@ -15,30 +15,16 @@ import os
 import sys
 import time
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from browser_flow import click_and_wait, left_page, step  # noqa: E402
-
-
-def driver():
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--no-first-run", "--no-default-browser-check", "--disable-extensions",
-              "--disable-background-networking", "--disable-component-update",
-              "--disable-features=HttpsUpgrades,HttpsFirstBalancedModeAutoEnable"):
-        opts.add_argument(a)
-    svc = Service(executable_path=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
-    return webdriver.Chrome(options=opts, service=svc)
+from browser_flow import click_and_wait, driver, left_page, step  # noqa: E402
 
 
 def main():
     a = json.loads(sys.argv[1])
-    d = driver()
+    d = driver(javascript=True)
     out = {"steps": [], "statuses": []}
     try:
         d.get(a["url"])
